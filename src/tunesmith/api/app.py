@@ -1,0 +1,53 @@
+"""The FastAPI application factory and its lifecycle (the model loads in the background)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tunesmith import __version__
+from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.routes import router
+from tunesmith.config import Settings
+from tunesmith.engine import MusicGenEngine
+from tunesmith.api.state import AppState
+from tunesmith.service import TrackService
+from tunesmith.storage import Storage, create_storage
+
+__all__ = ["AppState", "create_app"]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: MusicGenEngine | None = None,
+    storage: Storage | None = None,
+) -> FastAPI:
+    """Build the app. The engine loads in a background thread when the app starts, so
+    ``/healthz`` answers 503 until it is ready; pass an engine already `setup` to skip that."""
+    engine = engine or MusicGenEngine(settings.model, settings.device)
+    storage = storage or create_storage(settings)
+    state = AppState(settings=settings, service=TrackService(settings, engine, storage))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage.check()
+        if not engine.ready:
+            state.loader = threading.Thread(target=state.load_model, name="model-loader")
+            state.loader.daemon = True
+            state.loader.start()
+        yield
+
+    app = FastAPI(
+        title="tunesmith",
+        version=__version__,
+        summary="Text to music with MusicGen, stored in local or S3-compatible storage",
+        lifespan=lifespan,
+    )
+    app.state.tunesmith = state
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

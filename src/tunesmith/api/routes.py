@@ -1,0 +1,133 @@
+"""HTTP routes: generate, health, stored files, and the web page."""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from tunesmith.api.state import AppState
+from tunesmith.engine import CONTENT_TYPES
+from tunesmith.errors import NotFound, PayloadTooLarge, Unauthorized
+from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
+from tunesmith.storage import LocalStorage
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
+                    "fields": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    }
+}
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.tunesmith
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def check_api_key(
+    state: State,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> None:
+    """When TUNESMITH_API_KEY is set, require it as ``Authorization: Bearer`` or ``X-API-Key``."""
+    expected = state.settings.api_key
+    if expected is None:
+        return
+    given = x_api_key
+    if given is None and authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if given is None or not secrets.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
+    ):
+        raise Unauthorized("missing or wrong API key (send 'Authorization: Bearer <key>')")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+    return bytes(body)
+
+
+def base_url(state: AppState, request: Request) -> str:
+    return state.settings.public_base_url or str(request.base_url).rstrip("/")
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    dependencies=[Depends(check_api_key)],
+    summary="Generate a track from a text prompt and store it",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        401: _ERROR_SCHEMA,
+        413: _ERROR_SCHEMA,
+        422: _ERROR_SCHEMA,
+        502: _ERROR_SCHEMA,
+        503: _ERROR_SCHEMA,
+    },
+)
+async def generate(request: Request, state: State) -> GenerateResponse:
+    raw = await read_body(request, state.settings.max_body_bytes)
+    parsed = parse_generate_request(raw, max_duration=state.settings.max_duration)
+    return await state.service.generate(parsed, base_url=base_url(state, request))
+
+
+@router.get("/healthz", summary="200 once the model is loaded, 503 until then")
+async def healthz(state: State) -> JSONResponse:
+    engine = state.service.engine
+    body: dict[str, Any] = {"model": engine.model_name, "in_flight": state.service.in_flight}
+    if engine.ready:
+        body |= {"status": "ok", "device": str(engine.loaded.device)}
+        return JSONResponse(body)
+    if state.load_error is not None:
+        body |= {"status": "error", "message": state.load_error}
+    else:
+        body |= {"status": "loading", "message": "the model is loading"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
+
+
+@router.get("/files/{key:path}", summary="Download a track kept in local storage")
+async def files(key: str, state: State) -> FileResponse:
+    storage = state.service.storage
+    if not isinstance(storage, LocalStorage):
+        raise NotFound("this server stores tracks in S3; use the track's public_url")
+    path = storage.path_for(key)
+    media_type = CONTENT_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> HTMLResponse:
+    page = resources.files("tunesmith.api").joinpath("static/index.html").read_text("utf-8")
+    return HTMLResponse(page)

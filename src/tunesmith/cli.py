@@ -1,0 +1,161 @@
+"""The ``tunesmith`` command: ``serve``, ``generate`` and ``download``.
+
+Flags mirror the ``TUNESMITH_*`` environment variables and win over them. Known failures
+(bad settings, a model that cannot be loaded, bad parameters) end with a one-line message
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tunesmith import __version__
+from tunesmith.config import DEFAULT_MODEL, Settings, load_settings
+from tunesmith.errors import TunesmithError
+
+__all__ = ["main"]
+
+log = logging.getLogger("tunesmith")
+
+
+def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """Add ``--name`` flags for the given settings, each defaulting to the environment."""
+    helps = {
+        "model": f"HF model id or local directory (TUNESMITH_MODEL, default {DEFAULT_MODEL})",
+        "device": "auto, cpu or cuda (TUNESMITH_DEVICE)",
+        "storage": "local or s3 (TUNESMITH_STORAGE)",
+        "local_dir": "directory for local storage (TUNESMITH_LOCAL_DIR)",
+        "s3_bucket": "bucket for s3 storage (TUNESMITH_S3_BUCKET)",
+        "s3_prefix": "key prefix (TUNESMITH_S3_PREFIX, default music-output/)",
+        "url_mode": "public or presigned (TUNESMITH_URL_MODE)",
+        "public_base_url": "URL clients reach this server at (TUNESMITH_PUBLIC_BASE_URL)",
+        "host": "bind address (TUNESMITH_HOST, default 127.0.0.1)",
+        "port": "port (TUNESMITH_PORT, default 8000)",
+        "api_key": "require this key on POST /generate (TUNESMITH_API_KEY)",
+        "max_duration": "longest track in seconds (TUNESMITH_MAX_DURATION, at most 30)",
+        "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
+    }
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name])
+
+
+def _settings(args: argparse.Namespace, names: list[str]) -> Settings:
+    return load_settings(**{name: getattr(args, name) for name in names})
+
+
+SERVE_SETTINGS = [
+    "model", "device", "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
+    "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
+]  # fmt: skip
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tunesmith.api import create_app
+
+    settings = _settings(args, SERVE_SETTINGS)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    server = uvicorn.Server(config)
+    state = app.state.tunesmith
+    state.on_load_failure = lambda: setattr(server, "should_exit", True)
+    log.info("loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port)
+    server.run()
+    if state.load_error is not None:
+        raise TunesmithError(state.load_error)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tunesmith.engine import MusicGenEngine, encode_audio
+    from tunesmith.schema import parse_generate_request
+    from tunesmith.service import params_for
+
+    settings = _settings(args, ["model", "device", "max_duration"])
+    output = Path(args.output) if args.output else None
+    fmt = args.format or (output.suffix.lstrip(".").lower() if output and output.suffix else "wav")
+    body: dict[str, Any] = {"prompt": args.prompt, "duration": args.duration, "format": fmt}
+    for name in ("seed", "temperature", "top_k", "top_p", "guidance_scale"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    request = parse_generate_request(body, max_duration=settings.max_duration)
+    params = params_for(request)
+    engine = MusicGenEngine(settings.model, settings.device)
+    print(f"loading {settings.model} ...", file=sys.stderr)
+    engine.setup()
+    with tqdm(total=engine.steps_for(request.duration), unit="step", desc="decoding") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        track = engine.generate(params, progress)
+    data = encode_audio(track.samples, track.sample_rate, request.format)
+    output = output or Path(f"tunesmith-{params.seed}.{request.format}")
+    output.write_bytes(data)
+    print(f"wrote {output} ({track.duration:g} s, {track.sample_rate} Hz, seed {params.seed})")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from tunesmith.engine import save_model
+
+    path = save_model(args.model or DEFAULT_MODEL, Path(args.output))
+    print(f"saved {args.model or DEFAULT_MODEL} to {path}; use TUNESMITH_MODEL={path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API with the engine in-process")
+    _setting_flags(serve, SERVE_SETTINGS)
+    serve.set_defaults(run=_serve)
+
+    gen = commands.add_parser("generate", help="generate one track to a file")
+    gen.add_argument("prompt", help="what the music should sound like")
+    gen.add_argument("-d", "--duration", type=float, default=10.0, help="seconds (default 10)")
+    gen.add_argument("-o", "--output", help="output file (.wav or .flac)")
+    gen.add_argument("--format", choices=["wav", "flac"], help="default: from -o, else wav")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-k", dest="top_k", type=int)
+    gen.add_argument("--top-p", dest="top_p", type=float)
+    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
+    _setting_flags(gen, ["model", "device", "max_duration"])
+    gen.set_defaults(run=_generate)
+
+    dl = commands.add_parser("download", help="save a model to a directory for offline use")
+    dl.add_argument("--model", help=f"HF model id (default {DEFAULT_MODEL})")
+    dl.add_argument("-o", "--output", required=True, help="directory to save it in")
+    dl.set_defaults(run=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except TunesmithError as exc:
+        print(f"tunesmith: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

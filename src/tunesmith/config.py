@@ -1,0 +1,94 @@
+"""The one place settings are defined: environment variables prefixed ``TUNESMITH_``.
+
+CLI flags mirror these names (``--s3-bucket`` is ``TUNESMITH_S3_BUCKET``) and win over the
+environment. Invalid values fail at start through `load_settings`, with a message naming the
+variable, never later in a request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tunesmith.errors import ConfigError
+
+__all__ = ["DEFAULT_MODEL", "HARD_MAX_DURATION", "Settings", "load_settings"]
+
+DEFAULT_MODEL = "facebook/musicgen-small"
+# One MusicGen window: transformers caps the decoder at 1503 positions (~30 s at 50 frames/s).
+HARD_MAX_DURATION = 30.0
+ENV_PREFIX = "TUNESMITH_"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the service, the engine and the storage backend."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    model: str = Field(DEFAULT_MODEL, min_length=1, description="HF model id or local directory")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    storage: Literal["local", "s3"] = "local"
+    local_dir: Path = Path("tunesmith-output")
+    s3_bucket: str | None = None
+    s3_prefix: str = "music-output/"
+    url_mode: Literal["public", "presigned"] = "public"
+    presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    public_base_url: str | None = Field(
+        None, description="Base URL clients reach this server at (local storage links)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    max_duration: float = Field(HARD_MAX_DURATION, gt=0, le=HARD_MAX_DURATION)
+    max_queue: int = Field(8, ge=1, le=1024, description="Requests admitted at once")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative key prefix such as 'music-output/'")
+        if value and not value.endswith("/"):
+            value += "/"
+        return value
+
+    @field_validator("api_key", "s3_bucket", "public_base_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("TUNESMITH_S3_BUCKET is required when TUNESMITH_STORAGE=s3")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit overrides (None values are ignored).
+
+    Raises `ConfigError` naming each invalid variable.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            name = ENV_PREFIX + loc[0].upper() if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {msg}" if loc else msg)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,111 @@
+"""Loading a MusicGen checkpoint (HF hub id or local directory) and choosing its device.
+
+This is the one place `from_pretrained` is called, so the default hub model, a downloaded
+copy and the tiny test model all go through the same path. Loader failures become
+`ModelUnavailable` with a message that names the model and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunesmith.errors import ConfigError, ModelUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LoadedModel", "load_model", "resolve_device", "save_model"]
+
+log = logging.getLogger(__name__)
+
+HOW_TO_FIX = (
+    "If this machine is offline, copy the model to a directory (on a machine with network: "
+    "`tunesmith download --model {model} --output DIR`) and point TUNESMITH_MODEL (or --model) "
+    "at that directory."
+)
+
+
+@dataclass
+class LoadedModel:
+    """A MusicGen model with its processor, on its device, in eval mode."""
+
+    name: str
+    model: Any  # transformers MusicgenForConditionalGeneration
+    processor: Any  # transformers MusicgenProcessor
+    device: torch.device
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @property
+    def frame_rate(self) -> int:
+        return int(self.model.config.audio_encoder.frame_rate)
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.model.decoder.num_codebooks)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.model.config.audio_encoder.audio_channels)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU; ``cuda`` without a GPU is a `ConfigError`."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("TUNESMITH_DEVICE: cuda was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+
+
+def load_model(name: str, device: str = "auto") -> LoadedModel:
+    """Load model and processor from a hub id or a local directory made by `save_pretrained`."""
+    import torch
+    from transformers import AutoConfig, MusicgenForConditionalGeneration, MusicgenProcessor
+
+    target = resolve_device(device)
+    source = str(Path(name).expanduser()) if _looks_like_path(name) else name
+    if _looks_like_path(name) and not (Path(source) / "config.json").is_file():
+        raise ModelUnavailable(
+            f"model directory {source!r} has no config.json: it is not a saved MusicGen model. "
+            + HOW_TO_FIX.format(model="facebook/musicgen-small")
+        )
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if getattr(config, "model_type", None) != "musicgen":
+            raise ModelUnavailable(
+                f"model {name!r} is a {config.model_type!r} model; tunesmith serves MusicGen "
+                "text-to-music checkpoints (model_type 'musicgen', e.g. facebook/musicgen-small)"
+            )
+        model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        processor = MusicgenProcessor.from_pretrained(source)
+    except ModelUnavailable:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"could not load model {name!r}: {exc}. " + HOW_TO_FIX.format(model=name)
+        ) from None
+    model.to(target)
+    model.eval()
+    log.info("loaded %s on %s", name, target)
+    return LoadedModel(name=name, model=model, processor=processor, device=target)
+
+
+def save_model(name: str, output: Path) -> Path:
+    """Copy a model (hub id or directory) to `output` so an offline machine can load it."""
+    loaded = load_model(name, device="cpu")
+    output.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(output)
+    loaded.processor.save_pretrained(output)
+    return output

@@ -1,0 +1,143 @@
+"""Randomly initialised MusicGen checkpoints, for tests and benchmarks on machines without weights.
+
+`save_random_musicgen` writes a directory with `save_pretrained`, exactly like a downloaded
+checkpoint, so it loads through the same `tunesmith.engine.load_model` path as
+``facebook/musicgen-small``. Presets: ``tiny`` (a few hundred KB, for tests) and ``small`` (the
+musicgen-small architecture: same shapes and compute as the real checkpoint).
+
+A fresh EnCodec has all-zero codebooks (a checkpoint fills them), which would make every code
+decode to the same audio; they are randomised here so different codes give different audio.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PRESETS", "save_random_musicgen"]
+
+_CORPUS = [
+    "upbeat electronic dance music with heavy bass",
+    "calm piano melody for a rainy evening",
+    "lofi hip hop beat with vinyl crackle",
+    "80s pop track with bassy drums and synth",
+    "acoustic guitar folk song with soft vocals",
+    "epic orchestral soundtrack with strings and brass",
+    "jazz trio with walking bass and brushed drums",
+    "ambient drone with evolving pads",
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "text": {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4},
+        "audio": {
+            "num_filters": 4,
+            "hidden_size": 16,
+            "codebook_size": 64,
+            "codebook_dim": 16,
+            "num_lstm_layers": 1,
+            "target_bandwidths": [1.2],  # 4 codebooks x 6 bits x 50 frames/s
+        },
+        "decoder": {
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "ffn_dim": 64,
+            # wider than the default 0.02, so logits are peaked and depend on the prompt:
+            # tests that compare outputs across prompts and seeds then mean something
+            "initializer_factor": 0.3,
+        },
+    },
+    "small": {  # facebook/musicgen-small
+        "text": {
+            "vocab_size": 32128,
+            "d_model": 768,
+            "d_kv": 64,
+            "d_ff": 3072,
+            "num_layers": 12,
+            "num_heads": 12,
+        },
+        "audio": {
+            "num_filters": 64,
+            "hidden_size": 128,
+            "codebook_size": 2048,
+            "codebook_dim": 128,
+            "num_lstm_layers": 2,
+            "target_bandwidths": [2.2],  # 4 codebooks x 11 bits x 50 frames/s
+        },
+        "decoder": {
+            "vocab_size": 2048,
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "ffn_dim": 4096,
+        },
+    },
+}
+
+
+def _tokenizer(vocab_size: int) -> Any:
+    """A T5 (Unigram) tokenizer trained on the spot on a few prompts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.train_from_iterator(_CORPUS * 4, trainer)
+    vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """Build a random MusicGen of the given preset and `save_pretrained` it (with processor)."""
+    import torch
+    from transformers import (
+        EncodecConfig,
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+        T5Config,
+    )
+
+    spec = PRESETS[preset]
+    tokenizer = _tokenizer(vocab_size=120)
+    text = T5Config(**{"vocab_size": max(len(tokenizer), 128), **spec["text"]})
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        audio_channels=1,
+        upsampling_ratios=[8, 5, 4, 4],
+        **spec["audio"],
+    )
+    codebooks = spec["audio"]["codebook_size"]
+    decoder = MusicgenDecoderConfig(
+        num_codebooks=4,
+        pad_token_id=codebooks,
+        bos_token_id=codebooks,
+        max_position_embeddings=2048,
+        **spec["decoder"],
+    )
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
+    )
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config)
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            torch.nn.init.normal_(layer.codebook.embed)
+    gen = model.generation_config
+    gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
+    processor = MusicgenProcessor(
+        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
+        tokenizer=tokenizer,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -1,0 +1,117 @@
+"""The one request/response contract, shared by the local API, the CLI and the Lambda tier.
+
+`parse_generate_request` is the only way a request enters the service: it takes the raw JSON
+body (bytes, str or an already-decoded dict), applies the deployment's duration limit and
+raises `InvalidRequest` naming each bad field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunesmith.config import HARD_MAX_DURATION
+from tunesmith.errors import FieldError, InvalidRequest
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "AudioFormat",
+    "GenerateRequest",
+    "GenerateResponse",
+    "parse_generate_request",
+]
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**63 - 1
+MIN_DURATION = 1.0
+AudioFormat = Literal["wav", "flac"]
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /generate``. Unknown fields are refused: a typo must not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="What the music should sound like",
+        examples=["upbeat electronic dance music with heavy bass"],
+    )
+    duration: float = Field(
+        10.0,
+        ge=MIN_DURATION,
+        le=HARD_MAX_DURATION,
+        allow_inf_nan=False,
+        description="Length of the track in seconds",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Same seed and parameters give the same audio"
+    )
+    temperature: float = Field(1.0, gt=0, le=10.0, allow_inf_nan=False)
+    top_k: int = Field(250, ge=0, le=2048, description="0 turns top-k sampling off")
+    top_p: float = Field(0.0, ge=0, le=1.0, allow_inf_nan=False, description="0 turns it off")
+    guidance_scale: float = Field(
+        3.0, ge=0, le=20.0, allow_inf_nan=False, description="Classifier-free guidance; <=1 off"
+    )
+    format: AudioFormat = "wav"
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("must contain non-whitespace text")
+        if "\x00" in stripped:
+            raise ValueError("must not contain NUL characters")
+        return stripped
+
+
+class GenerateResponse(BaseModel):
+    """What ``POST /generate`` answers with."""
+
+    id: str
+    s3_url: str | None
+    public_url: str
+    duration: float
+    sample_rate: int
+    format: AudioFormat
+    model: str
+    seed: int
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    fields = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "field required"
+        fields.append(FieldError(loc, msg))
+    return fields
+
+
+def parse_generate_request(raw: bytes | str | dict[str, Any], *, max_duration: float) -> GenerateRequest:
+    """Validate a request body against the contract and this deployment's duration limit."""
+    data: Any = raw
+    if isinstance(raw, bytes | str):
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    try:
+        request = GenerateRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_field_errors(exc)) from None
+    if request.duration > max_duration:
+        raise InvalidRequest(
+            [FieldError("duration", f"must be at most {max_duration:g} seconds on this server")]
+        )
+    return request

@@ -1,0 +1,24 @@
+"""Fixtures for a tiny random MusicGen saved with `save_pretrained` and loaded by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunesmith.engine import MusicGenEngine
+from tunesmith.engine.random_model import save_random_musicgen
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random MusicGen checkpoint directory (config, weights, processor)."""
+    return save_random_musicgen(tmp_path_factory.mktemp("tiny-musicgen"), preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path) -> MusicGenEngine:
+    """The tiny model loaded through the same path as facebook/musicgen-small, on the CPU."""
+    engine = MusicGenEngine(str(tiny_model_dir), device="cpu")
+    engine.setup()
+    return engine
