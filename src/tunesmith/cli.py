@@ -57,14 +57,19 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tunesmith.api import create_app
+    from tunesmith.storage import create_storage
 
     settings = _settings(args, SERVE_SETTINGS)
-    app = create_app(settings)
+    storage = create_storage(settings)
+    storage.check()  # an unusable directory or bucket stops here, before the port opens
+    app = create_app(settings, storage=storage)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
     server = uvicorn.Server(config)
     state = app.state.tunesmith
     state.on_load_failure = lambda: setattr(server, "should_exit", True)
-    log.info("loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port)
+    log.info(
+        "loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port
+    )
     server.run()
     if state.load_error is not None:
         raise TunesmithError(state.load_error)

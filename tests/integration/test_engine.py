@@ -43,7 +43,9 @@ def test_prompt_and_sampling_parameters_change_the_audio(tiny_engine: MusicGenEn
 
 def test_progress_counts_every_decoder_step(tiny_engine: MusicGenEngine) -> None:
     seen: list[tuple[int, int]] = []
-    tiny_engine.generate(GenerationParams("jazz trio", 1.0, seed=3), lambda d, t: seen.append((d, t)))
+    tiny_engine.generate(
+        GenerationParams("jazz trio", 1.0, seed=3), lambda d, t: seen.append((d, t))
+    )
     steps = tiny_engine.steps_for(1.0)
     assert steps == 50 + 3  # 50 frames/s plus the 4-codebook delay pattern
     assert seen[-1] == (steps, steps)
@@ -62,8 +64,12 @@ def test_engine_refuses_work_before_setup(tiny_model_dir: Path) -> None:
 def test_offline_hub_model_names_the_model_and_the_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import huggingface_hub.constants
+
+    # as on a machine started with HF_HUB_OFFLINE=1 (the constant is read at import)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(ModelUnavailable) as caught:
         load_model("facebook/musicgen-small", device="cpu")
     assert "facebook/musicgen-small" in caught.value.message

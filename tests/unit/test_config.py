@@ -23,7 +23,11 @@ def test_defaults() -> None:
     settings = load_settings()
     assert settings.model == DEFAULT_MODEL
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.storage, settings.s3_prefix, settings.url_mode) == ("local", "music-output/", "public")
+    assert (settings.storage, settings.s3_prefix, settings.url_mode) == (
+        "local",
+        "music-output/",
+        "public",
+    )
     assert settings.max_duration == 30
     assert settings.api_key is None
 

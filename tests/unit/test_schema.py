@@ -76,7 +76,7 @@ def test_bad_field_is_named(body: dict[str, object], field: str) -> None:
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_duration_is_refused(literal: str) -> None:
-    raw = ('{"prompt": "a", "duration": %s}' % literal).encode()
+    raw = b'{"prompt": "a", "duration": ' + literal.encode() + b"}"
     with pytest.raises(InvalidRequest) as caught:
         parse_generate_request(raw, max_duration=30)
     assert [f.field for f in caught.value.fields] == ["duration"]

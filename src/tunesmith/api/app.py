@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from tunesmith import __version__
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import router
+from tunesmith.api.state import AppState
 from tunesmith.config import Settings
 from tunesmith.engine import MusicGenEngine
-from tunesmith.api.state import AppState
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
 
@@ -27,14 +27,16 @@ def create_app(
     storage: Storage | None = None,
 ) -> FastAPI:
     """Build the app. The engine loads in a background thread when the app starts, so
-    ``/healthz`` answers 503 until it is ready; pass an engine already `setup` to skip that."""
+    ``/healthz`` answers 503 until it is ready; pass an engine already `setup` to skip that.
+
+    Storage is not touched here: ``tunesmith serve`` calls `Storage.check` before it starts.
+    """
     engine = engine or MusicGenEngine(settings.model, settings.device)
     storage = storage or create_storage(settings)
     state = AppState(settings=settings, service=TrackService(settings, engine, storage))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage.check()
         if not engine.ready:
             state.loader = threading.Thread(target=state.load_model, name="model-loader")
             state.loader.daemon = True

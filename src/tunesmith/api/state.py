@@ -22,18 +22,18 @@ class AppState:
 
     settings: Settings
     service: TrackService
-    load_error: str | None = None
     loader: threading.Thread | None = field(default=None, repr=False)
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 
+    @property
+    def load_error(self) -> str | None:
+        return self.service.engine.load_error
+
     def load_model(self) -> None:
+        """Load the engine (in the loader thread); a failure is logged and kept for /healthz."""
         try:
             self.service.engine.setup()
         except TunesmithError as exc:
-            self.load_error = exc.message
             log.error("model could not be loaded: %s", exc.message)
-        except Exception as exc:  # a crash in a foreign loader must still be reported
-            self.load_error = f"model could not be loaded: {exc}"
-            log.exception("model could not be loaded")
-        if self.load_error is not None and self.on_load_failure is not None:
-            self.on_load_failure()
+            if self.on_load_failure is not None:
+                self.on_load_failure()

@@ -88,8 +88,8 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
                 f"model {name!r} is a {config.model_type!r} model; tunesmith serves MusicGen "
                 "text-to-music checkpoints (model_type 'musicgen', e.g. facebook/musicgen-small)"
             )
-        model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
-        processor = MusicgenProcessor.from_pretrained(source)
+        model: Any = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        processor: Any = MusicgenProcessor.from_pretrained(source)
     except ModelUnavailable:
         raise
     except (OSError, ValueError) as exc:

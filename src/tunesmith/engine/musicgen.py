@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.errors import GenerationFailed, ModelNotReady
+from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track"]
 
@@ -50,7 +50,7 @@ class Track:
 
     @property
     def duration(self) -> float:
-        return self.samples.shape[0] / self.sample_rate
+        return float(self.samples.shape[0] / self.sample_rate)
 
 
 class _StepCounter:
@@ -79,12 +79,20 @@ class MusicGenEngine:
         self.device_setting = device
         self._loaded: LoadedModel | None = None
         self._lock = threading.Lock()
+        self.load_error: str | None = None
 
     # lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
         """Load weights and processor (slow; once per process). Raises `ModelUnavailable`."""
         if self._loaded is None:
-            self._loaded = load_model(self.model_name, self.device_setting)
+            try:
+                self._loaded = load_model(self.model_name, self.device_setting)
+            except TunesmithError as exc:
+                self.load_error = exc.message
+                raise
+            except Exception as exc:  # a crash inside a foreign loader is reported the same way
+                self.load_error = f"model {self.model_name!r} could not be loaded: {exc}"
+                raise ModelUnavailable(self.load_error) from exc
 
     @property
     def ready(self) -> bool:
@@ -93,6 +101,8 @@ class MusicGenEngine:
     @property
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
+            if self.load_error is not None:
+                raise ModelUnavailable(self.load_error)
             raise ModelNotReady("the model is still loading", retry_after=10)
         return self._loaded
 

@@ -127,13 +127,13 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
         text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
     )
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config)
+    model: Any = MusicgenForConditionalGeneration(config)
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             torch.nn.init.normal_(layer.codebook.embed)
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
-    processor = MusicgenProcessor(
+    processor: Any = MusicgenProcessor(  # type: ignore[no-untyped-call]
         feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
         tokenizer=tokenizer,
     )
