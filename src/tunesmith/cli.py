@@ -38,6 +38,8 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         "api_key": "require this key on POST /generate (TUNESMITH_API_KEY)",
         "max_duration": "longest track in seconds (TUNESMITH_MAX_DURATION, at most 30)",
         "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
+        "presign_expires": "presigned URL lifetime, seconds (TUNESMITH_PRESIGN_EXPIRES)",
+        "max_body_bytes": "request body limit (TUNESMITH_MAX_BODY_BYTES)",
     }
     for name in names:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name])
@@ -50,6 +52,7 @@ def _settings(args: argparse.Namespace, names: list[str]) -> Settings:
 SERVE_SETTINGS = [
     "model", "device", "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
+    "presign_expires", "max_body_bytes",
 ]  # fmt: skip
 
 

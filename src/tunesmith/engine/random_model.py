@@ -141,3 +141,21 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tunesmith.engine.random_model DIR [--preset tiny|small]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Save a randomly initialised MusicGen checkpoint")
+    parser.add_argument("output", type=Path, help="directory to save it in")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = save_random_musicgen(args.output, args.preset, args.seed)
+    print(f"saved a random {args.preset} MusicGen to {path}; use TUNESMITH_MODEL={path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
