@@ -96,7 +96,9 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return fields
 
 
-def parse_generate_request(raw: bytes | str | dict[str, Any], *, max_duration: float) -> GenerateRequest:
+def parse_generate_request(
+    raw: bytes | str | dict[str, Any], *, max_duration: float
+) -> GenerateRequest:
     """Validate a request body against the contract and this deployment's duration limit."""
     data: Any = raw
     if isinstance(raw, bytes | str):
