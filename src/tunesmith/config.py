@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tunesmith.errors import ConfigError
+from tunesmith.storage.base import PREFIX_PATTERN
 
 __all__ = ["DEFAULT_MODEL", "HARD_MAX_DURATION", "Settings", "load_settings"]
 
@@ -49,10 +50,13 @@ class Settings(BaseSettings):
     @field_validator("s3_prefix")
     @classmethod
     def _prefix_shape(cls, value: str) -> str:
-        if value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("must be a relative key prefix such as 'music-output/'")
         if value and not value.endswith("/"):
             value += "/"
+        if not PREFIX_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must be a relative key prefix such as 'music-output/' (letters, digits, "
+                "'.', '_', '-' in each segment; no segment starting with '.')"
+            )
         return value
 
     @field_validator("api_key", "s3_bucket", "public_base_url", mode="before")

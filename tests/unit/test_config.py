@@ -67,6 +67,8 @@ def test_overrides_win_and_none_means_unset(monkeypatch: pytest.MonkeyPatch) -> 
         ("TUNESMITH_MAX_DURATION", "45", "TUNESMITH_MAX_DURATION"),
         ("TUNESMITH_MAX_DURATION", "0", "TUNESMITH_MAX_DURATION"),
         ("TUNESMITH_S3_PREFIX", "../escape/", "TUNESMITH_S3_PREFIX"),
+        ("TUNESMITH_S3_PREFIX", "/abs/", "TUNESMITH_S3_PREFIX"),
+        ("TUNESMITH_S3_PREFIX", "with space/", "TUNESMITH_S3_PREFIX"),
         ("TUNESMITH_PUBLIC_BASE_URL", "example.com", "TUNESMITH_PUBLIC_BASE_URL"),
     ],
 )
@@ -84,6 +86,13 @@ def test_s3_storage_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "TUNESMITH_S3_BUCKET" in caught.value.message
+
+
+def test_prefix_may_be_empty_or_nested(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESMITH_S3_PREFIX", "")
+    assert load_settings().s3_prefix == ""
+    monkeypatch.setenv("TUNESMITH_S3_PREFIX", "tracks/2026")
+    assert load_settings().s3_prefix == "tracks/2026/"
 
 
 def test_empty_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:

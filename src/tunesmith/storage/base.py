@@ -7,10 +7,13 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-__all__ = ["KEY_PATTERN", "Storage", "StoredTrack", "new_key"]
+__all__ = ["KEY_PATTERN", "PREFIX_PATTERN", "Storage", "StoredTrack", "new_key"]
 
 # What `new_key` produces: an optional prefix of safe path segments, 32 hex chars, an extension.
-KEY_PATTERN = re.compile(r"^(?:[A-Za-z0-9._-]+/)*[0-9a-f]{32}\.[a-z0-9]{2,5}$")
+# A segment never starts with a dot, so "." and ".." (and hidden names) are not keys. Match
+# with `fullmatch` (``$`` alone admits a trailing newline).
+PREFIX_PATTERN = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*")
+KEY_PATTERN = re.compile(PREFIX_PATTERN.pattern + r"[0-9a-f]{32}\.[a-z0-9]{2,5}")
 
 
 def new_key(prefix: str, extension: str) -> str:

@@ -1,0 +1,83 @@
+"""Shared pytest fixtures, one clearly separated section per resource."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from s3server import SeaweedS3
+
+# =================================================================================================
+# S3: a real SeaweedFS server (tests/s3server.py), started once per session on loopback.
+#
+#   s3_server  session  the running SeaweedS3 (endpoint_url, client(), create_bucket(), env())
+#   s3_bucket  test     a fresh, empty bucket name; deleted with its objects afterwards
+#   s3_env     test     AWS_ENDPOINT_URL_S3, test credentials and region set in os.environ, and
+#                       the developer's ~/.aws ignored, so a default boto3 client (what tunesmith
+#                       builds) talks to the test server; returns the SeaweedS3
+#
+# Tests using them are marked `@pytest.mark.s3`.
+# =================================================================================================
+
+_AWS_VARS_TO_CLEAR = (
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 server for the whole session (fails with weed's log if it cannot start)."""
+    try:
+        server = SeaweedS3()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3) -> Iterator[str]:
+    """A new empty bucket for one test."""
+    name = s3_server.create_bucket(f"ts-{uuid.uuid4().hex[:20]}")
+    try:
+        yield name
+    finally:
+        s3_server.delete_bucket(name)
+
+
+@pytest.fixture
+def s3_env(
+    s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> SeaweedS3:
+    """Point boto3's standard configuration (environment only) at the test server."""
+    for name in _AWS_VARS_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    no_files: Path = tmp_path_factory.mktemp("aws-config")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(no_files / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(no_files / "credentials"))
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+# =================================================================================================
+# =================================================================================================
+# Model: a tiny random MusicGen saved with save_pretrained (tests/model_fixtures.py).
+#
+#   tiny_model_dir  session  the checkpoint directory, loadable like facebook/musicgen-small
+#   tiny_engine     session  a MusicGenEngine on it, set up once, on the CPU
+# =================================================================================================
+
+from model_fixtures import tiny_engine, tiny_model_dir  # noqa: E402, F401
