@@ -59,6 +59,10 @@ class TunesmithError(Exception):
         """The JSON body an API answers with for this error."""
         return {"error": self.code, "message": self.message}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error's response (``Retry-After`` for a 503)."""
+        return {"Retry-After": "60"} if self.status == 503 else {}
+
 
 class ConfigError(TunesmithError):
     """A setting is invalid; raised at start, before any request is taken."""
@@ -124,6 +128,9 @@ class Unavailable(TunesmithError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ModelNotReady(Unavailable):

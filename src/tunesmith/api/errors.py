@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunesmith.errors import FieldError, InvalidRequest, TunesmithError, Unavailable
+from tunesmith.errors import FieldError, InvalidRequest, TunesmithError
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -18,12 +18,7 @@ log = logging.getLogger(__name__)
 
 def error_response(exc: TunesmithError) -> JSONResponse:
     """The JSON response for one of tunesmith's errors, with Retry-After when it applies."""
-    headers = {}
-    if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(exc.retry_after)
-    elif exc.status == 503:
-        headers["Retry-After"] = "60"
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers())
 
 
 async def _tunesmith_error(request: Request, exc: Exception) -> JSONResponse:
