@@ -27,6 +27,9 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     helps = {
         "model": f"HF model id or local directory (TUNESMITH_MODEL, default {DEFAULT_MODEL})",
         "device": "auto, cpu or cuda (TUNESMITH_DEVICE)",
+        "precision": "auto, fp32, int8 (CPU), fp16 or bf16 (CUDA) (TUNESMITH_PRECISION)",
+        "max_batch": "requests decoded together (TUNESMITH_MAX_BATCH, default 8)",
+        "batch_window_ms": "idle wait for concurrent requests, ms (TUNESMITH_BATCH_WINDOW_MS)",
         "storage": "local or s3 (TUNESMITH_STORAGE)",
         "local_dir": "directory for local storage (TUNESMITH_LOCAL_DIR)",
         "s3_bucket": "bucket for s3 storage (TUNESMITH_S3_BUCKET)",
@@ -50,7 +53,8 @@ def _settings(args: argparse.Namespace, names: list[str]) -> Settings:
 
 
 SERVE_SETTINGS = [
-    "model", "device", "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
+    "model", "device", "precision", "max_batch", "batch_window_ms",
+    "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
     "presign_expires", "max_body_bytes",
 ]  # fmt: skip
@@ -82,11 +86,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tunesmith.engine import MusicGenEngine, encode_audio
+    from tunesmith.engine import encode_audio, engine_for
     from tunesmith.schema import parse_generate_request
     from tunesmith.service import params_for
 
-    settings = _settings(args, ["model", "device", "max_duration"])
+    settings = _settings(args, ["model", "device", "precision", "max_duration"])
     output = Path(args.output) if args.output else None
     fmt = args.format or (output.suffix.lstrip(".").lower() if output and output.suffix else "wav")
     body: dict[str, Any] = {"prompt": args.prompt, "duration": args.duration, "format": fmt}
@@ -95,7 +99,7 @@ def _generate(args: argparse.Namespace) -> int:
             body[name] = getattr(args, name)
     request = parse_generate_request(body, max_duration=settings.max_duration)
     params = params_for(request)
-    engine = MusicGenEngine(settings.model, settings.device)
+    engine = engine_for(settings)
     print(f"loading {settings.model} ...", file=sys.stderr)
     engine.setup()
     with tqdm(total=engine.steps_for(request.duration), unit="step", desc="decoding") as bar:
@@ -139,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", dest="top_k", type=int)
     gen.add_argument("--top-p", dest="top_p", type=float)
     gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    _setting_flags(gen, ["model", "device", "max_duration"])
+    _setting_flags(gen, ["model", "device", "precision", "max_duration"])
     gen.set_defaults(run=_generate)
 
     dl = commands.add_parser("download", help="save a model to a directory for offline use")

@@ -13,7 +13,7 @@ from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import router
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
-from tunesmith.engine import MusicGenEngine
+from tunesmith.engine import MusicGenEngine, engine_for
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
 
@@ -31,7 +31,7 @@ def create_app(
 
     Storage is not touched here: ``tunesmith serve`` calls `Storage.check` before it starts.
     """
-    engine = engine or MusicGenEngine(settings.model, settings.device)
+    engine = engine or engine_for(settings)
     storage = storage or create_storage(settings)
     state = AppState(settings=settings, service=TrackService(settings, engine, storage))
 

@@ -1,31 +1,39 @@
 """The in-process MusicGen engine: a lifecycle (`setup` loads once) and a `generate` call.
 
-Generation goes through transformers' own `generate` on the loaded checkpoint. Requests are
-served one at a time (the model is not re-entrant and the sampler seeds torch's generator);
-the API tier bounds how many wait (`tunesmith.service`).
+`generate` is thread-safe and blocking: the calling thread tokenizes and encodes the prompt,
+hands the job to the batch scheduler (which steps every in-flight request together in one
+decode thread, `tunesmith.engine.scheduler`), then decodes the finished codes to audio with
+EnCodec. Concurrent callers therefore share decode steps.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from tunesmith.engine.loader import LoadedModel, load_model
+from tunesmith.engine.sampling import SamplingParams
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
-__all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track"]
+if TYPE_CHECKING:
+    import torch
+
+    from tunesmith.config import Settings
+    from tunesmith.engine.decoder import FastDecoder
+    from tunesmith.engine.scheduler import BatchScheduler
+
+__all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
-"""Called as ``(steps_done, steps_total)`` after each decoder step."""
+"""Called as ``(steps_done, steps_total)`` after each decoder step (from the decode thread)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,17 @@ class GenerationParams:
     top_k: int = 250
     top_p: float = 0.0
     guidance_scale: float = 3.0
+    greedy: bool = False  # argmax decoding: for parity checks and benchmarks
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            guidance_scale=self.guidance_scale,
+            greedy=self.greedy,
+        )
 
 
 @dataclass(frozen=True)
@@ -53,103 +72,164 @@ class Track:
         return float(self.samples.shape[0] / self.sample_rate)
 
 
-class _StepCounter:
-    """A logits processor that leaves the scores alone and reports each decoder step.
+class MusicGenEngine:
+    """MusicGen text-to-music on one device. Call `setup` once, then `generate` many times.
 
-    (A logits processor, not a streamer: transformers 5's MusicGen `generate` drops the
-    `streamer` argument before its sampling loop.)
+    `precision` is ``auto`` (fp32 on CPU, fp16 on CUDA), ``fp32``, ``int8`` (CPU) or
+    ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
+    and an idle engine waits `batch_window` seconds for concurrent arrivals to start together.
     """
 
-    def __init__(self, total: int, callback: ProgressCallback) -> None:
-        self.total = total
-        self.done = 0
-        self.callback = callback
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        self.done += 1
-        self.callback(min(self.done, self.total), self.total)
-        return scores
-
-
-class MusicGenEngine:
-    """MusicGen text-to-music on one device. Call `setup` once, then `generate` many times."""
-
-    def __init__(self, model: str, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        *,
+        precision: str = "auto",
+        max_batch: int = 8,
+        batch_window: float = 0.02,
+    ) -> None:
         self.model_name = model
         self.device_setting = device
-        self._loaded: LoadedModel | None = None
-        self._lock = threading.Lock()
+        self.precision_setting = precision
+        self.max_batch = max_batch
+        self.batch_window = batch_window
         self.load_error: str | None = None
+        self._loaded: LoadedModel | None = None
+        self._decoder: FastDecoder | None = None
+        self._scheduler: BatchScheduler | None = None
 
     # lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
-        """Load weights and processor (slow; once per process). Raises `ModelUnavailable`."""
-        if self._loaded is None:
-            try:
-                self._loaded = load_model(self.model_name, self.device_setting)
-            except TunesmithError as exc:
-                self.load_error = exc.message
-                raise
-            except Exception as exc:  # a crash inside a foreign loader is reported the same way
-                self.load_error = f"model {self.model_name!r} could not be loaded: {exc}"
-                raise ModelUnavailable(self.load_error) from exc
+        """Load weights, prepare the decoder, start the decode thread (once per process).
+
+        Raises `ModelUnavailable` (or `ConfigError` for an impossible device/precision)."""
+        if self._scheduler is not None:
+            return
+        try:
+            self._setup()
+        except TunesmithError as exc:
+            self.load_error = exc.message
+            raise
+        except Exception as exc:  # a crash inside a foreign loader is reported the same way
+            self.load_error = f"model {self.model_name!r} could not be loaded: {exc}"
+            raise ModelUnavailable(self.load_error) from exc
+
+    def _setup(self) -> None:
+        from tunesmith.engine.decoder import FastDecoder, release_decoder_weights
+        from tunesmith.engine.kernels import resolve_precision
+        from tunesmith.engine.scheduler import BatchScheduler
+
+        loaded = load_model(self.model_name, self.device_setting)
+        precision = resolve_precision(self.precision_setting, loaded.device)
+        decoder = FastDecoder(loaded.model, precision, loaded.device)
+        if precision != "fp32":
+            release_decoder_weights(loaded.model)  # the decoder holds its own converted copy
+        self._decoder = decoder
+        self._loaded = loaded
+        self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
+        log.info("engine ready: %s, %s on %s", self.model_name, precision, loaded.device)
+
+    def close(self) -> None:
+        """Stop the decode thread; queued requests fail with `ModelNotReady`."""
+        if self._scheduler is not None:
+            self._scheduler.close()
 
     @property
     def ready(self) -> bool:
-        return self._loaded is not None
+        return self._scheduler is not None
 
     @property
     def loaded(self) -> LoadedModel:
-        if self._loaded is None:
+        if self._loaded is None or self._scheduler is None:
             if self.load_error is not None:
                 raise ModelUnavailable(self.load_error)
             raise ModelNotReady("the model is still loading", retry_after=10)
         return self._loaded
 
     @property
+    def decoder(self) -> FastDecoder:
+        self.loaded  # noqa: B018 - raises until set up
+        assert self._decoder is not None
+        return self._decoder
+
+    @property
+    def scheduler(self) -> BatchScheduler:
+        self.loaded  # noqa: B018 - raises until set up
+        assert self._scheduler is not None
+        return self._scheduler
+
+    @property
+    def precision(self) -> str:
+        return self.decoder.precision
+
+    @property
     def sample_rate(self) -> int:
         return self.loaded.sample_rate
 
+    def frames_for(self, duration: float) -> int:
+        return math.ceil(duration * self.loaded.frame_rate)
+
     def steps_for(self, duration: float) -> int:
         """Decoder steps for `duration` seconds: its frames plus the codebook delay pattern."""
-        loaded = self.loaded
-        return math.ceil(duration * loaded.frame_rate) + loaded.num_codebooks - 1
+        return self.decoder.steps_for(self.frames_for(duration))
 
     # generation ------------------------------------------------------------------------
-    def generate(self, params: GenerationParams, progress: ProgressCallback | None = None) -> Track:
-        """Generate exactly ``params.duration`` seconds of audio; same seed, same audio."""
+    def generate_codes(
+        self, params: GenerationParams, progress: ProgressCallback | None = None
+    ) -> torch.Tensor:
+        """The audio codes ``(K, frames)`` for `params` (blocking; batched with other callers)."""
+        loaded, decoder = self.loaded, self.decoder
+        inputs = loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
+        try:
+            job = decoder.start(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                self.frames_for(params.duration),
+                params.sampling,
+                params.seed,
+            )
+        except RuntimeError as exc:  # e.g. out of memory allocating the cache
+            raise GenerationFailed(f"could not start generation: {exc}") from None
+        self.scheduler.submit(job, progress).wait()
+        return decoder.codes(job)
+
+    def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
+        """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds."""
         import torch
 
         loaded = self.loaded
-        steps = self.steps_for(params.duration)
-        wanted = round(params.duration * loaded.sample_rate)
-        inputs = loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
-        inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
-        kwargs: dict[str, Any] = {
-            "do_sample": True,
-            "max_new_tokens": steps,
-            "temperature": params.temperature,
-            "top_k": params.top_k,
-            "top_p": params.top_p if params.top_p > 0 else 1.0,
-            "guidance_scale": params.guidance_scale if params.guidance_scale > 1 else None,
-        }
-        if progress is not None:
-            from transformers import LogitsProcessorList
-
-            kwargs["logits_processor"] = LogitsProcessorList([_StepCounter(steps, progress)])
-        with self._lock:
-            torch.manual_seed(params.seed)
-            try:
-                with torch.inference_mode():
-                    audio = loaded.model.generate(**inputs, **kwargs)
-            except torch.cuda.OutOfMemoryError as exc:
-                raise GenerationFailed(f"the GPU ran out of memory: {exc}") from None
-            except RuntimeError as exc:
-                log.exception("generation failed")
-                raise GenerationFailed(f"generation failed: {exc}") from None
-        samples = audio[0].float().cpu().numpy()  # (channels, frames)
+        wanted = round(duration * loaded.sample_rate)
+        audio_encoder = loaded.model.audio_encoder
+        try:
+            with torch.inference_mode():
+                # a stereo model interleaves left and right codebooks
+                stereo = loaded.audio_channels == 2
+                halves = [codes[0::2], codes[1::2]] if stereo else [codes]
+                outputs = [
+                    audio_encoder.decode(part[None, None], audio_scales=[None]).audio_values
+                    for part in halves
+                ]
+        except RuntimeError as exc:
+            raise GenerationFailed(f"audio decoding failed: {exc}") from None
+        samples = torch.cat(outputs, dim=1)[0].float().cpu().numpy()  # (channels, samples)
         if samples.shape[-1] < wanted:
             raise GenerationFailed(
                 f"the model produced {samples.shape[-1]} samples, {wanted} were needed"
             )
         return Track(np.ascontiguousarray(samples[:, :wanted].T), loaded.sample_rate)
+
+    def generate(self, params: GenerationParams, progress: ProgressCallback | None = None) -> Track:
+        """Generate exactly ``params.duration`` seconds of audio; same seed, same audio."""
+        return self.decode_audio(self.generate_codes(params, progress), params.duration)
+
+
+def engine_for(settings: Settings) -> MusicGenEngine:
+    """The engine `settings` describe (model, device, precision, batching); not yet set up."""
+    return MusicGenEngine(
+        settings.model,
+        settings.device,
+        precision=settings.precision,
+        max_batch=settings.max_batch,
+        batch_window=settings.batch_window_ms / 1000,
+    )

@@ -1,0 +1,58 @@
+"""Choosing the next codes: classifier-free guidance, then temperature, top-k, top-p, sampling.
+
+The order and formulas are those of transformers' MusicGen `generate` (and audiocraft):
+``uncond + (cond - uncond) * guidance_scale``, then the warpers. Each request samples with its
+own `torch.Generator`, so its codes do not depend on which other requests share its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SamplingParams", "guided_logits", "pick_tokens"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 250  # 0: off
+    top_p: float = 0.0  # 0: off
+    guidance_scale: float = 3.0  # <= 1: off (no unconditional row)
+    greedy: bool = False  # argmax instead of sampling (parity checks, benchmarks)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1
+
+
+def guided_logits(rows: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """``(rows, K, V)`` logits of one request (conditional first) -> guided ``(K, V)`` scores."""
+    if not params.guided:
+        return rows[0]
+    cond, uncond = rows[0], rows[1]
+    return uncond + (cond - uncond) * params.guidance_scale
+
+
+def pick_tokens(
+    scores: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> torch.Tensor:
+    """One code per codebook from ``(K, V)`` scores."""
+    if params.greedy:
+        return scores.argmax(dim=-1)
+    if params.temperature != 1.0:
+        scores = scores / params.temperature
+    if 0 < params.top_k < scores.shape[-1]:
+        values, indices = scores.topk(params.top_k, dim=-1)  # sorted, largest first
+    elif params.top_p > 0:
+        values, indices = scores.sort(dim=-1, descending=True)
+    else:
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(values, dim=-1)
+    if 0 < params.top_p < 1:
+        before = probs.cumsum(dim=-1) - probs  # mass of the likelier codes
+        probs = probs.masked_fill(before >= params.top_p, 0.0)  # the best one always stays
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return indices.gather(-1, choice).squeeze(-1)
