@@ -1,4 +1,4 @@
-"""The ``tunesmith`` command: ``serve``, ``generate`` and ``download``.
+"""The ``tunesmith`` command: ``serve``, ``generate``, ``endpoint`` and ``download``.
 
 Flags mirror the ``TUNESMITH_*`` environment variables and win over them. Known failures
 (bad settings, a model that cannot be loaded, bad parameters) end with a one-line message
@@ -43,6 +43,7 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
         "presign_expires": "presigned URL lifetime, seconds (TUNESMITH_PRESIGN_EXPIRES)",
         "max_body_bytes": "request body limit (TUNESMITH_MAX_BODY_BYTES)",
+        "max_response_bytes": "largest audio answer (TUNESMITH_MAX_RESPONSE_BYTES, 6 MiB)",
     }
     for name in names:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name])
@@ -115,12 +116,32 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `endpoint` listens on --port, else SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080.
+ENDPOINT_SETTINGS = [
+    "model", "device", "precision", "max_batch", "batch_window_ms", "host", "max_duration",
+    "max_queue", "max_body_bytes", "max_response_bytes",
+]  # fmt: skip
+
+
+def _endpoint(args: argparse.Namespace) -> int:
+    from tunesmith.aws.endpoint import serve_endpoint
+
+    serve_endpoint({name: getattr(args, name) for name in ENDPOINT_SETTINGS}, port=args.port)
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from tunesmith.engine import save_model
 
     path = save_model(args.model or DEFAULT_MODEL, Path(args.output))
     print(f"saved {args.model or DEFAULT_MODEL} to {path}; use TUNESMITH_MODEL={path}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tunesmith.benchmark.run import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,15 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(gen, ["model", "device", "precision", "max_duration"])
     gen.set_defaults(run=_generate)
 
+    endpoint = commands.add_parser(
+        "endpoint", help="serve SageMaker's container contract (/ping, /invocations)"
+    )
+    endpoint.add_argument(
+        "serve", nargs="?", choices=["serve"], help="ignored (SageMaker runs `IMAGE serve`)"
+    )
+    endpoint.add_argument("--port", type=int, help="default SAGEMAKER_BIND_TO_PORT, else 8080")
+    _setting_flags(endpoint, ENDPOINT_SETTINGS)
+    endpoint.set_defaults(run=_endpoint)
+
     dl = commands.add_parser("download", help="save a model to a directory for offline use")
     dl.add_argument("--model", help=f"HF model id (default {DEFAULT_MODEL})")
     dl.add_argument("-o", "--output", required=True, help="directory to save it in")
     dl.set_defaults(run=_download)
+    bench = commands.add_parser(
+        "bench",
+        help="time the engine against transformers generate (`tunesmith bench --help`)",
+        add_help=False,
+    )
+    bench.set_defaults(run=_bench)  # its own flags are parsed by tunesmith.benchmark.run
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -6,13 +6,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 
 from tunesmith.engine import GenerationParams, MusicGenEngine
 
 
-def engine(model_dir: Path, max_batch: int = 8, window: float = 0.05) -> MusicGenEngine:
-    e = MusicGenEngine(str(model_dir), "cpu", max_batch=max_batch, batch_window=window)
+def engine(
+    model_dir: Path, max_batch: int = 8, window: float = 0.05, precision: str = "fp32"
+) -> MusicGenEngine:
+    e = MusicGenEngine(
+        str(model_dir), "cpu", precision=precision, max_batch=max_batch, batch_window=window
+    )
     e.setup()
     return e
 
@@ -26,13 +31,16 @@ REQUESTS = [
 ]
 
 
-def test_batched_requests_get_the_codes_they_get_alone(tiny_model_dir: Path) -> None:
-    solo_engine = engine(tiny_model_dir, max_batch=1, window=0)
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_batched_requests_get_the_codes_they_get_alone(
+    tiny_model_dir: Path, precision: str
+) -> None:
+    solo_engine = engine(tiny_model_dir, max_batch=1, window=0, precision=precision)
     solo = [solo_engine.generate_codes(p) for p in REQUESTS]
     solo_engine.close()
     assert solo_engine.scheduler.batch_sizes.keys() == {1}
 
-    batched_engine = engine(tiny_model_dir)
+    batched_engine = engine(tiny_model_dir, precision=precision)
     with ThreadPoolExecutor(len(REQUESTS)) as pool:
         batched = list(pool.map(batched_engine.generate_codes, REQUESTS))
     sizes = batched_engine.scheduler.batch_sizes

@@ -102,6 +102,9 @@ class FastDecoder:
         self.device = device
         self.precision = precision
         self.dtype = HALF_DTYPES.get(precision, torch.float32)
+        # Late in a long track the self-attention cache is read as many bytes per step as the
+        # int8 weights: int8 (already approximate) keeps it in bfloat16 to halve that.
+        self.cache_dtype = torch.bfloat16 if precision == "int8" else self.dtype
         self.num_codebooks = int(config.num_codebooks)
         self.vocab_size = int(config.vocab_size)
         self.pad_token_id = int(config.pad_token_id)
@@ -198,7 +201,7 @@ class FastDecoder:
         rows = 2 if sampling.guided else 1
         cache = torch.zeros(
             (len(self.layers), 2, rows, self.heads, steps + 1, self.head_dim),
-            dtype=self.dtype,
+            dtype=self.cache_dtype,
             device=self.device,
         )
         positions = torch.arange(steps + 1, device=self.device)
@@ -283,10 +286,11 @@ class FastDecoder:
             cache[0, :, :, job.t] = k[row : row + rows].view(rows, self.heads, self.head_dim)
             cache[1, :, :, job.t] = v[row : row + rows].view(rows, self.heads, self.head_dim)
             length = job.t + 1
+            query = q[row : row + rows].view(shape).to(cache.dtype)
             out = F.scaled_dot_product_attention(
-                q[row : row + rows].view(shape), cache[0, :, :, :length], cache[1, :, :, :length]
+                query, cache[0, :, :, :length], cache[1, :, :, :length]
             )
-            outputs.append(out.reshape(rows, self.hidden))
+            outputs.append(out.reshape(rows, self.hidden).to(q.dtype))
             row += rows
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 

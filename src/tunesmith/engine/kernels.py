@@ -8,7 +8,10 @@ kernel reads fastest and picks the kernel by the number of rows:
   weight once for all rows where `F.linear` re-reads it (measured on the 2-core AVX2 CPU).
 - ``int8``: fbgemm dynamic quantization (int8 weights per output channel, activations
   quantized per call), the kernel `torch.ao.quantization.quantize_dynamic` uses: a quarter of
-  the bytes to read. CPU only.
+  the bytes to read. CPU only. fbgemm picks one activation scale for the whole input, which
+  would make a request's result depend on the other rows in its batch; so each row is scaled
+  to a max-abs of 1 and two extra input columns fixed at +1 and -1 (against zero weights) pin
+  the range: every row is quantized the same way whatever it is batched with.
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 """
 
@@ -49,7 +52,11 @@ class Projection:
         self.precision = precision
         self.out_features, self.in_features = weight.shape
         if precision == "int8":
-            self._packed = _pack_int8(weight.detach().float())
+            padded = torch.zeros(self.out_features, self.in_features + _PAD)
+            padded[:, : self.in_features] = weight.detach().float()
+            self._packed = _pack_int8(padded)
+            self._tail = torch.zeros(1, _PAD)
+            self._tail[0, :2] = torch.tensor([1.0, -1.0])
             self.weight: torch.Tensor | None = None
         elif precision in HALF_DTYPES:
             self.weight = weight.detach().to(HALF_DTYPES[precision]).contiguous()
@@ -64,11 +71,21 @@ class Projection:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight is None:
-            out: torch.Tensor = torch.ops.quantized.linear_dynamic(x, self._packed, True)
-            return out
+            return self._int8(x)
         if x.shape[0] <= 2 or x.device.type != "cpu":
             return F.linear(x, self.weight)
         return torch.mm(self.weight, x.t()).t()
+
+    def _int8(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
+        rows = torch.empty(x.shape[0], self.in_features + _PAD)
+        torch.div(x, scale, out=rows[:, : self.in_features])
+        rows[:, self.in_features :] = self._tail
+        out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self._packed, True)
+        return out.mul_(scale)
+
+
+_PAD = 16  # the two range-pinning columns, padded to keep rows aligned
 
 
 def _pack_int8(weight: torch.Tensor) -> object:

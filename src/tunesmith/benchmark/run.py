@@ -1,0 +1,141 @@
+"""``tunesmith bench``: tunesmith's engine against transformers `generate`, same weights, one run.
+
+Each measurement runs in its own process (`tunesmith.benchmark.worker`) so RSS figures are
+its own; they run one after another, never at once. Without ``--model`` the full
+musicgen-small architecture is built with random weights (same shapes and compute as the
+real checkpoint). The output ends with one JSON line of every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _worker(mode: str, model: str, out: Path, *extra: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "tunesmith.benchmark.worker", mode, "--model", model]
+    command += ["--out", str(out), *extra]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {mode} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _engine_line(name: str, run: dict[str, Any], reference: dict[str, Any] | None) -> None:
+    per_step = run["seconds"] / run["steps"] * 1000
+    decode_step = run.get("decode_seconds", run["seconds"]) / run["steps"] * 1000
+    rtf = run.get("audio_seconds", 0) / run["seconds"] if run.get("audio_seconds") else None
+    text = f"{name:<22} {run['seconds']:7.2f} s  {per_step:6.1f} ms/step end to end"
+    if "decode_seconds" in run:
+        text += f" ({decode_step:5.1f} decoding)"
+    if rtf:
+        text += f"  realtime x{rtf:.2f}"
+    if reference is not None:
+        text += f"  {reference['seconds'] / run['seconds']:.2f}x transformers"
+    text += f"  RSS {run['rss_after_load_mb']:.0f} MB after load, {run['rss_peak_mb']:.0f} peak"
+    _say(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunesmith bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model directory (default: random musicgen-small)")
+    parser.add_argument("-d", "--duration", type=float, default=5.0, help="clip seconds (5)")
+    parser.add_argument("--concurrency", type=int, default=0, help="also serve N at once")
+    parser.add_argument("--concurrency-duration", type=float, default=10.0)
+    parser.add_argument("--skip-reference", action="store_true", help="no transformers run")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="tunesmith-bench-") as tmp:
+        out = Path(tmp)
+        model = args.model
+        if model is None:
+            from tunesmith.engine.random_model import save_random_musicgen
+
+            _say("building the musicgen-small architecture with random weights ...")
+            model = str(save_random_musicgen(out / "musicgen-small-random", preset="small"))
+        figures: dict[str, Any] = {"duration": args.duration, "model": args.model or "random"}
+        duration = ["--duration", str(args.duration)]
+        _say(f"clip {args.duration:g} s, prompt and weights shared by every run; greedy decoding")
+
+        reference = None
+        if not args.skip_reference:
+            reference = _worker("reference", model, out, *duration)
+            figures["reference"] = reference
+            _engine_line("transformers fp32", reference, None)
+        fp32 = _worker("engine", model, out, *duration, "--precision", "fp32")
+        figures["fp32"] = fp32
+        _engine_line("tunesmith fp32", fp32, reference)
+        if reference is not None:
+            import torch
+
+            from tunesmith.benchmark.reference import compare_scores
+
+            parity = compare_scores(
+                torch.load(out / "reference-scores.pt"), torch.load(out / "fp32-scores.pt")
+            )
+            figures["parity"] = parity.as_dict()
+            verdict = (
+                "same greedy codes"
+                if parity.codes_equal
+                else (
+                    f"codes differ from step {parity.first_mismatch} "
+                    f"(reference top-2 gap there {parity.gap_at_mismatch:.2e})"
+                )
+            )
+            _say(
+                f"parity fp32 vs transformers: {verdict}; max |logit diff| "
+                f"{parity.max_abs_diff:.2e} (logits up to {parity.scale:.2f})"
+            )
+        int8 = _worker("engine", model, out, *duration, "--precision", "int8", "--teacher", "fp32")
+        figures["int8"] = int8
+        _engine_line("tunesmith int8", int8, reference)
+        drift = int8["vs_teacher"]
+        _say(
+            f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
+            f"mean KL {drift['mean_kl']:.2e}"
+        )
+
+        if args.concurrency:
+            many = ["--requests", str(args.concurrency)]
+            many += ["--duration", str(args.concurrency_duration)]
+            for precision in ("int8", "fp32"):
+                result = _worker("concurrency", model, out, *many, "--precision", precision)
+                figures[f"concurrency_{precision}"] = result
+                _say(
+                    f"{args.concurrency} x {args.concurrency_duration:g} s {precision}: "
+                    f"one after another {result['sequential_seconds']:.1f} s, "
+                    f"together {result['concurrent_seconds']:.1f} s: "
+                    f"{result['concurrent_audio_per_second']:.2f} vs "
+                    f"{result['sequential_audio_per_second']:.2f} audio-s per s "
+                    f"({result['speedup']:.2f}x); batched codes identical to solo for "
+                    f"{result['identical_codes']}/{result['requests']}; "
+                    f"peak RSS {result['rss_peak_mb']:.0f} MB"
+                )
+            fastest = figures["concurrency_int8"]["sequential_audio_per_second"]
+            figures["batched_int8_vs_fastest_sequential"] = (
+                figures["concurrency_int8"]["concurrent_audio_per_second"] / fastest
+            )
+            _say(
+                "batched int8 vs one-after-another int8 (fastest single mode): "
+                f"{figures['batched_int8_vs_fastest_sequential']:.2f}x"
+            )
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""`tunesmith bench` end to end on the tiny model: it runs both sides and reports the figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_compares_with_transformers_and_reports_json(tiny_model_dir: Path) -> None:
+    command = [sys.executable, "-m", "tunesmith.cli", "bench", "--model", str(tiny_model_dir)]
+    command += ["-d", "1", "--concurrency", "2", "--concurrency-duration", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert "transformers fp32" in done.stdout and "parity fp32 vs transformers" in done.stdout
+    steps = 50 + 3
+    assert figures["reference"]["steps"] == figures["fp32"]["steps"] == steps
+    assert figures["parity"]["codes_equal"] is True
+    assert figures["parity"]["max_abs_diff"] < 1e-4
+    assert figures["int8"]["weight_mb"] < figures["fp32"]["weight_mb"] / 3
+    assert 0 <= figures["int8"]["vs_teacher"]["top1_agreement"] <= 1
+    for precision in ("int8", "fp32"):
+        run = figures[f"concurrency_{precision}"]
+        assert run["requests"] == 2
+        assert run["identical_codes"] == 2  # batching did not change anyone's codes
+        assert max(int(size) for size in run["batch_sizes"]) == 2  # and it did batch
