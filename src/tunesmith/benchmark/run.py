@@ -46,7 +46,10 @@ def _engine_line(name: str, run: dict[str, Any], reference: dict[str, Any] | Non
         text += f"  realtime x{rtf:.2f}"
     if reference is not None:
         text += f"  {reference['seconds'] / run['seconds']:.2f}x transformers"
-    text += f"  RSS {run['rss_after_load_mb']:.0f} MB after load, {run['rss_peak_mb']:.0f} peak"
+    text += f"  RSS {run['rss_after_load_mb']:.0f} MB after load"
+    if "rss_after_run_mb" in run:
+        text += f", {run['rss_after_run_mb']:.0f} after the run"
+    text += f", {run['rss_peak_mb']:.0f} peak"
     _say(text)
 
 

@@ -86,6 +86,7 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
         "audio_seconds": track.duration,
         "weight_mb": decoder.weight_bytes / 1e6,
         "rss_after_load_mb": after_load,
+        "rss_after_run_mb": rss_mb()[0],
     }
     if args.teacher is not None:
         teacher_scores = torch.load(args.out / f"{args.teacher}-scores.pt")

@@ -41,15 +41,19 @@ def _share(fused: torch.Tensor, linears: list[Any]) -> None:
         start += rows
 
 
+def _decoder_linears(model: Any) -> list[torch.nn.Linear]:
+    decoder = model.decoder
+    modules = [*decoder.model.decoder.layers.modules(), *decoder.lm_heads]
+    return [m for m in modules if isinstance(m, torch.nn.Linear)]
+
+
 def release_decoder_weights(model: Any) -> None:
     """Free the transformers decoder's Linear weights once `FastDecoder` holds converted copies.
 
     The model's decoder cannot run after this; the text encoder and EnCodec are untouched.
     """
-    decoder = model.decoder
-    for module in [*decoder.model.decoder.layers.modules(), *decoder.lm_heads]:
-        if isinstance(module, torch.nn.Linear):
-            module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+    for module in _decoder_linears(model):
+        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
 
 
 @dataclass

@@ -123,8 +123,9 @@ class MusicGenEngine:
         loaded = load_model(self.model_name, self.device_setting)
         precision = resolve_precision(self.precision_setting, loaded.device)
         decoder = FastDecoder(loaded.model, precision, loaded.device)
-        if precision != "fp32":
-            release_decoder_weights(loaded.model)  # the decoder holds its own converted copy
+        if precision != "fp32":  # the decoder holds converted copies of its Linear weights
+            release_decoder_weights(loaded.model)
+        _return_freed_memory()
         self._decoder = decoder
         self._loaded = loaded
         self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
@@ -222,6 +223,34 @@ class MusicGenEngine:
     def generate(self, params: GenerationParams, progress: ProgressCallback | None = None) -> Track:
         """Generate exactly ``params.duration`` seconds of audio; same seed, same audio."""
         return self.decode_audio(self.generate_codes(params, progress), params.duration)
+
+
+def _return_freed_memory() -> None:
+    """Give memory that loading used and no longer needs back to the OS (Linux, glibc).
+
+    transformers maps the checkpoint file; every page read while converting weights stays
+    resident while the mapping lives, even when nothing uses it any more. ``MADV_DONTNEED``
+    drops those clean file pages; a page still in use (fp32 weights, the text encoder) is read
+    back on its next touch, so this changes what is resident, never what is computed. glibc
+    also keeps freed heap until `malloc_trim`.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        with open("/proc/self/maps") as maps:
+            regions = [line.split()[0] for line in maps if line.rstrip().endswith(".safetensors")]
+        for region in regions:
+            start, end = (int(part, 16) for part in region.split("-"))
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not Linux/glibc: nothing to give back this way
+        pass
+
+
+_MADV_DONTNEED = 4
 
 
 def engine_for(settings: Settings) -> MusicGenEngine:
