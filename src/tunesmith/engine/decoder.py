@@ -153,6 +153,8 @@ class FastDecoder:
                     fc2=Projection(layer.fc2.weight.to(device), precision),
                 )
             )
+        self._codebook_index = torch.arange(self.num_codebooks, device=device)
+        self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
@@ -230,7 +232,6 @@ class FastDecoder:
     @torch.inference_mode()
     def step(self, jobs: list[DecodeJob]) -> None:
         """Advance every job by one position (the caller drops jobs that are `done`)."""
-        k_idx = torch.arange(self.num_codebooks, device=self.device)
         inputs = []
         positions = []
         for job in jobs:
@@ -238,12 +239,11 @@ class FastDecoder:
             inputs.append(current.expand(job.rows, -1))
             positions.append(self.positions[job.t].expand(job.rows, -1))
         tokens = torch.cat(inputs)  # (R, K)
-        x = self.embeddings[k_idx, tokens].sum(dim=1)  # (R, D)
+        x = self.embeddings[self._codebook_index, tokens].sum(dim=1)  # (R, D)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         x = x + torch.cat(positions)
-        cond = [sum(job.rows for job in jobs[:i]) for i in range(len(jobs))]  # first row per job
-        cond_index = torch.tensor(cond, device=self.device)
+        cond_index = self._conditional_rows(tuple(job.rows for job in jobs))
         eps = 1e-5
         dim = (self.hidden,)
         for index, layer in enumerate(self.layers):
@@ -272,6 +272,14 @@ class FastDecoder:
             keep = job.keep[:, position]
             job.tokens[:, position] = torch.where(keep, picked, self.pad_token_id)
             job.t = position
+
+    def _conditional_rows(self, rows: tuple[int, ...]) -> torch.Tensor:
+        """Index of each job's conditional (first) row, cached per batch layout."""
+        index = self._cond_index.get(rows)
+        if index is None:
+            firsts = [sum(rows[:i]) for i in range(len(rows))]
+            index = self._cond_index[rows] = torch.tensor(firsts, device=self.device)
+        return index
 
     def _self_attention(
         self,
