@@ -58,3 +58,25 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(loaded: LoadedModel) -
     relative = (scores - forced).norm() / scores.norm()
     assert relative < 0.05, (relative, result)
     assert result.top1_agreement > 0.9, result
+
+
+def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Path) -> None:
+    from tunesmith.engine import GenerationParams, MusicGenEngine
+    from tunesmith.engine.random_model import save_random_musicgen
+
+    path = save_random_musicgen(tmp_path / "stereo", preset="tiny-stereo")
+    stereo = load_model(str(path), device="cpu")
+    assert (stereo.num_codebooks, stereo.audio_channels) == (8, 2)
+    frames = 30
+    steps = frames + 3  # pairs of codebooks share a delay: 4 delays for 8 codebooks
+    reference = reference_scores(stereo.model, stereo.processor, PROMPT, steps, 3.0)
+    decoder = FastDecoder(stereo.model, "fp32", stereo.device)
+    ours, _ = engine_scores(decoder, stereo.processor, PROMPT, frames, 3.0)
+    result = compare_scores(reference, ours)
+    assert result.codes_equal and result.steps == steps, result
+    engine = MusicGenEngine(str(path), "cpu")
+    engine.setup()
+    track = engine.generate(GenerationParams("calm piano", 1.0, seed=3))
+    engine.close()
+    assert track.samples.shape == (32000, 2)
+    assert not (track.samples[:, 0] == track.samples[:, 1]).all()  # two different channels

@@ -51,7 +51,9 @@ class LoadedModel:
 
     @property
     def audio_channels(self) -> int:
-        return int(self.model.config.audio_encoder.audio_channels)
+        """Output channels: stereo MusicGen interleaves left/right codebooks in the decoder
+        and decodes each half with a mono EnCodec."""
+        return int(getattr(self.model.decoder.config, "audio_channels", 1))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -2,8 +2,9 @@
 
 `save_random_musicgen` writes a directory with `save_pretrained`, exactly like a downloaded
 checkpoint, so it loads through the same `tunesmith.engine.load_model` path as
-``facebook/musicgen-small``. Presets: ``tiny`` (a few hundred KB, for tests) and ``small`` (the
-musicgen-small architecture: same shapes and compute as the real checkpoint).
+``facebook/musicgen-small``. Presets: ``tiny`` (a few hundred KB, for tests),
+``tiny-stereo`` (the musicgen-stereo layout) and ``small`` (the musicgen-small architecture:
+same shapes and compute as the real checkpoint).
 
 A fresh EnCodec has all-zero codebooks (a checkpoint fills them), which would make every code
 decode to the same audio; they are randomised here so different codes give different audio.
@@ -78,6 +79,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# musicgen-stereo: 8 interleaved left/right codebooks, each pair delayed together
+PRESETS["tiny-stereo"] = {**PRESETS["tiny"], "stereo": True}
+
+
 def _tokenizer(vocab_size: int) -> Any:
     """A T5 (Unigram) tokenizer trained on the spot on a few prompts."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -116,8 +121,10 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
         **spec["audio"],
     )
     codebooks = spec["audio"]["codebook_size"]
+    stereo = bool(spec.get("stereo", False))
     decoder = MusicgenDecoderConfig(
-        num_codebooks=4,
+        num_codebooks=8 if stereo else 4,
+        audio_channels=2 if stereo else 1,
         pad_token_id=codebooks,
         bos_token_id=codebooks,
         max_position_embeddings=2048,
