@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,15 @@ def tiny_engine(tiny_model_dir: Path) -> MusicGenEngine:
     engine = MusicGenEngine(str(tiny_model_dir), device="cpu")
     engine.setup()
     return engine
+
+
+class GatedEngine(MusicGenEngine):
+    """The real engine whose loading waits for the test to open the gate."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, device="cpu")
+        self.gate = threading.Event()
+
+    def setup(self) -> None:
+        assert self.gate.wait(60)
+        super().setup()

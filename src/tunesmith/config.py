@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     max_duration: float = Field(HARD_MAX_DURATION, gt=0, le=HARD_MAX_DURATION)
     max_queue: int = Field(8, ge=1, le=1024, description="Requests admitted at once")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # The AWS tiers (tunesmith.aws): the SageMaker container and the Lambda function.
+    max_response_bytes: int = Field(
+        6 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Largest audio `tunesmith endpoint` answers with (the payload limit)",
+    )
+    endpoint_name: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="SageMaker endpoint the Lambda invokes; unset runs the engine in-process",
+    )
+    invoke_mode: Literal["sync", "async"] = "sync"
+    invoke_timeout: float = Field(
+        65.0, gt=0, le=3600, description="Seconds the Lambda waits for the endpoint's answer"
+    )
 
     @field_validator("s3_prefix")
     @classmethod
@@ -66,7 +82,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("api_key", "s3_bucket", "public_base_url", mode="before")
+    @field_validator("api_key", "s3_bucket", "public_base_url", "endpoint_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -8,7 +8,9 @@ the tree to status codes in exactly one place (`tunesmith.api.errors`).
     ├── ConfigError                     invalid settings at start (names the setting)
     ├── InvalidRequest (422)            the caller's input is wrong; `fields` name each problem
     │   ├── PayloadTooLarge (413)       request body over the limit
-    │   └── ResponseTooLarge (413)      the result cannot fit the transport's payload limit
+    │   ├── ResponseTooLarge (413)      the result cannot fit the transport's payload limit
+    │   ├── UnsupportedMediaType (415)  a request body type the receiver does not take
+    │   └── NotAcceptable (406)         no response type the caller accepts can be produced
     ├── Unauthorized (401)              missing or wrong API key
     ├── NotFound (404)                  unknown stored object
     ├── Unavailable (503)               try again later; carries `retry_after` seconds
@@ -32,6 +34,7 @@ __all__ = [
     "InvalidRequest",
     "ModelNotReady",
     "ModelUnavailable",
+    "NotAcceptable",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
@@ -40,6 +43,7 @@ __all__ = [
     "TunesmithError",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
 ]
@@ -109,6 +113,16 @@ class PayloadTooLarge(InvalidRequest):
 class ResponseTooLarge(InvalidRequest):
     status = 413
     code = "response_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotAcceptable(InvalidRequest):
+    status = 406
+    code = "not_acceptable"
 
 
 class Unauthorized(TunesmithError):

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "AudioFormat",
+    "GenerateAccepted",
     "GenerateRequest",
     "GenerateResponse",
     "parse_generate_request",
@@ -80,6 +81,22 @@ class GenerateResponse(BaseModel):
     sample_rate: int
     format: AudioFormat
     model: str
+    seed: int
+
+
+class GenerateAccepted(BaseModel):
+    """What ``POST /generate`` answers (202) on an asynchronous deployment.
+
+    The track is being generated; it appears at `s3_url` / `public_url` when done (until then
+    a GET there answers 403 or 404).
+    """
+
+    id: str
+    status: Literal["pending"] = "pending"
+    s3_url: str
+    public_url: str
+    duration: float
+    format: AudioFormat
     seed: int
 
 

@@ -19,7 +19,8 @@ from tunesmith.engine import CONTENT_TYPES, GenerationParams, MusicGenEngine, en
 from tunesmith.engine.musicgen import ProgressCallback
 from tunesmith.errors import Overloaded
 from tunesmith.schema import MAX_SEED, GenerateRequest, GenerateResponse
-from tunesmith.storage import Storage, new_key
+from tunesmith.storage import Storage
+from tunesmith.tracks import store_track
 
 __all__ = ["TrackService", "params_for"]
 
@@ -84,17 +85,17 @@ class TrackService:
         params = params_for(request)
         track = self.engine.generate(params, progress)
         data = encode_audio(track.samples, track.sample_rate, request.format)
-        key = new_key(self.settings.s3_prefix, request.format)
-        self.storage.put(key, data, CONTENT_TYPES[request.format])
-        where = self.storage.locate(key, base_url=base_url)
-        log.info("stored %s (%.1f s, seed %d)", key, track.duration, params.seed)
-        return GenerateResponse(
-            id=key.rsplit("/", 1)[-1].split(".", 1)[0],
-            s3_url=where.s3_url,
-            public_url=where.public_url,
+        response = store_track(
+            self.storage,
+            self.settings.s3_prefix,
+            data,
+            CONTENT_TYPES[request.format],
+            fmt=request.format,
             duration=track.duration,
             sample_rate=track.sample_rate,
-            format=request.format,
             model=self.engine.model_name,
             seed=params.seed,
+            base_url=base_url,
         )
+        log.info("stored %s (%.1f s, seed %d)", response.id, track.duration, params.seed)
+        return response

@@ -15,11 +15,12 @@ import httpx
 import pytest
 import soundfile
 
+from bad_requests import BAD_BODIES, MALFORMED_BODIES
 from live_server import LiveServer
+from model_fixtures import GatedEngine
 from tunesmith.api import create_app
 from tunesmith.config import load_settings
 from tunesmith.engine import MusicGenEngine
-from tunesmith.schema import MAX_PROMPT_CHARS
 from tunesmith.storage import LocalStorage
 
 SEED_REQUEST = {"prompt": "upbeat electronic dance music with heavy bass", "duration": 2}
@@ -91,26 +92,6 @@ def test_same_seed_gives_the_same_file_and_flac_works(api: Api) -> None:
     assert httpx.get(other["public_url"]).content != a.content
 
 
-BAD_BODIES = [
-    ({"duration": 5}, "prompt"),
-    ({"prompt": "", "duration": 5}, "prompt"),
-    ({"prompt": "x" * (MAX_PROMPT_CHARS + 1), "duration": 5}, "prompt"),
-    ({"prompt": 42, "duration": 5}, "prompt"),
-    ({"prompt": "a", "duration": 0}, "duration"),
-    ({"prompt": "a", "duration": 31}, "duration"),
-    ({"prompt": "a", "duration": "ten"}, "duration"),
-    ({"prompt": "a", "duration": "10"}, "duration"),
-    ({"prompt": "a", "duration": [10]}, "duration"),
-    ({"prompt": "a", "seed": -5}, "seed"),
-    ({"prompt": "a", "temperature": 0}, "temperature"),
-    ({"prompt": "a", "top_k": 100000}, "top_k"),
-    ({"prompt": "a", "top_p": 2}, "top_p"),
-    ({"prompt": "a", "guidance_scale": "high"}, "guidance_scale"),
-    ({"prompt": "a", "format": "mp3"}, "format"),
-    ({"prompt": "a", "duraton": 5}, "duraton"),
-]
-
-
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
 def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(
     api: Api, body: dict[str, Any], field: str
@@ -125,16 +106,7 @@ def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(
     assert stored_files(api.root) == []
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'{"prompt": "a", "duration": NaN}',
-        b'{"prompt": "a", "duration": Infinity}',
-        b"not json at all",
-        b"[1, 2, 3]",
-        b"",
-    ],
-)
+@pytest.mark.parametrize("raw", MALFORMED_BODIES)
 def test_malformed_bodies_are_422_json(api: Api, raw: bytes) -> None:
     response = api.generate(content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
@@ -235,18 +207,6 @@ def test_api_key_is_required_when_configured(tmp_path: Path, tiny_engine: MusicG
         assert api.generate(SEED_REQUEST, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert api.client.get("/healthz").status_code == 200  # health stays open
         assert len(stored_files(api.root)) == 2
-
-
-class GatedEngine(MusicGenEngine):
-    """The real engine whose loading waits for the test to open the gate."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__(model, device="cpu")
-        self.gate = threading.Event()
-
-    def setup(self) -> None:
-        assert self.gate.wait(60)
-        super().setup()
 
 
 def test_healthz_is_503_until_the_model_is_loaded(tmp_path: Path, tiny_model_dir: Path) -> None:

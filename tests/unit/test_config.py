@@ -100,3 +100,33 @@ def test_empty_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TUNESMITH_PUBLIC_BASE_URL", "")
     settings = load_settings()
     assert settings.api_key is None and settings.public_base_url is None
+
+
+def test_the_aws_tiers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.endpoint_name, settings.invoke_mode) == (None, "sync")
+    assert (settings.invoke_timeout, settings.max_response_bytes) == (65.0, 6 * 1024 * 1024)
+    monkeypatch.setenv("TUNESMITH_ENDPOINT_NAME", "")
+    assert load_settings().endpoint_name is None  # empty means unset, as for the bucket
+    monkeypatch.setenv("TUNESMITH_ENDPOINT_NAME", "tunesmith-serverless")
+    monkeypatch.setenv("TUNESMITH_INVOKE_MODE", "async")
+    chosen = load_settings()
+    assert (chosen.endpoint_name, chosen.invoke_mode) == ("tunesmith-serverless", "async")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TUNESMITH_ENDPOINT_NAME", "not_a_sagemaker_name"),
+        ("TUNESMITH_ENDPOINT_NAME", "x" * 64),
+        ("TUNESMITH_INVOKE_MODE", "later"),
+        ("TUNESMITH_INVOKE_TIMEOUT", "0"),
+        ("TUNESMITH_MAX_RESPONSE_BYTES", "100"),
+    ],
+)
+def test_bad_aws_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from tunesmith.api.state import AppState
-from tunesmith.engine import CONTENT_TYPES
+from tunesmith.engine import CONTENT_TYPES, MusicGenEngine
 from tunesmith.errors import NotFound, PayloadTooLarge, Unauthorized
 from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
 from tunesmith.storage import LocalStorage
 
-__all__ = ["router"]
+__all__ = ["health_response", "read_body", "router"]
 
 router = APIRouter()
 
@@ -103,18 +103,23 @@ async def generate(request: Request, state: State) -> GenerateResponse:
     return await state.service.generate(parsed, base_url=base_url(state, request))
 
 
-@router.get("/healthz", summary="200 once the model is loaded, 503 until then")
-async def healthz(state: State) -> JSONResponse:
-    engine = state.service.engine
-    body: dict[str, Any] = {"model": engine.model_name, "in_flight": state.service.in_flight}
+def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
+    """200 with the device once the model is loaded; 503 with Retry-After while it loads, or
+    with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)"""
+    body: dict[str, Any] = {"model": engine.model_name, "in_flight": in_flight}
     if engine.ready:
         body |= {"status": "ok", "device": str(engine.loaded.device)}
         return JSONResponse(body)
-    if state.load_error is not None:
-        body |= {"status": "error", "message": state.load_error}
+    if engine.load_error is not None:
+        body |= {"status": "error", "message": engine.load_error}
     else:
         body |= {"status": "loading", "message": "the model is loading"}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
+
+
+@router.get("/healthz", summary="200 once the model is loaded, 503 until then")
+async def healthz(state: State) -> JSONResponse:
+    return health_response(state.service.engine, state.service.in_flight)
 
 
 @router.get("/files/{key:path}", summary="Download a track kept in local storage")

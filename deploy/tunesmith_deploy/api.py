@@ -1,0 +1,292 @@
+"""The API tier: the Lambda function and the REST API that puts ``POST /generate`` in front of it.
+
+* The function is ``tunesmith.aws.lambda_handler.handler``: a small zip (tunesmith, pydantic,
+  boto3; bundled by `LocalPipBundling`) calling the SageMaker endpoint, or, with
+  ``variant=lambda``, the engine image itself (``deploy/Dockerfile``'s ``lambda`` stage).
+  Its role may write its own logs, invoke this endpoint, and put (and, after a failed put,
+  delete) objects under the track prefix, nothing else.
+* The REST API (Regional) has one method, ``POST /generate``, a Lambda proxy integration with
+  the body validated against the request contract first, stage and usage-plan throttling, an
+  API key by default, access logs, and gateway errors answered in tunesmith's JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import BundlingOptions, Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from tunesmith_deploy.bundling import REPO_ROOT, LocalPipBundling, docker_command
+from tunesmith_deploy.config import DeployConfig
+from tunesmith_deploy.model_endpoint import ModelEndpoint, engine_image_args
+from tunesmith_deploy.nag import acknowledge, arn_finding
+from tunesmith_deploy.request_model import request_schema
+
+__all__ = ["HANDLER", "RUNTIME", "GenerateService", "gateway_errors"]
+
+HANDLER = "tunesmith.aws.lambda_handler.handler"
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+
+# JSON the gateway answers with when it refuses a request itself (the function never runs).
+# Gateway response templates are not VTL: they substitute variables only, and
+# `$context.error.messageString` is the one that comes quoted as a JSON string. The detailed
+# `validationErrorString` holds raw double quotes, so the body refusal names the schema instead.
+_CONTRACT = (
+    "the body must be a JSON object: prompt (text, required), and optionally duration "
+    "(seconds, 1 to {max_duration:g}), seed, temperature, top_k, top_p, guidance_scale, "
+    "format (wav or flac); unknown fields are refused"
+)
+
+
+def gateway_errors(
+    api_timeout: int, max_duration: float
+) -> dict[apigw.ResponseType, tuple[str | None, str]]:
+    """Gateway response type -> (status, or None to keep the gateway's, JSON template)."""
+
+    def body(code: str, message: str = "$context.error.messageString", extra: str = "") -> str:
+        return f'{{"error":"{code}","message":{message}{extra}}}'
+
+    contract = json.dumps(_CONTRACT.format(max_duration=max_duration))
+
+    timeout = (
+        f'"the track took longer than API Gateway waits ({api_timeout} s); ask for a shorter '
+        'duration, or use the async variant"'
+    )
+    return {
+        apigw.ResponseType.BAD_REQUEST_BODY: (
+            "422", body("invalid_request", contract, ',"fields":[]')
+        ),
+        apigw.ResponseType.INVALID_API_KEY: (
+            "401", body("unauthorized", '"missing or wrong API key (send it as x-api-key)"')
+        ),
+        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN: (
+            "404", body("not_found", '"no such route; this API serves POST /generate"')
+        ),
+        apigw.ResponseType.THROTTLED: ("429", body("throttled")),
+        apigw.ResponseType.QUOTA_EXCEEDED: ("429", body("quota_exceeded")),
+        apigw.ResponseType.REQUEST_TOO_LARGE: ("413", body("payload_too_large")),
+        apigw.ResponseType.UNSUPPORTED_MEDIA_TYPE: ("415", body("unsupported_media_type")),
+        apigw.ResponseType.INTEGRATION_TIMEOUT: ("504", body("upstream_timeout", timeout)),
+        # any other refusal keeps its own status; its type names it
+        apigw.ResponseType.DEFAULT_4_XX: (None, body("$context.error.responseType")),
+        apigw.ResponseType.DEFAULT_5_XX: (None, body("$context.error.responseType")),
+    }  # fmt: skip
+
+
+class GenerateService(Construct):
+    """The function (`function`) and the REST API (`api`, `generate_url`, `api_key`)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        bucket: s3.IBucket,
+        endpoint: ModelEndpoint | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.function = self._function(config, bucket, endpoint)
+        self._api(config)
+
+    # -- the function ------------------------------------------------------------------------
+
+    def _function(
+        self, config: DeployConfig, bucket: s3.IBucket, endpoint: ModelEndpoint | None
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self,
+            "FunctionLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = iam.Role(
+            self,
+            "FunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="POST /generate: invoke the model tier, store tracks, write its logs",
+        )
+        log_group.grant_write(role)
+        tracks = bucket.arn_for_objects(f"{config.prefix}*")
+        actions = [] if config.variant == "async" else ["s3:PutObject", "s3:DeleteObject"]
+        if config.url_mode == "presigned":  # a presigned GET carries the signer's permission
+            actions.append("s3:GetObject")
+        if actions:  # async and public: SageMaker writes the track, the function only queues
+            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[tracks]))
+            acknowledge(
+                role.node.find_child("DefaultPolicy"),
+                arn_finding(bucket, f"/{config.prefix}*"),
+                "Every track gets a fresh random key, so the grant names the track prefix and "
+                "nothing outside it. Delete removes a track whose upload failed; get signs "
+                "presigned URLs.",
+            )
+        environment = {
+            "TUNESMITH_S3_BUCKET": bucket.bucket_name,
+            "TUNESMITH_S3_PREFIX": config.prefix,
+            "TUNESMITH_URL_MODE": config.url_mode,
+            "TUNESMITH_MAX_DURATION": f"{config.max_duration:g}",
+        }
+        if endpoint is not None:
+            action = "InvokeEndpointAsync" if config.variant == "async" else "InvokeEndpoint"
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=[f"sagemaker:{action}"], resources=[endpoint.endpoint_arn]
+                )
+            )
+            environment |= {
+                "TUNESMITH_ENDPOINT_NAME": endpoint.endpoint_name,
+                "TUNESMITH_INVOKE_MODE": "async" if config.variant == "async" else "sync",
+                "TUNESMITH_INVOKE_TIMEOUT": str(config.invoke_timeout),
+            }
+        else:
+            environment |= {"TUNESMITH_DEVICE": "cpu", "TUNESMITH_PRECISION": config.precision}
+
+        common = {
+            "role": role,
+            "log_group": log_group,
+            "environment": environment,
+            "timeout": Duration.seconds(config.function_timeout),
+            "architecture": lambda_.Architecture.X86_64,
+            "description": "tunesmith POST /generate",
+        }
+        if config.variant == "lambda":
+            return lambda_.DockerImageFunction(
+                self,
+                "Function",
+                code=lambda_.DockerImageCode.from_image_asset(
+                    str(REPO_ROOT),
+                    file="deploy/Dockerfile",
+                    target="lambda",
+                    build_args=engine_image_args(config),
+                    platform=ecr_assets.Platform.LINUX_AMD64,
+                ),
+                memory_size=config.lambda_memory,
+                **common,  # type: ignore[arg-type]
+            )
+        python = RUNTIME.name.removeprefix("python")
+        code = lambda_.Code.from_asset(
+            str(REPO_ROOT / "src"),
+            exclude=["*.egg-info", "**/__pycache__"],
+            bundling=BundlingOptions(
+                image=RUNTIME.bundling_image,
+                command=docker_command(),
+                # jsii calls try_bundle(output_dir, options) positionally, unlike its stub
+                local=LocalPipBundling(python),  # type: ignore[arg-type]
+            ),
+        )
+        return lambda_.Function(
+            self,
+            "Function",
+            runtime=RUNTIME,
+            handler=HANDLER,
+            code=code,
+            memory_size=512,
+            **common,  # type: ignore[arg-type]
+        )
+
+    # -- the REST API ------------------------------------------------------------------------
+
+    def _api(self, config: DeployConfig) -> None:
+        access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            description="tunesmith: POST /generate turns a prompt into a stored track",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            deploy_options=apigw.StageOptions(
+                stage_name="prod",
+                throttling_rate_limit=config.throttle_rate,
+                throttling_burst_limit=config.throttle_burst,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                metrics_enabled=True,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=False,
+                ),
+            ),
+        )
+        errors = gateway_errors(config.api_timeout, config.max_duration)
+        for response_type, (status, template) in errors.items():
+            name = response_type.response_type  # jsii gives a new object per access: compare names
+            self.api.add_gateway_response(
+                f"{name.title().replace('_', '')}Response",
+                type=response_type,
+                status_code=status,
+                templates={"application/json": template},
+                response_headers={"Retry-After": "'1'"} if name == "THROTTLED" else None,
+            )
+        model = self.api.add_model(
+            "GenerateRequest",
+            content_type="application/json",
+            model_name="GenerateRequest",
+            schema=request_schema(config.max_duration),
+        )
+        validator = self.api.add_request_validator(
+            "BodyValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        generate = self.api.root.add_resource("generate")
+        generate.add_method(
+            "POST",
+            apigw.LambdaIntegration(
+                self.function, proxy=True, timeout=Duration.seconds(config.api_timeout)
+            ),
+            api_key_required=config.api_key,
+            request_validator=validator,
+            request_models={"application/json": model},
+        )
+        self.generate_url = self.api.url_for_path("/generate")
+        self.api_key: apigw.IApiKey | None = None
+        if config.api_key:
+            self.api_key = self.api.add_api_key("ApiKey", description="tunesmith POST /generate")
+            plan = self.api.add_usage_plan(
+                "UsagePlan",
+                throttle=apigw.ThrottleSettings(
+                    rate_limit=config.throttle_rate, burst_limit=config.throttle_burst
+                ),
+                api_stages=[
+                    apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)
+                ],
+            )
+            plan.add_api_key(self.api_key)
+        stage = self.api.deployment_stage
+        acknowledge(
+            stage,
+            "APIG3",
+            "No WAF web ACL by default (it costs per month and per request); the stage is "
+            "throttled and the method needs an API key. Attach a web ACL for public launches.",
+        )
+        for rule in ("APIG4", "COG4"):
+            acknowledge(
+                generate.node.find_child("POST"),
+                rule,
+                "Callers are identified by API key and usage plan (the seed's design), not by "
+                "per-user sign-in; add a Cognito or IAM authorizer in front for user accounts.",
+            )
+        acknowledge(
+            self.api.node.find_child("CloudWatchRole"),
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The AWS-managed role policy API Gateway requires for writing stage logs.",
+        )

@@ -1,0 +1,174 @@
+"""The deployment's choices, read from CDK context (``cdk deploy -c variant=async -c ...``).
+
+Context values arrive as strings from the command line and as JSON values from ``cdk.json``;
+both are accepted. A bad value stops synthesis with a message naming the key.
+
+Variants and what shapes them (DESIGN.md, "AWS limits"):
+
+    serverless  SageMaker Serverless Inference: CPU only, <= 6144 MB, 4 MB payloads, 60 s per
+                invocation; pay per inference, scales to zero (the design's default)
+    realtime    a SageMaker real-time endpoint on an instance (ml.g4dn.xlarge: a T4 GPU);
+                6 MB payloads, 60 s per invocation; billed per instance-hour, idle or not
+    async       a SageMaker asynchronous endpoint: the API answers 202 at once and the
+                endpoint writes the track to S3 (up to 1 h per request, 1 GB payloads)
+    lambda      no SageMaker: the engine runs in a Lambda container image (CPU, <= 10 GB,
+                15 min), behind the same API
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from tunesmith.config import HARD_MAX_DURATION
+from tunesmith.storage.base import PREFIX_PATTERN
+
+__all__ = ["DeployConfig", "Variant"]
+
+Variant = Literal["serverless", "realtime", "async", "lambda"]
+VARIANTS: Final[tuple[Variant, ...]] = ("serverless", "realtime", "async", "lambda")
+CPU_TORCH_INDEX: Final = "https://download.pytorch.org/whl/cpu"
+GPU_TORCH_INDEX: Final = "https://download.pytorch.org/whl/cu128"
+# API Gateway REST integrations stop at 29 s unless the Regional API's quota is raised.
+DEFAULT_API_TIMEOUT: Final = 29
+# SageMaker waits at most 60 s for a real-time or serverless container's answer.
+SAGEMAKER_SYNC_LIMIT: Final = 60
+PAYLOAD_LIMITS: Final[dict[Variant, int]] = {
+    "serverless": 4_000_000,  # 4 MB
+    "realtime": 6 * 1024 * 1024,  # 6 MB (InvokeEndpoint's body limit, 6291456 bytes)
+    "async": 1024**3,  # 1 GB, written to S3
+    "lambda": 6 * 1024 * 1024,  # unused: the function stores the track itself
+}
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Everything the stack varies on; `from_context` reads and checks it."""
+
+    variant: Variant = "serverless"
+    url_mode: Literal["public", "presigned"] = "public"
+    prefix: str = "music-output/"
+    expire_days: int = 0  # 0 keeps tracks until deleted
+    retain_bucket: bool = True
+    api_key: bool = True
+    throttle_rate: float = 5.0  # requests per second, steady
+    throttle_burst: int = 10
+    api_timeout: int = DEFAULT_API_TIMEOUT  # seconds; above 29 needs a quota increase
+    max_duration: float = 30.0
+    model: str = "facebook/musicgen-small"  # baked into the image at build time
+    precision: str = "auto"
+    serverless_memory: int = 6144
+    serverless_concurrency: int = 2
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = 1
+    async_timeout: int = 3600
+    lambda_memory: int = 10240
+    lambda_timeout: int = 900
+    endpoint_name: str = ""  # default: tunesmith-<variant>
+    torch_index: str = ""  # default: CPU wheels, or CUDA wheels on a GPU instance
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("variant", self.variant in VARIANTS, f"one of {', '.join(VARIANTS)}"),
+            ("url_mode", self.url_mode in ("public", "presigned"), "public or presigned"),
+            ("prefix", bool(self.prefix) and PREFIX_PATTERN.fullmatch(self.prefix) is not None,
+             "a key prefix such as music-output/"),
+            ("expire_days", 0 <= self.expire_days <= 36500, "0 (keep) to 36500 days"),
+            ("throttle_rate", 0 < self.throttle_rate <= 10000, "> 0 requests per second"),
+            ("throttle_burst", 0 < self.throttle_burst <= 5000, "1 to 5000"),
+            ("api_timeout", 1 <= self.api_timeout <= 900, "1 to 900 seconds"),
+            ("max_duration", 1 <= self.max_duration <= HARD_MAX_DURATION,
+             f"1 to {HARD_MAX_DURATION:g} seconds"),
+            ("serverless_memory", self.serverless_memory in range(1024, 6145, 1024),
+             "1024, 2048, 3072, 4096, 5120 or 6144 MB"),
+            ("serverless_concurrency", 1 <= self.serverless_concurrency <= 200, "1 to 200"),
+            ("instance_type", self.instance_type.startswith("ml."), "a SageMaker type, ml.*"),
+            ("instance_count", 1 <= self.instance_count <= 100, "1 to 100"),
+            ("async_timeout", 1 <= self.async_timeout <= 3600, "1 to 3600 seconds"),
+            ("lambda_memory", 128 <= self.lambda_memory <= 10240, "128 to 10240 MB"),
+            ("lambda_timeout", 1 <= self.lambda_timeout <= 900, "1 to 900 seconds"),
+            ("endpoint_name",
+             re.fullmatch(r"([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})?", self.endpoint_name) is not None,
+             "a SageMaker endpoint name (letters, digits, hyphens; at most 63)"),
+        ]  # fmt: skip
+        for key, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"context {key}={getattr(self, key)!r}: must be {expected}")
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> DeployConfig:
+        """Read each field from CDK context (`get` is ``node.try_get_context``)."""
+        values: dict[str, Any] = {}
+        for name, default in cls().__dict__.items():
+            raw = get(name)
+            if raw is not None:
+                values[name] = _coerce(name, raw, type(default))
+        return cls(**values)
+
+    # -- what the variant implies ------------------------------------------------------------
+
+    @property
+    def uses_sagemaker(self) -> bool:
+        return self.variant != "lambda"
+
+    @property
+    def gpu(self) -> bool:
+        """Whether the endpoint runs on a GPU instance (the accelerated ml.g*/ml.p* types)."""
+        return self.variant in ("realtime", "async") and self.instance_type.startswith(
+            ("ml.g", "ml.p")
+        )
+
+    @property
+    def sagemaker_endpoint_name(self) -> str:
+        return self.endpoint_name or f"tunesmith-{self.variant}"
+
+    @property
+    def torch_wheels(self) -> str:
+        return self.torch_index or (GPU_TORCH_INDEX if self.gpu else CPU_TORCH_INDEX)
+
+    @property
+    def payload_limit(self) -> int:
+        return PAYLOAD_LIMITS[self.variant]
+
+    @property
+    def invoke_timeout(self) -> int:
+        """How long the function waits for the model tier (async: the endpoint's time limit)."""
+        if self.variant == "async":
+            return self.async_timeout
+        # answer (504) before API Gateway gives up, keeping ~2 s to store the track
+        return max(1, min(self.api_timeout - 2, SAGEMAKER_SYNC_LIMIT + 5))
+
+    @property
+    def function_timeout(self) -> int:
+        """The Lambda function's own time limit, seconds."""
+        if self.variant == "lambda":
+            return self.lambda_timeout
+        if self.variant == "async":
+            return 30  # it only queues the request
+        return self.invoke_timeout + 10
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    """A context value as the field's type ("true"/"false", numbers given as strings)."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise ValueError(f"context {name}={raw!r}: must be true or false")
+    if kind in (int, float):
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"context {name}={raw!r}: must be a number") from None
+        if kind is int:
+            if not number.is_integer():
+                raise ValueError(f"context {name}={raw!r}: must be a whole number")
+            return int(number)
+        return number
+    return str(raw)

@@ -1,0 +1,191 @@
+"""The model tier: the engine image, its SageMaker model, endpoint configuration and endpoint.
+
+The image is ``deploy/Dockerfile``'s ``endpoint`` stage (``tunesmith endpoint``), built from
+the repository by ``cdk deploy`` and pushed to the bootstrap ECR repository; the checkpoint is
+baked in at build time (``-c model=...``). The endpoint configuration follows the variant:
+
+    serverless  ServerlessConfig(MemorySizeInMB, MaxConcurrency): CPU, per-inference billing
+    realtime    an instance (ml.g4dn.xlarge by default, a T4 GPU) answering synchronously
+    async       an instance plus AsyncInferenceConfig: answers are written to
+                s3://<bucket>/<prefix><id>/track.<format>, failures under music-failures/
+
+The execution role may pull this image, write this endpoint's logs and (async) put objects
+under the track and failure prefixes only.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from tunesmith_deploy.bucket import FAILURE_PREFIX
+from tunesmith_deploy.bundling import REPO_ROOT
+from tunesmith_deploy.config import DeployConfig
+from tunesmith_deploy.nag import acknowledge, arn_finding
+
+__all__ = ["ModelEndpoint", "engine_image_args"]
+
+
+def engine_image_args(config: DeployConfig) -> dict[str, str]:
+    """The Dockerfile's build arguments for this deployment."""
+    return {"TORCH_INDEX_URL": config.torch_wheels, "MODEL": config.model}
+
+
+class ModelEndpoint(Construct):
+    """A SageMaker endpoint serving ``tunesmith endpoint``; `endpoint_name`/`endpoint_arn`."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeployConfig, bucket: s3.IBucket
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        name = config.sagemaker_endpoint_name
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "Image",
+            directory=str(REPO_ROOT),
+            file="deploy/Dockerfile",
+            target="endpoint",
+            build_args=engine_image_args(config),
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
+
+        self.role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"SageMaker endpoint {name}: pull its image, write its logs",
+        )
+        self.image.repository.grant_pull(self.role)
+        log_group = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"], resources=[log_group]
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[f"{log_group}:log-stream:*"],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"}},
+            )
+        )
+        if config.variant == "async":
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[
+                        bucket.arn_for_objects(f"{config.prefix}*"),
+                        bucket.arn_for_objects(f"{FAILURE_PREFIX}*"),
+                    ],
+                )
+            )
+        self._acknowledge_role(config, bucket, name)
+
+        environment = {
+            "TUNESMITH_MAX_DURATION": f"{config.max_duration:g}",
+            "TUNESMITH_MAX_RESPONSE_BYTES": str(config.payload_limit),
+            "TUNESMITH_PRECISION": config.precision,
+            "TUNESMITH_DEVICE": "cuda" if config.gpu else "cpu",
+        }
+        model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=self.image.image_uri, environment=environment
+            ),
+        )
+        model.node.add_dependency(self.role)  # its policy must exist before CreateModel
+
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "Config",
+            production_variants=[self._variant(config, model.attr_model_name)],
+            async_inference_config=self._async_config(config, bucket),
+        )
+        endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+            endpoint_name=name,
+        )
+        self.endpoint_name = endpoint.attr_endpoint_name
+        self.endpoint_arn = endpoint.ref  # Ref is the endpoint's ARN
+
+    @staticmethod
+    def _variant(
+        config: DeployConfig, model_name: str
+    ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        if config.variant == "serverless":
+            return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name="AllTraffic",
+                model_name=model_name,
+                serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                    memory_size_in_mb=config.serverless_memory,
+                    max_concurrency=config.serverless_concurrency,
+                ),
+            )
+        return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name="AllTraffic",
+            model_name=model_name,
+            instance_type=config.instance_type,
+            initial_instance_count=config.instance_count,
+            initial_variant_weight=1,
+            container_startup_health_check_timeout_in_seconds=600,
+        )
+
+    @staticmethod
+    def _async_config(
+        config: DeployConfig, bucket: s3.IBucket
+    ) -> sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None:
+        if config.variant != "async":
+            return None
+        return sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+            output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                s3_output_path=bucket.s3_url_for_object(config.prefix.rstrip("/")),
+                s3_failure_path=bucket.s3_url_for_object(FAILURE_PREFIX.rstrip("/")),
+            ),
+            client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                max_concurrent_invocations_per_instance=1
+            ),
+        )
+
+    def _acknowledge_role(self, config: DeployConfig, bucket: s3.IBucket, name: str) -> None:
+        policy = self.role.node.find_child("DefaultPolicy")
+        acknowledge(
+            policy,
+            "IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource-level permissions, and "
+            "cloudwatch:PutMetricData is limited by its namespace condition instead.",
+        )
+        acknowledge(
+            policy,
+            f"IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+            f"log-group:/aws/sagemaker/Endpoints/{name}:log-stream:*]",
+            "SageMaker names the endpoint's log streams after its instances; the grant is "
+            "limited to this endpoint's log group.",
+        )
+        if config.variant == "async":
+            for prefix in (config.prefix, FAILURE_PREFIX):
+                acknowledge(
+                    policy,
+                    arn_finding(bucket, f"/{prefix}*"),
+                    "Asynchronous answers get a fresh key per request: put is allowed under "
+                    "this prefix only.",
+                )

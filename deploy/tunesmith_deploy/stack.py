@@ -1,0 +1,69 @@
+"""The stack: bucket, model endpoint (unless ``variant=lambda``), function and API."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_cdk import App, CfnOutput, Environment, Stack, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+
+from tunesmith_deploy.api import GenerateService
+from tunesmith_deploy.bucket import TrackBucket
+from tunesmith_deploy.config import DeployConfig
+from tunesmith_deploy.model_endpoint import ModelEndpoint
+
+__all__ = ["DEFAULT_STACK_NAME", "TunesmithStack", "build_app"]
+
+DEFAULT_STACK_NAME = "Tunesmith"
+
+
+class TunesmithStack(Stack):
+    """Everything one deployment needs; its outputs say how to call it."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeployConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.storage = TrackBucket(self, "Storage", config=config)
+        self.model = (
+            ModelEndpoint(self, "Model", config=config, bucket=self.storage.bucket)
+            if config.uses_sagemaker
+            else None
+        )
+        self.service = GenerateService(
+            self, "Service", config=config, bucket=self.storage.bucket, endpoint=self.model
+        )
+        CfnOutput(self, "Variant", value=config.variant)
+        CfnOutput(self, "GenerateUrl", value=self.service.generate_url,
+                  description="POST a JSON body here (see the README)")  # fmt: skip
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        if self.model is not None:
+            CfnOutput(self, "EndpointName", value=self.model.endpoint_name)
+        if self.service.api_key is not None:
+            CfnOutput(
+                self,
+                "ApiKeyId",
+                value=self.service.api_key.key_id,
+                description="aws apigateway get-api-key --include-value --api-key <id>",
+            )
+
+
+def build_app(app: App) -> TunesmithStack:
+    """Add the stack `app`'s context describes, and the cdk-nag AwsSolutions checks."""
+    config = DeployConfig.from_context(app.node.try_get_context)
+    name = app.node.try_get_context("stack_name") or DEFAULT_STACK_NAME
+    stack = TunesmithStack(
+        app,
+        str(name),
+        config=config,
+        description=f"tunesmith text-to-music ({config.variant})",
+        env=Environment(
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+            region=os.environ.get("CDK_DEFAULT_REGION"),
+        ),
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack

@@ -1,0 +1,296 @@
+"""``tunesmith endpoint``: the engine behind SageMaker's container contract.
+
+SageMaker starts the image as ``docker run IMAGE serve`` and talks HTTP to port 8080 (or
+``SAGEMAKER_BIND_TO_PORT``):
+
+* ``GET /ping`` answers 200 once the model is loaded, 503 before (and after a failed load).
+* ``POST /invocations`` takes a `GenerateRequest` as ``application/json`` and answers with the
+  encoded track (see `tunesmith.aws.protocol`). A track that could not fit the payload limit
+  (``TUNESMITH_MAX_RESPONSE_BYTES``: 6 MiB real-time, 4 MB serverless) is refused with 413
+  before any compute is spent, never truncated.
+
+The model comes from ``/opt/ml/model`` when SageMaker put a saved checkpoint there (a
+``config.json``), else from ``TUNESMITH_MODEL``. The engine runs as under ``tunesmith serve``:
+it loads in a background thread, generation runs off the event loop, and at most
+``TUNESMITH_MAX_QUEUE`` requests are admitted at once (503 with Retry-After beyond).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import anyio.to_thread
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from tunesmith import __version__
+from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.routes import health_response, read_body
+from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo, audio_size_bound
+from tunesmith.config import Settings, load_settings
+from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, encode_audio, engine_for
+from tunesmith.errors import (
+    ConfigError,
+    FieldError,
+    NotAcceptable,
+    Overloaded,
+    ResponseTooLarge,
+    TunesmithError,
+    UnsupportedMediaType,
+)
+from tunesmith.schema import AudioFormat, GenerateRequest, parse_generate_request
+from tunesmith.service import params_for
+
+__all__ = [
+    "DEFAULT_PORT",
+    "MODEL_DIR",
+    "EndpointState",
+    "acceptable_formats",
+    "create_endpoint_app",
+    "endpoint_port",
+    "endpoint_settings",
+    "serve_endpoint",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT: Final = 8080
+MODEL_DIR: Final = Path("/opt/ml/model")
+_JSON: Final = "application/json"
+_FORMATS: Final[tuple[AudioFormat, ...]] = ("wav", "flac")  # preference order among equals
+
+
+def endpoint_port(flag: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """``--port`` if given, else SageMaker's ``SAGEMAKER_BIND_TO_PORT``, else 8080."""
+    if flag is not None:
+        return flag
+    raw = environ.get("SAGEMAKER_BIND_TO_PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"SAGEMAKER_BIND_TO_PORT: {raw!r} is not a port number")
+    return int(raw)
+
+
+def endpoint_settings(overrides: Mapping[str, Any], model_dir: Path = MODEL_DIR) -> Settings:
+    """Settings for the container: a checkpoint in `model_dir` wins over ``TUNESMITH_MODEL``.
+
+    An explicit ``model`` override (the ``--model`` flag) wins over both.
+    """
+    given = dict(overrides)
+    if given.get("model") is None and (model_dir / "config.json").is_file():
+        given["model"] = str(model_dir)
+    return load_settings(**given)
+
+
+def acceptable_formats(accept: str | None) -> list[AudioFormat]:
+    """The audio formats an ``Accept`` header admits, most preferred first.
+
+    No header (or ``*/*``, ``audio/*``) admits both, WAV first. As in RFC 9110, the most
+    specific range that matches a type gives its weight, and weight 0 excludes it.
+    """
+    if accept is None or not accept.strip():
+        return ["wav", "flac"]
+    ranges: list[tuple[str, float]] = []
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        ranges.append((media.lower(), weight))
+    ranked: dict[AudioFormat, float] = {}
+    for fmt in _FORMATS:
+        specificity = {CONTENT_TYPES[fmt]: 3, "audio/*": 2, "*/*": 1}
+        matches = [(specificity[m], w) for m, w in ranges if m in specificity]
+        if matches and (weight := max(matches)[1]) > 0:
+            ranked[fmt] = weight
+    return sorted(ranked, key=lambda f: -ranked[f])  # stable: WAV first among equals
+
+
+def _choose_format(request: GenerateRequest, accept: str | None) -> AudioFormat:
+    """The body's ``format`` if it names one, else the caller's preferred audio type."""
+    admitted = acceptable_formats(accept)
+    if not admitted:
+        raise NotAcceptable(
+            [FieldError("accept", f"{accept!r} admits no audio type this endpoint produces")],
+            "this endpoint answers with audio/wav or audio/flac; the Accept header admits neither",
+        )
+    if "format" not in request.model_fields_set:
+        return admitted[0]
+    if request.format not in admitted:
+        raise NotAcceptable(
+            [FieldError("accept", f"{accept!r} does not admit {CONTENT_TYPES[request.format]}")]
+        )
+    return request.format
+
+
+def _check_content_type(value: str | None) -> None:
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media != _JSON:
+        shown = repr(value) if value else "none"
+        raise UnsupportedMediaType(
+            [FieldError("content-type", f"must be {_JSON}, not {shown}")],
+            f"POST /invocations takes {_JSON} (got {shown})",
+        )
+
+
+@dataclass
+class EndpointState:
+    """What the container's routes share, kept on ``app.state.endpoint``."""
+
+    settings: Settings
+    engine: MusicGenEngine
+    admitted: threading.BoundedSemaphore
+    in_flight: int = 0
+    on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load_model(self) -> None:
+        """Load the engine (in the loader thread); a failure is logged and kept for /ping."""
+        try:
+            self.engine.setup()
+        except TunesmithError as exc:
+            log.error("model could not be loaded: %s", exc.message)
+            if self.on_load_failure is not None:
+                self.on_load_failure()
+
+    def admit(self) -> None:
+        if not self.admitted.acquire(blocking=False):
+            raise Overloaded(
+                f"{self.settings.max_queue} requests are already in progress; try again later",
+                retry_after=30,
+            )
+        with self._lock:
+            self.in_flight += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+        self.admitted.release()
+
+    def check_fits(self, request: GenerateRequest, fmt: AudioFormat) -> None:
+        """Refuse (413) a track whose encoding could exceed the payload limit, before generating."""
+        loaded = self.engine.loaded  # ModelNotReady (503) while loading
+        frames = round(request.duration * loaded.sample_rate)
+        limit = self.settings.max_response_bytes
+        if audio_size_bound(fmt, frames, loaded.audio_channels) <= limit:
+            return
+        per_second = audio_size_bound(fmt, loaded.sample_rate, loaded.audio_channels)
+        longest = int(limit / per_second * 10) / 10
+        raise ResponseTooLarge(
+            [
+                FieldError(
+                    "duration",
+                    f"a {request.duration:g} s {fmt} track cannot fit this endpoint's "
+                    f"{limit}-byte response limit; at most about {longest:g} s fits",
+                )
+            ]
+        )
+
+    def render(self, request: GenerateRequest, fmt: AudioFormat) -> tuple[bytes, TrackInfo]:
+        """Generate and encode one track (blocking; runs in a worker thread)."""
+        params = params_for(request)
+        track = self.engine.generate(params)
+        audio = encode_audio(track.samples, track.sample_rate, fmt)
+        info = TrackInfo(
+            seed=params.seed,
+            sample_rate=track.sample_rate,
+            duration=track.duration,
+            format=fmt,
+            model=self.engine.model_name,
+        )
+        return audio, info
+
+
+def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = None) -> FastAPI:
+    """The container's app. The engine loads in a background thread when the app starts
+    (``/ping`` answers 503 until then); pass an engine already `setup` to skip that."""
+    engine = engine or engine_for(settings)
+    state = EndpointState(
+        settings=settings,
+        engine=engine,
+        admitted=threading.BoundedSemaphore(settings.max_queue),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not engine.ready:
+            loader = threading.Thread(target=state.load_model, name="model-loader", daemon=True)
+            loader.start()
+        yield
+
+    app = FastAPI(
+        title="tunesmith endpoint",
+        version=__version__,
+        summary="MusicGen behind SageMaker's container contract (/ping, /invocations)",
+        lifespan=lifespan,
+    )
+    app.state.endpoint = state
+    install_error_handlers(app)
+
+    @app.get("/ping", summary="200 once the model is loaded, 503 until then")
+    async def ping() -> JSONResponse:
+        return health_response(engine, state.in_flight)
+
+    @app.post("/invocations", summary="Generate one track; the answer is the encoded audio")
+    async def invocations(request: Request) -> Response:
+        _check_content_type(request.headers.get("content-type"))
+        raw = await read_body(request, settings.max_body_bytes)
+        parsed = parse_generate_request(raw, max_duration=settings.max_duration)
+        fmt = _choose_format(parsed, request.headers.get("accept"))
+        state.check_fits(parsed, fmt)
+        state.admit()
+        try:
+            audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt)
+        finally:
+            state.release()
+        log.info(
+            "rendered %.1f s of %s, seed %d: %d bytes", info.duration, fmt, info.seed, len(audio)
+        )
+        return Response(
+            audio,
+            media_type=CONTENT_TYPES[fmt],
+            headers={CUSTOM_ATTRIBUTES_HEADER: info.to_attributes()},
+        )
+
+    return app
+
+
+def serve_endpoint(overrides: Mapping[str, Any], *, port: int | None = None) -> None:
+    """Run the container server until interrupted (what ``tunesmith endpoint`` does).
+
+    Raises `TunesmithError` when the model cannot be loaded, after the server has stopped.
+    """
+    import uvicorn
+
+    settings = endpoint_settings(overrides)
+    bind_port = endpoint_port(port)
+    app = create_endpoint_app(settings)
+    # SageMaker's front end keeps connections open between invocations: do not drop them first.
+    config = uvicorn.Config(
+        app, host=settings.host, port=bind_port, log_level="info", timeout_keep_alive=75
+    )
+    server = uvicorn.Server(config)
+    state: EndpointState = app.state.endpoint
+    state.on_load_failure = lambda: setattr(server, "should_exit", True)
+    log.info(
+        "loading %s; serving /ping and /invocations on %s:%d",
+        settings.model,
+        settings.host,
+        bind_port,
+    )
+    server.run()
+    if state.engine.load_error is not None:
+        raise TunesmithError(state.engine.load_error)

@@ -1,0 +1,89 @@
+"""API Gateway REST proxy integration: the event a Lambda function receives, the answer it returns.
+
+The event (payload format 1.0) carries ``httpMethod``, ``resource`` (``/generate``), ``path``,
+``headers`` and ``multiValueHeaders`` (either may be null), ``body`` (a string or null) and
+``isBase64Encoded`` (true when API Gateway base64-encoded a body it treats as binary). The
+answer is ``{"statusCode", "headers", "body", "isBase64Encoded"}``; tunesmith always answers
+JSON, errors included (`error_response`), the same JSON the local API gives.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, TunesmithError
+
+__all__ = ["ProxyRequest", "error_response", "json_response"]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """The parts of a proxy event tunesmith uses; header names are lower-cased."""
+
+    method: str
+    resource: str
+    headers: dict[str, str]
+    body: bytes
+    request_id: str | None
+
+    @classmethod
+    def from_event(cls, event: Any, *, max_body_bytes: int) -> ProxyRequest:
+        """Parse a proxy event, decoding a base64 body; `PayloadTooLarge` past the limit."""
+        if not isinstance(event, Mapping) or "httpMethod" not in event:
+            raise InvalidRequest(
+                [FieldError("event", "not an API Gateway REST proxy event")],
+                "this function answers API Gateway REST proxy events (POST /generate)",
+            )
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        context = event.get("requestContext") or {}
+        return cls(
+            method=str(event.get("httpMethod") or "").upper(),
+            resource=str(event.get("resource") or event.get("path") or ""),
+            headers=headers,
+            body=_body(event.get("body"), bool(event.get("isBase64Encoded")), max_body_bytes),
+            request_id=context.get("requestId") if isinstance(context, Mapping) else None,
+        )
+
+
+def _body(raw: Any, is_base64: bool, limit: int) -> bytes:
+    if raw is None:
+        return b""
+    if not isinstance(raw, str):
+        raise InvalidRequest([FieldError("body", "the event's body is not a string")])
+    if not is_base64:
+        data = raw.encode("utf-8", errors="surrogatepass")
+    elif math.floor(len(raw) * 3 / 4) > limit + 2:  # refuse before decoding a huge body
+        raise PayloadTooLarge(limit)
+    else:
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest([FieldError("body", "not valid base64")]) from None
+    if len(data) > limit:
+        raise PayloadTooLarge(limit)
+    return data
+
+
+def json_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A proxy response with a JSON body."""
+    return {
+        "statusCode": status,
+        "headers": {**_JSON_HEADERS, **(headers or {})},
+        "body": json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
+def error_response(exc: TunesmithError) -> dict[str, Any]:
+    """The proxy response for one of tunesmith's errors (Retry-After included when it applies)."""
+    return json_response(exc.status, exc.to_dict(), exc.headers())

@@ -1,0 +1,86 @@
+"""The deployment's context: values as `-c` strings or cdk.json JSON, checked, and what each
+variant implies (payload limits, timeouts, devices)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from cdk_synth import CDK_CONTEXT, DEPLOY
+from tunesmith_deploy.config import CPU_TORCH_INDEX, GPU_TORCH_INDEX, DeployConfig
+
+
+def config(**context: Any) -> DeployConfig:
+    return DeployConfig.from_context(context.get)
+
+
+def test_the_defaults_are_the_designs() -> None:
+    default = config()
+    assert (default.variant, default.url_mode, default.api_key) == ("serverless", "public", True)
+    assert (default.serverless_memory, default.payload_limit) == (6144, 4_000_000)
+    assert default.sagemaker_endpoint_name == "tunesmith-serverless"
+    assert default.torch_wheels == CPU_TORCH_INDEX and not default.gpu
+    assert config(**CDK_CONTEXT) == default  # cdk.json states the same defaults
+
+
+def test_command_line_strings_are_coerced() -> None:
+    chosen = config(variant="realtime", api_key="false", expire_days="7", throttle_rate="2.5")
+    assert (chosen.api_key, chosen.expire_days, chosen.throttle_rate) == (False, 7, 2.5)
+    assert chosen.gpu and chosen.torch_wheels == GPU_TORCH_INDEX
+    assert config(variant="realtime", instance_type="ml.c5.2xlarge").gpu is False
+
+
+@pytest.mark.parametrize(
+    ("api_timeout", "invoke", "function"),
+    [(29, 27, 37), (45, 43, 53), (120, 65, 75)],
+)
+def test_sync_timeouts_answer_before_the_gateway_gives_up(
+    api_timeout: int, invoke: int, function: int
+) -> None:
+    chosen = config(api_timeout=str(api_timeout))
+    assert (chosen.invoke_timeout, chosen.function_timeout) == (invoke, function)
+
+
+def test_async_and_lambda_timeouts() -> None:
+    assert (config(variant="async").invoke_timeout, config(variant="async").function_timeout) == (
+        3600, 30,
+    )  # fmt: skip
+    assert config(variant="lambda").function_timeout == 900
+    assert config(variant="async").payload_limit == 1024**3
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("variant", "gpu", "variant='gpu': must be one of serverless, realtime, async, lambda"),
+        ("api_key", "maybe", "api_key='maybe': must be true or false"),
+        ("expire_days", "soon", "expire_days='soon': must be a number"),
+        ("expire_days", "1.5", "expire_days='1.5': must be a whole number"),
+        ("serverless_memory", "5000", "serverless_memory=5000"),
+        ("max_duration", "31", "max_duration=31.0"),
+        ("prefix", "../up/", "prefix='../up/'"),
+        ("endpoint_name", "no_underscores", "endpoint_name='no_underscores'"),
+        ("api_timeout", "0", "api_timeout=0"),
+    ],
+)
+def test_bad_values_name_the_key(key: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match="context " + message.replace("(", r"\(")):
+        config(**{key: value})
+
+
+def test_the_app_stops_on_a_bad_value_with_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=DEPLOY,
+        env={"CDK_CONTEXT_JSON": '{"variant": "gpu"}', "PATH": "/usr/bin:/bin",
+             "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "tunesmith deploy: context variant='gpu'" in done.stderr
+    assert "Traceback" not in done.stderr

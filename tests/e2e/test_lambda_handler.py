@@ -1,0 +1,376 @@
+"""The Lambda handler end to end: API Gateway proxy events in, real boto3 out to a SageMaker
+stand-in in front of a real `tunesmith endpoint` process (tiny MusicGen), and to SeaweedFS S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import soundfile
+
+from apigw_events import lambda_context, proxy_event
+from bad_requests import BAD_BODIES, MALFORMED_BODIES
+from endpoint_process import EndpointProcess
+from live_server import LiveServer
+from s3server import FaultyProxy, SeaweedS3
+from sagemaker_standin import CONTAINER_CRASHED, NOT_READY, THROTTLED, UNAVAILABLE, SageMakerStandIn
+from tunesmith.aws import lambda_handler
+from tunesmith.schema import GenerateAccepted, GenerateResponse
+
+pytestmark = pytest.mark.s3
+
+ENDPOINT = "tunesmith-test"
+REQUEST = {"prompt": "upbeat electronic dance music with heavy bass", "duration": 2}
+# The container is stricter than the Lambda (20 s, 1 MB) so that its refusals can be seen.
+CONTAINER_MAX_DURATION = 20
+CONTAINER_MAX_RESPONSE = 1_000_000  # 15 s of WAV fits, 19 s does not
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_model_dir: Path) -> Iterator[EndpointProcess]:
+    env = {
+        "TUNESMITH_MAX_DURATION": str(CONTAINER_MAX_DURATION),
+        "TUNESMITH_MAX_RESPONSE_BYTES": str(CONTAINER_MAX_RESPONSE),
+    }
+    with EndpointProcess(tiny_model_dir, env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def standin(endpoint: EndpointProcess, s3_server: SeaweedS3) -> Iterator[SageMakerStandIn]:
+    stand_in = SageMakerStandIn(endpoint.url, endpoint_name=ENDPOINT, s3_client=s3_server.client)
+    with LiveServer(stand_in.app) as server:
+        stand_in.url = server.base_url  # type: ignore[attr-defined]
+        yield stand_in
+
+
+@pytest.fixture
+def sagemaker(standin: SageMakerStandIn) -> Iterator[SageMakerStandIn]:
+    """The module's stand-in, with a clean record and default behaviour for each test."""
+    standin.calls.clear()
+    standin.faults.clear()
+    standin.invocation_timeout = 60.0
+    standin.output_path = standin.failure_path = None
+    yield standin
+    standin.wait_for_async()
+
+
+@pytest.fixture
+def lambda_env(
+    s3_env: SeaweedS3, s3_bucket: str, sagemaker: SageMakerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[pytest.MonkeyPatch]:
+    """The environment the CDK app gives the function, pointed at the local stand-ins."""
+    for name in [n for n in os.environ if n.startswith("TUNESMITH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", sagemaker.url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("TUNESMITH_ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("TUNESMITH_S3_BUCKET", s3_bucket)
+    monkeypatch.setenv("TUNESMITH_S3_PREFIX", "music-output/")
+    monkeypatch.setenv("TUNESMITH_URL_MODE", "public")
+    monkeypatch.setenv("TUNESMITH_MAX_DURATION", "30")
+    lambda_handler.reset()
+    yield monkeypatch
+    lambda_handler.reset()
+
+
+def call(event: Any) -> tuple[int, dict[str, str], Any]:
+    """Run the real handler; return the status, the headers and the decoded JSON body."""
+    answer = lambda_handler.handler(event, lambda_context())
+    assert set(answer) == {"statusCode", "headers", "body", "isBase64Encoded"}
+    assert answer["isBase64Encoded"] is False
+    assert answer["headers"]["Content-Type"] == "application/json"
+    return answer["statusCode"], answer["headers"], json.loads(answer["body"])
+
+
+def stored(server: SeaweedS3, bucket: str) -> list[str]:
+    client = server.client()
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+# -- good requests -------------------------------------------------------------------------------
+
+
+def test_seed_request_is_stored_in_s3_and_answered_like_the_local_api(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str, tiny_model_dir: Path,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    status, _, body = call(proxy_event(REQUEST))
+
+    assert status == 200, body
+    assert set(body) == set(GenerateResponse.model_fields)
+    key = f"music-output/{body['id']}.wav"
+    assert body["s3_url"] == f"s3://{s3_bucket}/{key}"
+    assert body["public_url"] == f"{s3_env.endpoint_url}/{s3_bucket}/{key}"
+    assert (body["duration"], body["sample_rate"], body["format"]) == (2.0, 32000, "wav")
+    assert body["model"] == str(tiny_model_dir) and isinstance(body["seed"], int)
+    assert stored(s3_env, s3_bucket) == [key]
+    head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
+    assert head["ContentType"] == "audio/wav"
+    track = httpx.get(body["public_url"])
+    samples, rate = soundfile.read(io.BytesIO(track.content))
+    assert (rate, len(samples)) == (32000, 64000)
+    # what reached SageMaker: one signed InvokeEndpoint with the validated JSON request
+    (invocation,) = sagemaker.calls
+    assert invocation["path"] == f"/endpoints/{ENDPOINT}/invocations"
+    assert invocation["headers"]["content-type"] == "application/json"
+    assert json.loads(invocation["body"])["prompt"] == REQUEST["prompt"]
+
+
+def test_base64_body_presigned_url_flac_and_a_fixed_seed(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    lambda_env.setenv("TUNESMITH_URL_MODE", "presigned")
+    request = {**REQUEST, "format": "flac", "seed": 1234}
+    status, _, first = call(proxy_event(request, base64_body=True))
+    assert status == 200, first
+    assert first["format"] == "flac" and first["seed"] == 1234
+    assert "X-Amz-Signature=" in first["public_url"]
+    audio = httpx.get(first["public_url"])
+    assert audio.status_code == 200 and soundfile.info(io.BytesIO(audio.content)).format == "FLAC"
+    _, _, second = call(proxy_event(request))
+    assert httpx.get(second["public_url"]).content == audio.content  # same seed, same track
+    assert len(stored(s3_env, s3_bucket)) == 2
+
+
+# -- the caller's mistakes: refused before SageMaker is called ----------------------------------
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_bad_input_is_422_naming_the_field(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn, body: dict[str, Any], field: str,
+) -> None:  # fmt: skip
+    status, _, error = call(proxy_event(body, base64_body=field == "prompt"))
+    assert status == 422
+    assert error["error"] == "invalid_request"
+    assert [f["field"] for f in error["fields"]] == [field] and field in error["message"]
+    assert sagemaker.calls == [] and stored(s3_env, s3_bucket) == []
+
+
+@pytest.mark.parametrize("raw", MALFORMED_BODIES)
+def test_malformed_bodies_are_422(
+    lambda_env: pytest.MonkeyPatch, sagemaker: SageMakerStandIn, raw: bytes
+) -> None:
+    status, _, error = call(proxy_event(raw))
+    assert status == 422 and error["fields"][0]["field"] in {"duration", "body"}
+    assert sagemaker.calls == []
+
+
+def test_a_missing_body_and_broken_base64_are_422(lambda_env: pytest.MonkeyPatch) -> None:
+    assert call(proxy_event(None))[0] == 422
+    event = proxy_event(REQUEST, base64_body=True)
+    event["body"] = "%%% not base64 %%%"
+    status, _, error = call(event)
+    assert status == 422 and "base64" in error["message"]
+
+
+@pytest.mark.parametrize("base64_body", [False, True])
+def test_an_oversized_body_is_413(
+    lambda_env: pytest.MonkeyPatch, sagemaker: SageMakerStandIn, base64_body: bool
+) -> None:
+    huge = {"prompt": "a", "padding": "x" * 200_000}
+    status, _, error = call(proxy_event(huge, base64_body=base64_body))
+    assert status == 413 and error["error"] == "payload_too_large"
+    assert sagemaker.calls == []
+
+
+def test_other_methods_and_routes_are_json_errors(lambda_env: pytest.MonkeyPatch) -> None:
+    status, _, error = call(proxy_event(REQUEST, method="GET"))
+    assert (status, error["error"]) == (405, "method_not_allowed")
+    status, _, error = call(proxy_event(REQUEST, resource="/other"))
+    assert (status, error["error"]) == (404, "not_found")
+    answer = lambda_handler.handler({"not": "an API Gateway event"}, lambda_context())
+    assert answer["statusCode"] == 422
+
+
+# -- the endpoint refuses, fails, is throttled or times out --------------------------------------
+
+
+def test_the_endpoints_own_refusal_is_passed_through(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    status, _, error = call(proxy_event({**REQUEST, "duration": 25}))  # the Lambda allows 30
+    assert status == 422 and error["fields"][0]["field"] == "duration"
+    assert f"at most {CONTAINER_MAX_DURATION} seconds" in error["message"]
+    # a track that cannot fit the endpoint's payload limit: refused, never truncated
+    status, _, error = call(proxy_event({**REQUEST, "duration": 19}))
+    assert (status, error["error"]) == (413, "response_too_large")
+    assert str(CONTAINER_MAX_RESPONSE) in error["message"]
+    assert stored(s3_env, s3_bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (THROTTLED, 503, "overloaded"),
+        (UNAVAILABLE, 503, "unavailable"),
+        (NOT_READY, 503, "model_loading"),
+        (CONTAINER_CRASHED, 502, "upstream_error"),
+    ],
+)
+def test_sagemaker_failures_are_clear_json(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn, fault: Any, status: int, code: str,
+) -> None:  # fmt: skip
+    sagemaker.fail_next(fault)
+    got, headers, error = call(proxy_event(REQUEST))
+    assert (got, error["error"]) == (status, code), error
+    assert ENDPOINT in error["message"] or "SageMaker" in error["message"]
+    if status == 503:
+        assert int(headers["Retry-After"]) > 0
+    assert len(sagemaker.calls) == 1  # called once: no silent retries
+    assert stored(s3_env, s3_bucket) == []
+
+
+def test_an_unknown_endpoint_is_502_naming_it(lambda_env: pytest.MonkeyPatch) -> None:
+    lambda_env.setenv("TUNESMITH_ENDPOINT_NAME", "no-such-endpoint")
+    status, _, error = call(proxy_event(REQUEST))
+    assert status == 502 and "no-such-endpoint" in error["message"]
+
+
+def test_an_endpoint_past_sagemakers_time_limit_is_504(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    sagemaker.invocation_timeout = 0.1  # SageMaker's 60 s limit, scaled down
+    status, _, error = call(proxy_event({**REQUEST, "duration": 15}))
+    assert (status, error["error"]) == (504, "upstream_timeout")
+    assert "timed out" in error["message"]
+    assert stored(s3_env, s3_bucket) == []
+
+
+def test_no_answer_within_the_functions_wait_is_504(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    lambda_env.setenv("TUNESMITH_INVOKE_TIMEOUT", "0.1")
+    status, _, error = call(proxy_event({**REQUEST, "duration": 15}))
+    assert (status, error["error"]) == (504, "upstream_timeout")
+    assert "0.1 s" in error["message"]
+    assert stored(s3_env, s3_bucket) == []
+
+
+# -- S3 refuses the write: nothing half-written --------------------------------------------------
+
+
+def test_a_missing_bucket_is_502_and_stores_nothing(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    s3_env.delete_bucket(s3_bucket)
+    status, _, error = call(proxy_event(REQUEST))
+    assert (status, error["error"]) == (502, "storage_error")
+    assert s3_bucket in error["message"]
+    s3_env.create_bucket(s3_bucket)
+    assert stored(s3_env, s3_bucket) == []
+
+
+def test_an_upload_cut_midway_leaves_nothing(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    assert s3_env.s3_port is not None
+    proxy = FaultyProxy(s3_env.s3_port, cut_request_after=32 * 1024, drop_responses=False)
+    try:
+        lambda_env.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        lambda_env.setenv("AWS_MAX_ATTEMPTS", "2")
+        status, _, error = call(proxy_event(REQUEST))
+    finally:
+        proxy.close()
+    assert (status, error["error"]) == (502, "storage_error")
+    assert f"PUT /{s3_bucket}/music-output/".encode() in proxy.forwarded  # it did start
+    assert stored(s3_env, s3_bucket) == []
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_a_missing_bucket_setting_is_a_json_500_naming_it(lambda_env: pytest.MonkeyPatch) -> None:
+    lambda_env.delenv("TUNESMITH_S3_BUCKET")
+    status, _, error = call(proxy_event(REQUEST))
+    assert (status, error["error"]) == (500, "config_error")
+    assert "TUNESMITH_S3_BUCKET" in error["message"]
+
+
+# -- the asynchronous variant --------------------------------------------------------------------
+
+
+def test_async_answers_202_with_urls_where_the_track_then_appears(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    sagemaker.output_path = f"s3://{s3_bucket}/music-output"
+    sagemaker.failure_path = f"s3://{s3_bucket}/music-failures"
+    lambda_env.setenv("TUNESMITH_INVOKE_MODE", "async")
+    lambda_env.setenv("TUNESMITH_INVOKE_TIMEOUT", "3600")
+
+    status, _, body = call(proxy_event({**REQUEST, "format": "flac"}))
+
+    assert status == 202, body
+    assert set(body) == set(GenerateAccepted.model_fields) and body["status"] == "pending"
+    key = f"music-output/{body['id']}/track.flac"
+    assert body["s3_url"] == f"s3://{s3_bucket}/{key}"
+    assert body["public_url"] == f"{s3_env.endpoint_url}/{s3_bucket}/{key}"
+    assert isinstance(body["seed"], int) and body["format"] == "flac"
+    (invocation,) = sagemaker.calls
+    assert invocation["path"] == f"/endpoints/{ENDPOINT}/async-invocations"
+    assert invocation["headers"]["x-amzn-sagemaker-invocationtimeoutseconds"] == "3600"
+    assert json.loads(invocation["body"])["seed"] == body["seed"]  # the reported seed is used
+    sagemaker.wait_for_async()
+    assert stored(s3_env, s3_bucket) == [key]  # exactly where the answer said
+    track = httpx.get(body["public_url"])
+    assert track.status_code == 200
+    assert soundfile.info(io.BytesIO(track.content)).frames == 64000
+
+
+def test_async_output_outside_the_configured_prefix_is_502(
+    lambda_env: pytest.MonkeyPatch, s3_bucket: str, sagemaker: SageMakerStandIn
+) -> None:
+    sagemaker.output_path = f"s3://{s3_bucket}/elsewhere"
+    lambda_env.setenv("TUNESMITH_INVOKE_MODE", "async")
+    status, _, error = call(proxy_event(REQUEST))
+    assert status == 502 and "elsewhere" in error["message"]
+
+
+# -- the function itself -------------------------------------------------------------------------
+
+
+def test_the_handler_imports_no_torch(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
+) -> None:
+    script = (
+        "import json, sys\n"
+        "from apigw_events import proxy_event\n"
+        "from tunesmith.aws.lambda_handler import handler\n"
+        f"answer = handler(proxy_event({REQUEST!r}), None)\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'transformers', 'soundfile')"
+        " if m in sys.modules)\n"
+        "print(json.dumps({'status': answer['statusCode'], 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 200, "heavy": []}
+    assert len(stored(s3_env, s3_bucket)) == 1
+
+
+def test_without_an_endpoint_the_engine_runs_in_the_function(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str, tiny_model_dir: Path,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    lambda_env.delenv("TUNESMITH_ENDPOINT_NAME")
+    lambda_env.setenv("TUNESMITH_MODEL", str(tiny_model_dir))
+    lambda_env.setenv("TUNESMITH_DEVICE", "cpu")
+    status, _, body = call(proxy_event(REQUEST))
+    assert status == 200, body
+    assert body["model"] == str(tiny_model_dir)
+    assert stored(s3_env, s3_bucket) == [f"music-output/{body['id']}.wav"]
+    assert sagemaker.calls == []
