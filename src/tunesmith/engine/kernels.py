@@ -17,6 +17,7 @@ kernel reads fastest and picks the kernel by the number of rows:
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal
 
@@ -55,8 +56,7 @@ class Projection:
             padded = torch.zeros(self.out_features, self.in_features + _PAD)
             padded[:, : self.in_features] = weight.detach().float()
             self._packed = _pack_int8(padded)
-            self._tail = torch.zeros(1, _PAD)
-            self._tail[0, :2] = torch.tensor([1.0, -1.0])
+            self._inputs: dict[int, torch.Tensor] = {}  # per row count: [x / scale, +1, -1, 0...]
             self.weight: torch.Tensor | None = None
         elif precision in HALF_DTYPES:
             self.weight = weight.detach().to(HALF_DTYPES[precision]).contiguous()
@@ -77,10 +77,14 @@ class Projection:
         return torch.mm(self.weight, x.t()).t()
 
     def _int8(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
-        rows = torch.empty(x.shape[0], self.in_features + _PAD)
+        rows = self._inputs.get(x.shape[0])
+        if rows is None:  # reused: projections run on the one decode thread
+            rows = torch.zeros(x.shape[0], self.in_features + _PAD)
+            rows[:, self.in_features] = 1.0
+            rows[:, self.in_features + 1] = -1.0
+            self._inputs[x.shape[0]] = rows
+        scale = torch.linalg.vector_norm(x, math.inf, dim=1, keepdim=True).clamp_(min=1e-12)
         torch.div(x, scale, out=rows[:, : self.in_features])
-        rows[:, self.in_features :] = self._tail
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self._packed, True)
         return out.mul_(scale)
 
