@@ -61,15 +61,7 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
     params = GenerationParams(PROMPT, args.duration, seed=0, greedy=True)
     loaded, decoder = engine.loaded, engine.decoder
     start = time.perf_counter()
-    # engine.generate, with the job's scores recorded
-    inputs = loaded.processor(text=[PROMPT], padding=True, return_tensors="pt")
-    job = decoder.start(
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        engine.frames_for(args.duration),
-        params.sampling,
-        params.seed,
-    )
+    job = engine.start_job(params)  # engine.generate, with the job's scores recorded
     job.scores = []
     encoded = time.perf_counter()
     engine.scheduler.submit(job).wait()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from tunesmith.config import Settings
-    from tunesmith.engine.decoder import FastDecoder
+    from tunesmith.engine.decoder import DecodeJob, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
@@ -176,14 +176,11 @@ class MusicGenEngine:
         return self.decoder.steps_for(self.frames_for(duration))
 
     # generation ------------------------------------------------------------------------
-    def generate_codes(
-        self, params: GenerationParams, progress: ProgressCallback | None = None
-    ) -> torch.Tensor:
-        """The audio codes ``(K, frames)`` for `params` (blocking; batched with other callers)."""
-        loaded, decoder = self.loaded, self.decoder
-        inputs = loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
+    def start_job(self, params: GenerationParams) -> DecodeJob:
+        """Encode the prompt and prepare a request's decoding state (not yet scheduled)."""
+        inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
         try:
-            job = decoder.start(
+            return self.decoder.start(
                 inputs["input_ids"],
                 inputs["attention_mask"],
                 self.frames_for(params.duration),
@@ -192,8 +189,14 @@ class MusicGenEngine:
             )
         except RuntimeError as exc:  # e.g. out of memory allocating the cache
             raise GenerationFailed(f"could not start generation: {exc}") from None
+
+    def generate_codes(
+        self, params: GenerationParams, progress: ProgressCallback | None = None
+    ) -> torch.Tensor:
+        """The audio codes ``(K, frames)`` for `params` (blocking; batched with other callers)."""
+        job = self.start_job(params)
         self.scheduler.submit(job, progress).wait()
-        return decoder.codes(job)
+        return self.decoder.codes(job)
 
     def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
         """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds."""
