@@ -12,7 +12,8 @@ the tree to status codes in exactly one place (`tunesmith.api.errors`).
     │   ├── UnsupportedMediaType (415)  a request body type the receiver does not take
     │   └── NotAcceptable (406)         no response type the caller accepts can be produced
     ├── Unauthorized (401)              missing or wrong API key
-    ├── NotFound (404)                  unknown stored object
+    ├── NotFound (404)                  unknown stored object or route
+    ├── MethodNotAllowed (405)          a route called with the wrong HTTP method
     ├── Unavailable (503)               try again later; carries `retry_after` seconds
     │   ├── ModelNotReady               the model is still loading
     │   └── Overloaded                  the request queue is full
@@ -32,6 +33,7 @@ __all__ = [
     "FieldError",
     "GenerationFailed",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotReady",
     "ModelUnavailable",
     "NotAcceptable",
@@ -133,6 +135,11 @@ class Unauthorized(TunesmithError):
 class NotFound(TunesmithError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(TunesmithError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Unavailable(TunesmithError):

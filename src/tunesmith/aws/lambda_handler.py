@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
 from tunesmith.aws.sagemaker import SageMakerEndpoint, parse_s3_uri
 from tunesmith.config import Settings, load_settings
-from tunesmith.errors import ConfigError, NotFound, TunesmithError, UpstreamError
+from tunesmith.errors import (
+    ConfigError,
+    MethodNotAllowed,
+    NotFound,
+    TunesmithError,
+    UpstreamError,
+)
 from tunesmith.schema import (
     MAX_SEED,
     GenerateAccepted,
@@ -48,11 +54,6 @@ __all__ = ["GenerateFunction", "handler", "reset"]
 log = logging.getLogger(__name__)
 
 ROUTE = "/generate"
-
-
-class MethodNotAllowed(TunesmithError):
-    status = 405
-    code = "method_not_allowed"
 
 
 class GenerateFunction:
