@@ -155,6 +155,10 @@ class FastDecoder:
             )
         self._codebook_index = torch.arange(self.num_codebooks, device=device)
         self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
+        # cross-attention keys/values of the current batch stacked per layer, when all its
+        # prompts have the same length: one attention call per layer instead of one per job
+        self._stacked: tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] | None
+        self._stacked = None
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
@@ -306,7 +310,28 @@ class FastDecoder:
             row += rows
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
+    def _stacked_cross(self, jobs: list[DecodeJob]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the batch's cross keys/values as one ``(J, H, S, hd)`` pair (rebuilt only
+        when the batch changes; the caller checks the prompts have one length)."""
+        key = tuple(id(job) for job in jobs)
+        if self._stacked is None or self._stacked[0] != key:
+            layers = [
+                (
+                    torch.cat([job.cross[i][0] for job in jobs]),
+                    torch.cat([job.cross[i][1] for job in jobs]),
+                )
+                for i in range(len(self.layers))
+            ]
+            self._stacked = (key, layers)
+        return self._stacked[1]
+
     def _cross_attention(self, index: int, jobs: list[DecodeJob], q: torch.Tensor) -> torch.Tensor:
+        lengths = {job.cross[0][0].shape[2] for job in jobs}
+        if len(jobs) > 1 and len(lengths) == 1:
+            keys, values = self._stacked_cross(jobs)[index]
+            query = q.view(len(jobs), self.heads, 1, self.head_dim)
+            out = F.scaled_dot_product_attention(query, keys, values)
+            return out.reshape(len(jobs), self.hidden)
         outputs = []
         shape = (1, self.heads, 1, self.head_dim)
         for row, job in enumerate(jobs):
