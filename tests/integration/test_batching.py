@@ -98,3 +98,18 @@ def test_precision_int8_generates_exact_length_audio(tiny_model_dir: Path) -> No
     e.close()
     assert track.samples.shape == (round(1.3 * 32000), 1)
     assert (track.samples == again.samples).all()
+
+
+def test_a_new_batch_never_reuses_the_last_batchs_prompts(tiny_model_dir: Path) -> None:
+    first = SAME_LENGTH
+    second = [GenerationParams(f"calm piano take {i + 5}", 1.0, seed=i) for i in range(4)]
+    solo_engine = engine(tiny_model_dir, max_batch=1, window=0)
+    expected = [solo_engine.generate_codes(p) for p in second]
+    solo_engine.close()
+    batched_engine = engine(tiny_model_dir)
+    for requests in (first, second):  # the second batch's jobs may land on the first's ids
+        with ThreadPoolExecutor(len(requests)) as pool:
+            got = list(pool.map(batched_engine.generate_codes, requests))
+    batched_engine.close()
+    for params, alone, together in zip(second, expected, got, strict=True):
+        assert torch.equal(alone, together), params

@@ -19,6 +19,7 @@ decoder step by step:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,7 @@ class DecodeJob:
     cache: torch.Tensor  # (layers, 2, rows, H, steps + 1, hd)
     cross: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, H, S, hd) keys and values
     generator: torch.Generator
+    serial: int = 0  # unique per decoder: identifies the job in per-batch caches
     t: int = 0  # tokens[:, :t+1] are known; the next step predicts position t + 1
     # parity checks and benchmarks: record each step's guided scores, or force the codes
     scores: list[torch.Tensor] | None = field(default=None, repr=False)
@@ -159,6 +161,7 @@ class FastDecoder:
         # prompts have the same length: one attention call per layer instead of one per job
         self._stacked: tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] | None
         self._stacked = None
+        self._serials = itertools.count(1)
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
@@ -222,7 +225,9 @@ class FastDecoder:
         )
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)
-        return DecodeJob(sampling, steps, tokens, keep, cache, cross, generator)
+        return DecodeJob(
+            sampling, steps, tokens, keep, cache, cross, generator, serial=next(self._serials)
+        )
 
     def codes(self, job: DecodeJob) -> torch.Tensor:
         """The finished job's audio codes, ``(K, frames)``, with the delay pattern undone."""
@@ -313,7 +318,7 @@ class FastDecoder:
     def _stacked_cross(self, jobs: list[DecodeJob]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the batch's cross keys/values as one ``(J, H, S, hd)`` pair (rebuilt only
         when the batch changes; the caller checks the prompts have one length)."""
-        key = tuple(id(job) for job in jobs)
+        key = tuple(job.serial for job in jobs)  # not id(): a freed job's id gets reused
         if self._stacked is None or self._stacked[0] != key:
             layers = [
                 (
