@@ -257,12 +257,16 @@ class FastDecoder:
         dim = (self.hidden,)
         for index, layer in enumerate(self.layers):
             h = F.layer_norm(x, dim, *layer.ln1, eps)
-            q, k, v = torch.split(layer.qkv(h), self.hidden, dim=1)
-            attended = self._self_attention(index, jobs, q, k, v)
+            attended = self._self_attention(index, jobs, layer.qkv(h))
             x = x + layer.out(attended)
-            hc = F.layer_norm(x.index_select(0, cond_index), dim, *layer.ln2, eps)
-            crossed = self._cross_attention(index, jobs, layer.cross_q(hc))
-            x = x.index_add(0, cond_index, layer.cross_out(crossed))
+            # the conditional rows attend to the prompt (one job: row 0, a view, no copy)
+            conditional = x[:1] if len(jobs) == 1 else x.index_select(0, cond_index)
+            hc = F.layer_norm(conditional, dim, *layer.ln2, eps)
+            crossed = layer.cross_out(self._cross_attention(index, jobs, layer.cross_q(hc)))
+            if len(jobs) == 1:
+                x[:1] += crossed
+            else:
+                x.index_add_(0, cond_index, crossed)
             h = F.layer_norm(x, dim, *layer.ln3, eps)
             x = x + layer.fc2(F.gelu(layer.fc1(h), approximate=self._gelu_approx))
         x = F.layer_norm(x, dim, *self.final_ln, eps)
@@ -290,28 +294,23 @@ class FastDecoder:
             index = self._cond_index[rows] = torch.tensor(firsts, device=self.device)
         return index
 
-    def _self_attention(
-        self,
-        index: int,
-        jobs: list[DecodeJob],
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-    ) -> torch.Tensor:
+    def _self_attention(self, index: int, jobs: list[DecodeJob], qkv: torch.Tensor) -> torch.Tensor:
+        """Attention of each job's rows over its own cache; ``qkv`` is ``(R, 3D)``."""
         outputs = []
         row = 0
+        d = self.hidden
         for job in jobs:
             rows = job.rows
             shape = (rows, self.heads, 1, self.head_dim)
             cache = job.cache[index]
-            cache[0, :, :, job.t] = k[row : row + rows].view(rows, self.heads, self.head_dim)
-            cache[1, :, :, job.t] = v[row : row + rows].view(rows, self.heads, self.head_dim)
+            kv = qkv[row : row + rows, d:].view(rows, 2, self.heads, self.head_dim)
+            cache[:, :, :, job.t] = kv.transpose(0, 1)  # keys and values in one copy
             length = job.t + 1
-            query = q[row : row + rows].view(shape).to(cache.dtype)
+            query = qkv[row : row + rows, :d].view(shape).to(cache.dtype)
             out = F.scaled_dot_product_attention(
                 query, cache[0, :, :, :length], cache[1, :, :, :length]
             )
-            outputs.append(out.reshape(rows, self.hidden).to(q.dtype))
+            outputs.append(out.reshape(rows, self.hidden).to(qkv.dtype))
             row += rows
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
