@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 
 import anyio.to_thread
 
+from tunesmith.admission import Admission
 from tunesmith.config import Settings
 from tunesmith.engine import CONTENT_TYPES, GenerationParams, MusicGenEngine, encode_audio
 from tunesmith.engine.musicgen import ProgressCallback
-from tunesmith.errors import Overloaded
 from tunesmith.schema import MAX_SEED, GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track
@@ -49,34 +48,17 @@ class TrackService:
         self.settings = settings
         self.engine = engine
         self.storage = storage
-        self._in_flight = 0
-        self._count_lock = threading.Lock()
+        self.admission = Admission(settings.max_queue)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
-
-    def _admit(self) -> None:
-        with self._count_lock:
-            if self._in_flight >= self.settings.max_queue:
-                raise Overloaded(
-                    f"{self._in_flight} requests are already in progress; try again later",
-                    retry_after=30,
-                )
-            self._in_flight += 1
-
-    def _release(self) -> None:
-        with self._count_lock:
-            self._in_flight -= 1
+        return self.admission.in_flight
 
     async def generate(self, request: GenerateRequest, *, base_url: str) -> GenerateResponse:
         """Admit the request, then generate and store it off the event loop."""
         self.engine.loaded  # noqa: B018 - raises ModelNotReady (503) before queueing
-        self._admit()
-        try:
+        with self.admission.held():
             return await anyio.to_thread.run_sync(self.generate_sync, request, base_url)
-        finally:
-            self._release()
 
     def generate_sync(
         self, request: GenerateRequest, base_url: str, progress: ProgressCallback | None = None

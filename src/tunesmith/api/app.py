@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,9 +37,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not engine.ready:
-            state.loader = threading.Thread(target=state.load_model, name="model-loader")
-            state.loader.daemon = True
-            state.loader.start()
+            engine.load_in_background(state.load_failed)
         yield
 
     app = FastAPI(

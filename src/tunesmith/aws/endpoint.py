@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from tunesmith import __version__
+from tunesmith.admission import Admission
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import health_response, read_body
 from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo, audio_size_bound
@@ -40,7 +40,6 @@ from tunesmith.errors import (
     ConfigError,
     FieldError,
     NotAcceptable,
-    Overloaded,
     ResponseTooLarge,
     TunesmithError,
     UnsupportedMediaType,
@@ -152,33 +151,13 @@ class EndpointState:
 
     settings: Settings
     engine: MusicGenEngine
-    admitted: threading.BoundedSemaphore
-    in_flight: int = 0
+    admission: Admission
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def load_model(self) -> None:
-        """Load the engine (in the loader thread); a failure is logged and kept for /ping."""
-        try:
-            self.engine.setup()
-        except TunesmithError as exc:
-            log.error("model could not be loaded: %s", exc.message)
-            if self.on_load_failure is not None:
-                self.on_load_failure()
-
-    def admit(self) -> None:
-        if not self.admitted.acquire(blocking=False):
-            raise Overloaded(
-                f"{self.settings.max_queue} requests are already in progress; try again later",
-                retry_after=30,
-            )
-        with self._lock:
-            self.in_flight += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-        self.admitted.release()
+    def load_failed(self) -> None:
+        """Called from the loader thread when the model cannot be loaded."""
+        if self.on_load_failure is not None:
+            self.on_load_failure()
 
     def check_fits(self, request: GenerateRequest, fmt: AudioFormat) -> None:
         """Refuse (413) a track whose encoding could exceed the payload limit, before generating."""
@@ -218,17 +197,12 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
     """The container's app. The engine loads in a background thread when the app starts
     (``/ping`` answers 503 until then); pass an engine already `setup` to skip that."""
     engine = engine or engine_for(settings)
-    state = EndpointState(
-        settings=settings,
-        engine=engine,
-        admitted=threading.BoundedSemaphore(settings.max_queue),
-    )
+    state = EndpointState(settings=settings, engine=engine, admission=Admission(settings.max_queue))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not engine.ready:
-            loader = threading.Thread(target=state.load_model, name="model-loader", daemon=True)
-            loader.start()
+            engine.load_in_background(state.load_failed)
         yield
 
     app = FastAPI(
@@ -242,7 +216,7 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
 
     @app.get("/ping", summary="200 once the model is loaded, 503 until then")
     async def ping() -> JSONResponse:
-        return health_response(engine, state.in_flight)
+        return health_response(engine, state.admission.in_flight)
 
     @app.post("/invocations", summary="Generate one track; the answer is the encoded audio")
     async def invocations(request: Request) -> Response:
@@ -251,11 +225,8 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
         parsed = parse_generate_request(raw, max_duration=settings.max_duration)
         fmt = _choose_format(parsed, request.headers.get("accept"))
         state.check_fits(parsed, fmt)
-        state.admit()
-        try:
+        with state.admission.held():
             audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt)
-        finally:
-            state.release()
         log.info(
             "rendered %.1f s of %s, seed %d: %d bytes", info.duration, fmt, info.seed, len(audio)
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,6 +131,21 @@ class MusicGenEngine:
         self._loaded = loaded
         self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
         log.info("engine ready: %s, %s on %s", self.model_name, precision, loaded.device)
+
+    def load_in_background(self, on_failure: Callable[[], None] | None = None) -> None:
+        """`setup` in a daemon thread, so a server answers (503) while the model loads.
+
+        A failure is logged and kept in `load_error`; `on_failure` is then called."""
+
+        def load() -> None:
+            try:
+                self.setup()
+            except TunesmithError as exc:
+                log.error("model could not be loaded: %s", exc.message)
+                if on_failure is not None:
+                    on_failure()
+
+        threading.Thread(target=load, name="model-loader", daemon=True).start()
 
     def close(self) -> None:
         """Stop the decode thread; queued requests fail with `ModelNotReady`."""
