@@ -86,3 +86,24 @@ def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Pat
     engine.close()
     assert track.samples.shape == (32000, 2)
     assert not (track.samples[:, 0] == track.samples[:, 1]).all()  # two different channels
+
+
+def test_the_step_runs_as_torchscript_and_matches_its_eager_self(loaded: LoadedModel) -> None:
+    from tunesmith.engine.decoder import _Stack
+    from tunesmith.engine.sampling import SamplingParams
+
+    decoder = FastDecoder(loaded.model, "int8", loaded.device)
+    scripted = decoder._stack
+    assert isinstance(scripted, torch.jit.ScriptModule)  # an eager fallback would be slow
+    eager = _Stack(decoder.layers, [scripted.ln_w, scripted.ln_b], decoder.lm_heads)
+    inputs = loaded.processor(text=[PROMPT], padding=True, return_tensors="pt")
+    runs = []
+    for stack in (scripted, eager):
+        decoder._stack = stack
+        job = decoder.start(
+            inputs["input_ids"], inputs["attention_mask"], 20, SamplingParams(), seed=5
+        )
+        while not job.done:
+            decoder.step([job])
+        runs.append(job.tokens)
+    assert torch.equal(runs[0], runs[1])

@@ -1,33 +1,44 @@
-"""Matrix-vector kernels for the decode loop, one per precision.
+"""Matrix-vector kernels for the decode loop, one per precision, as TorchScript-able modules.
 
 A decode step is a handful of activation rows (one or two per request) times ~344M weights,
-so it is bound by reading weights. Each `Projection` holds one weight matrix in the layout its
-kernel reads fastest and picks the kernel by the number of rows:
+so it is bound by reading weights. Each projection holds one weight matrix in the layout its
+kernel reads fastest:
 
-- ``fp32``: `F.linear` for one or two rows; ``mm(W, x.T)`` beyond that, which streams the
-  weight once for all rows where `F.linear` re-reads it (measured on the 2-core AVX2 CPU).
-- ``int8``: fbgemm dynamic quantization (int8 weights per output channel, activations
-  quantized per call), the kernel `torch.ao.quantization.quantize_dynamic` uses: a quarter of
-  the bytes to read. CPU only. fbgemm picks one activation scale for the whole input, which
-  would make a request's result depend on the other rows in its batch; so each row is scaled
-  to a max-abs of 1 and two extra input columns fixed at +1 and -1 (against zero weights) pin
-  the range: every row is quantized the same way whatever it is batched with.
+- ``fp32`` (`DenseProjection`): `F.linear` or ``mm(W, x.T)``, whichever streams the weight
+  faster on this CPU for the row count (`fastest_linear_rows` measures it once at load: on a
+  plain AVX2 CPU ``mm(W, x.T)`` reads a decoder-sized weight 2.5x faster than `F.linear` for
+  two rows; with AVX-512 `F.linear` wins at two rows; beyond that ``mm`` wins on both, since
+  it streams the weight once for all rows where `F.linear` re-reads it).
+- ``int8`` (`Int8Projection`): fbgemm dynamic quantization (int8 weights per output channel,
+  activations quantized per call), the kernel `torch.ao.quantization.quantize_dynamic` uses:
+  a quarter of the bytes to read. CPU only. fbgemm picks one activation scale for the whole
+  input, which would make a request's result depend on the other rows in its batch; so each
+  row is scaled to a max-abs of 1 and two extra input columns fixed at +1 and -1 (against zero
+  weights) pin the range: every row is quantized the same way whatever it is batched with.
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 """
 
-from __future__ import annotations
-
+import time
 import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PRECISIONS", "Precision", "Projection", "resolve_precision"]
+__all__ = [
+    "PRECISIONS",
+    "DenseProjection",
+    "Int8Projection",
+    "Precision",
+    "fastest_linear_rows",
+    "projection",
+    "resolve_precision",
+]
 
 Precision = Literal["fp32", "int8", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "fp16", "bf16")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+ALWAYS_LINEAR = 1 << 30  # `linear_rows` for devices where `F.linear` is the kernel (CUDA)
 
 
 def resolve_precision(precision: str, device: torch.device) -> Precision:
@@ -45,53 +56,94 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     return precision  # type: ignore[return-value]
 
 
-class Projection:
-    """``y = x @ W.T`` (no bias) for a weight ``W`` of shape ``(out, in)``."""
+class DenseProjection(torch.nn.Module):
+    """``y = x @ W.T`` (no bias) for a float weight ``W`` of shape ``(out, in)``."""
 
-    def __init__(self, weight: torch.Tensor, precision: Precision) -> None:
-        self.precision = precision
-        self.out_features, self.in_features = weight.shape
-        if precision == "int8":
-            padded = torch.zeros(self.out_features, self.in_features + _PAD)
-            padded[:, : self.in_features] = weight.detach().float()
-            self._packed = _pack_int8(padded)
-            self._inputs: dict[int, torch.Tensor] = {}  # per row count: [x / scale, +1, -1, 0...]
-            self.weight: torch.Tensor | None = None
-        elif precision in HALF_DTYPES:
-            self.weight = weight.detach().to(HALF_DTYPES[precision]).contiguous()
-        else:
-            self.weight = weight.detach().contiguous()
+    weight: torch.Tensor
+    linear_rows: int  # inputs of up to this many rows use `F.linear`, larger ones ``mm``
+
+    def __init__(self, weight: torch.Tensor, linear_rows: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().contiguous(), persistent=False)
+        self.linear_rows = linear_rows
 
     @property
     def nbytes(self) -> int:
-        if self.weight is not None:
-            return self.weight.numel() * self.weight.element_size()
-        return self.out_features * self.in_features  # int8: one byte per weight
+        return int(self.weight.numel() * self.weight.element_size())
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
-            return self._int8(x)
-        if x.shape[0] <= 2 or x.device.type != "cpu":
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.linear_rows:
             return F.linear(x, self.weight)
         return torch.mm(self.weight, x.t()).t()
 
-    def _int8(self, x: torch.Tensor) -> torch.Tensor:
-        rows = self._inputs.get(x.shape[0])
-        if rows is None:  # reused: projections run on the one decode thread
-            rows = torch.zeros(x.shape[0], self.in_features + _PAD)
-            rows[:, self.in_features] = 1.0
-            rows[:, self.in_features + 1] = -1.0
-            self._inputs[x.shape[0]] = rows
-        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)  # (vector_norm is slower)
-        torch.div(x, scale, out=rows[:, : self.in_features])
-        out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self._packed, True)
+
+class Int8Projection(torch.nn.Module):
+    """``y ≈ x @ W.T`` with ``W`` quantized to int8 per output channel (fbgemm, CPU)."""
+
+    pins: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        out_features, in_features = weight.shape
+        padded = torch.zeros(out_features, in_features + _PAD)
+        padded[:, :in_features] = weight.detach().float()
+        self.packed = _pack_int8(padded)
+        pins = torch.zeros(1, _PAD)
+        pins[0, :2] = torch.tensor([1.0, -1.0])
+        self.register_buffer("pins", pins, persistent=False)
+        self.weight_count = out_features * in_features
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weight_count)  # one byte per weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
+        rows = torch.cat([x / scale, self.pins.expand(x.shape[0], -1)], dim=1)
+        out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self.packed, True)
         return out.mul_(scale)
+
+
+def projection(
+    weight: torch.Tensor, precision: Precision, linear_rows: int
+) -> DenseProjection | Int8Projection:
+    """The projection module for `weight` at `precision` (its dtype converted as needed)."""
+    if precision == "int8":
+        return Int8Projection(weight)
+    if precision in HALF_DTYPES:
+        return DenseProjection(weight.to(HALF_DTYPES[precision]), ALWAYS_LINEAR)
+    return DenseProjection(weight, linear_rows)
+
+
+def fastest_linear_rows(weights: list[torch.Tensor], rows: int = 2) -> int:
+    """Measure, on `weights` (a few of the model's own, cold), whether `F.linear` or ``mm``
+    streams them faster for `rows` activation rows: returns `rows` if `F.linear` wins, else 0.
+
+    The best kernel depends on the CPU's vector units, not on anything a setting could know."""
+    if not weights or weights[0].device.type != "cpu":
+        return ALWAYS_LINEAR
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights}
+
+    def best_of(kernel: DenseProjection) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for w in weights:
+                kernel.weight = w
+                kernel(inputs[w.shape[1]])
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.inference_mode():
+        linear = best_of(DenseProjection(weights[0], ALWAYS_LINEAR))
+        mm = best_of(DenseProjection(weights[0], 0))
+    return rows if linear < mm else 0
 
 
 _PAD = 16  # the two range-pinning columns, padded to keep rows aligned
 
 
-def _pack_int8(weight: torch.Tensor) -> object:
+def _pack_int8(weight: torch.Tensor) -> torch.ScriptObject:
     """fbgemm-prepacked int8 weight with one scale per output channel (symmetric)."""
     scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
     zero_points = torch.zeros(weight.shape[0], dtype=torch.int64)
@@ -100,4 +152,5 @@ def _pack_int8(weight: torch.Tensor) -> object:
         qweight = torch.quantize_per_channel(
             weight, scales.double(), zero_points, axis=0, dtype=torch.qint8
         )
-        return torch.ops.quantized.linear_prepack(qweight, None)
+        packed: torch.ScriptObject = torch.ops.quantized.linear_prepack(qweight, None)
+        return packed
