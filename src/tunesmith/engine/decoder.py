@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunesmith.engine import attention
 from tunesmith.engine.kernels import (
     HALF_DTYPES,
     DenseProjection,
@@ -90,9 +91,11 @@ class _Layer(torch.nn.Module):
         projections: Sequence[torch.nn.Module],
         heads: int,
         gelu_approx: str,
+        compiled_attention: bool,
     ) -> None:
         super().__init__()
         self.index = index
+        self.compiled_attention = compiled_attention  # `tunesmith.engine.attention`
         self.heads = heads
         self.hidden = int(norms[0].shape[0])
         self.head_dim = self.hidden // heads
@@ -141,10 +144,14 @@ class _Layer(torch.nn.Module):
             cache = caches[j][self.index]
             kv = qkv[row : row + n, d:].view(n, 2, heads, head_dim)
             cache.select(3, t).copy_(kv.transpose(0, 1))  # keys and values in one copy
-            query = qkv[row : row + n, :d].view(n, heads, 1, head_dim).to(cache.dtype)
-            out = F.scaled_dot_product_attention(
-                query, cache[0, :, :, : t + 1], cache[1, :, :, : t + 1]
-            )
+            if self.compiled_attention:
+                query = qkv[row : row + n, :d].view(n, heads, head_dim)
+                out = torch.ops.tunesmith.decode_attention(query, cache, t + 1)
+            else:
+                query = qkv[row : row + n, :d].view(n, heads, 1, head_dim).to(cache.dtype)
+                out = F.scaled_dot_product_attention(
+                    query, cache[0, :, :, : t + 1], cache[1, :, :, : t + 1]
+                )
             outputs.append(out.reshape(n, d).to(qkv.dtype))
             row += n
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -152,18 +159,22 @@ class _Layer(torch.nn.Module):
     def _cross_attention(
         self, q: torch.Tensor, cross: list[torch.Tensor], stacked: torch.Tensor | None
     ) -> torch.Tensor:
-        d, heads, head_dim = self.hidden, self.heads, self.head_dim
         if stacked is not None:  # one call for the batch: its prompts share a length
-            keys, values = stacked[self.index, 0], stacked[self.index, 1]
-            query = q.view(q.shape[0], heads, 1, head_dim)
-            return F.scaled_dot_product_attention(query, keys, values).reshape(q.shape[0], d)
+            return self._attend(q, stacked[self.index])
         outputs: list[torch.Tensor] = []
         for j in range(len(cross)):
-            kv = cross[j][self.index]
-            query = q[j : j + 1].view(1, heads, 1, head_dim)
-            out = F.scaled_dot_product_attention(query, kv[0], kv[1])
-            outputs.append(out.reshape(1, d))
+            outputs.append(self._attend(q[j : j + 1], cross[j][self.index]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``q`` ``(n, D)`` over all of ``kv`` ``(2, n, H, S, hd)`` -> ``(n, D)``."""
+        n, heads, head_dim = q.shape[0], self.heads, self.head_dim
+        if self.compiled_attention:
+            query = q.view(n, heads, head_dim)
+            out: torch.Tensor = torch.ops.tunesmith.decode_attention(query, kv, kv.shape[3])
+        else:
+            out = F.scaled_dot_product_attention(q.view(n, heads, 1, head_dim), kv[0], kv[1])
+        return out.reshape(n, self.hidden).to(q.dtype)
 
 
 class _Stack(torch.nn.Module):
@@ -248,10 +259,12 @@ class FastDecoder:
         self.precision = precision
         self.dtype = HALF_DTYPES.get(precision, torch.float32)
         # Late in a long track the self-attention cache is read as many bytes per step as the
-        # int8 weights: int8 (already approximate) keeps it in bfloat16 to halve that where the
-        # CPU computes in bfloat16 (AVX-512 BF16); on plain AVX2 bfloat16 attention is 2x slower
+        # int8 weights: int8 (already approximate) keeps it in bfloat16 to halve that, where
+        # something reads bfloat16 fast (the compiled kernel, or a CPU with AVX-512 BF16; on
+        # plain AVX2 torch's bfloat16 attention is 2x slower than its float32)
+        compiled_attention = device.type == "cpu" and attention.available()
         self.cache_dtype = self.dtype
-        if precision == "int8" and _fast_bfloat16():
+        if precision == "int8" and (compiled_attention or _fast_bfloat16()):
             self.cache_dtype = torch.bfloat16
         self.num_codebooks = int(config.num_codebooks)
         self.vocab_size = int(config.vocab_size)
@@ -293,7 +306,9 @@ class FastDecoder:
                 *norm(layer.encoder_attn_layer_norm),
                 *norm(layer.final_layer_norm),
             ]
-            self.layers.append(_Layer(index, norms, projections, self.heads, gelu_approx))
+            self.layers.append(
+                _Layer(index, norms, projections, self.heads, gelu_approx, compiled_attention)
+            )
             self.cross_kv.append((cast(ca.k_proj.weight), cast(ca.v_proj.weight)))
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
