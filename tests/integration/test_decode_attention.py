@@ -74,3 +74,24 @@ def test_without_the_kernel_the_decoder_still_matches_transformers(
     result = compare_scores(reference, ours)
     assert result.codes_equal and result.steps == steps, result
     assert result.max_abs_diff <= 1e-5 * max(1.0, result.scale), result
+
+
+def _fresh_kernel_state(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(attention, "_tried", False)
+    monkeypatch.setattr(attention, "_library", None)
+
+
+@needs_compiler
+def test_a_built_kernel_is_reused_without_a_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    assert attention.available()
+    built = list((tmp_path / "tunesmith").glob("decode_attention-*.so"))
+    assert len(built) == 1
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC", "no-such-compiler")
+    assert attention.available()  # what a container image without gcc does
+    _fresh_kernel_state(monkeypatch, tmp_path / "empty")
+    assert not attention.available()  # nothing built, nothing to build with: torch's kernel
