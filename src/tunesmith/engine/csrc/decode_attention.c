@@ -8,7 +8,7 @@
  * half the memory bandwidth (and computes bfloat16 slowly on CPUs without AVX-512 BF16).
  *
  * Built by tunesmith.engine.attention with -O3 -ffast-math -fopenmp (vectorized dot
- * products, conversions and exp); groups are split across torch's own OpenMP threads. The
+ * products, conversions and exp); large calls split groups across torch's own OpenMP threads. The
  * head size of every MusicGen checkpoint (64) gets a copy compiled for that size, with the
  * running sums in registers.
  */
@@ -59,13 +59,19 @@ static inline float from_bf16(uint16_t x) {
 DEFINE_ATTEND(attend_f32, float, from_f32)
 DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
 
+/* Below this many cached values the work is smaller than waking a second thread costs (on a
+ * 2-vCPU VM a sleeping OpenMP thread took ~250 us to join a region): cross-attention over a
+ * prompt, and self-attention early in a track, run on the calling thread alone. */
+#define PARALLEL_WORK (1L << 18)
+
 /* Both entry points return 0, 1 if a scores buffer could not be allocated, 2 if dim > 256. */
 #define DEFINE_ENTRY(NAME, T, ATTEND)                                                       \
     int NAME(const float *q, const T *k, const T *v, float *out, long groups, long length, \
              long stride, long dim, float scale) {                                          \
         if (dim > 256) return 2;                                                            \
         int failed = 0;                                                                     \
-        _Pragma("omp parallel for schedule(static) reduction(| : failed)")                  \
+        const int parallel = groups * length * dim >= PARALLEL_WORK;                        \
+        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")    \
         for (long g = 0; g < groups; g++) {                                                 \
             float *p = malloc((size_t)length * sizeof(float));                              \
             if (p == NULL) {                                                                \
