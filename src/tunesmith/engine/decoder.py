@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,13 +69,25 @@ def release_decoder_weights(model: Any) -> None:
         module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
 
 
+class _Batch(NamedTuple):
+    """The in-flight jobs of one step, as the TorchScript step reads them. Per job j:
+    ``caches[j]`` is its ``(layers, 2, rows, H, steps + 1, hd)`` self-attention cache, ``ts[j]``
+    its position, ``rows[j]`` its row count and ``cross[j]`` its ``(layers, 2, 1, H, S, hd)``
+    prompt keys/values; ``stacked`` (when not None) holds every job's prompt keys/values as one
+    ``(layers, 2, J, H, S, hd)`` tensor; ``cond`` indexes each job's conditional row."""
+
+    caches: list[torch.Tensor]
+    ts: list[int]
+    rows: list[int]
+    cross: list[torch.Tensor]
+    stacked: torch.Tensor | None
+    cond: torch.Tensor
+
+
 class _Layer(torch.nn.Module):
     """One decoder layer's step for a batch of jobs (TorchScript-able: see `FastDecoder`).
 
-    ``x`` is ``(R, D)``: each job's rows, its conditional row first. Per job, ``caches[j]`` is
-    its ``(layers, 2, rows, H, steps + 1, hd)`` self-attention cache, ``ts[j]`` its position and
-    ``cross[j]`` its ``(layers, 2, 1, H, S, hd)`` prompt keys/values; ``stacked`` (when not
-    None) holds every job's prompt keys/values as one ``(layers, 2, J, H, S, hd)`` tensor."""
+    ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `_Batch`)."""
 
     ln1_w: torch.Tensor
     ln1_b: torch.Tensor
@@ -105,16 +117,8 @@ class _Layer(torch.nn.Module):
             self.register_buffer(name, norm, persistent=False)
         self.qkv, self.out, self.cross_q, self.cross_out, self.fc1, self.fc2 = projections
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        caches: list[torch.Tensor],
-        ts: list[int],
-        rows: list[int],
-        cross: list[torch.Tensor],
-        stacked: torch.Tensor | None,
-        cond: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        caches, ts, rows, cross, stacked, cond = batch
         d = self.hidden
         h = F.layer_norm(x, [d], self.ln1_w, self.ln1_b, 1e-5)
         x = x + self.out(self._self_attention(self.qkv(h), caches, ts, rows))
@@ -192,18 +196,9 @@ class _Stack(torch.nn.Module):
         self.register_buffer("ln_b", final_norm[1], persistent=False)
         self.lm_heads = heads
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        caches: list[torch.Tensor],
-        ts: list[int],
-        rows: list[int],
-        cross: list[torch.Tensor],
-        stacked: torch.Tensor | None,
-        cond: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, caches, ts, rows, cross, stacked, cond)
+            x = layer(x, batch)
         x = F.layer_norm(x, [x.shape[1]], self.ln_w, self.ln_b, 1e-5)
         logits: torch.Tensor = self.lm_heads(x)
         return logits
@@ -404,8 +399,7 @@ class FastDecoder:
             x = x * self.embed_scale
         x = x + torch.cat(positions)
         rows = [job.rows for job in jobs]
-        logits = self._stack(
-            x,
+        batch = _Batch(
             [job.cache for job in jobs],
             [job.t for job in jobs],
             rows,
@@ -413,6 +407,7 @@ class FastDecoder:
             self._stacked_cross(jobs),
             self._conditional_rows(tuple(rows)),
         )
+        logits = self._stack(x, batch)
         logits = logits.float().view(x.shape[0], self.num_codebooks, self.vocab_size)
         row = 0
         for job in jobs:
