@@ -148,15 +148,7 @@ class _Layer(torch.nn.Module):
             cache = caches[j][self.index]
             kv = qkv[row : row + n, d:].view(n, 2, heads, head_dim)
             cache.select(3, t).copy_(kv.transpose(0, 1))  # keys and values in one copy
-            if self.compiled_attention:
-                query = qkv[row : row + n, :d].view(n, heads, head_dim)
-                out = torch.ops.tunesmith.decode_attention(query, cache, t + 1)
-            else:
-                query = qkv[row : row + n, :d].view(n, heads, 1, head_dim).to(cache.dtype)
-                out = F.scaled_dot_product_attention(
-                    query, cache[0, :, :, : t + 1], cache[1, :, :, : t + 1]
-                )
-            outputs.append(out.reshape(n, d).to(qkv.dtype))
+            outputs.append(self._attend(qkv[row : row + n, :d], cache, t + 1))
             row += n
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
@@ -164,20 +156,25 @@ class _Layer(torch.nn.Module):
         self, q: torch.Tensor, cross: list[torch.Tensor], stacked: torch.Tensor | None
     ) -> torch.Tensor:
         if stacked is not None:  # one call for the batch: its prompts share a length
-            return self._attend(q, stacked[self.index])
+            kv = stacked[self.index]
+            return self._attend(q, kv, kv.shape[3])
         outputs: list[torch.Tensor] = []
         for j in range(len(cross)):
-            outputs.append(self._attend(q[j : j + 1], cross[j][self.index]))
+            kv = cross[j][self.index]
+            outputs.append(self._attend(q[j : j + 1], kv, kv.shape[3]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        """``q`` ``(n, D)`` over all of ``kv`` ``(2, n, H, S, hd)`` -> ``(n, D)``."""
+    def _attend(self, q: torch.Tensor, kv: torch.Tensor, length: int) -> torch.Tensor:
+        """``q`` ``(n, D)`` over the first `length` positions of ``kv`` ``(2, n, H, T, hd)``
+        -> ``(n, D)``: the compiled kernel, or torch's where it is unavailable."""
         n, heads, head_dim = q.shape[0], self.heads, self.head_dim
         if self.compiled_attention:
             query = q.view(n, heads, head_dim)
-            out: torch.Tensor = torch.ops.tunesmith.decode_attention(query, kv, kv.shape[3])
+            out: torch.Tensor = torch.ops.tunesmith.decode_attention(query, kv, length)
         else:
-            out = F.scaled_dot_product_attention(q.view(n, heads, 1, head_dim), kv[0], kv[1])
+            query = q.view(n, heads, 1, head_dim).to(kv.dtype)
+            keys, values = kv[0, :, :, :length], kv[1, :, :, :length]
+            out = F.scaled_dot_product_attention(query, keys, values)
         return out.reshape(n, self.hidden).to(q.dtype)
 
 
