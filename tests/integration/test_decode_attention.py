@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
-from tunesmith.engine import attention
+from tunesmith.engine import attention, native
 from tunesmith.engine.decoder import FastDecoder
 from tunesmith.engine.loader import load_model
 
@@ -63,9 +63,10 @@ def test_without_the_kernel_the_decoder_still_matches_transformers(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = load_model(str(tiny_model_dir), device="cpu")
-    monkeypatch.setattr(attention, "available", lambda: False)
+    monkeypatch.setattr(native, "library", lambda: None)
     decoder = FastDecoder(loaded.model, "fp32", loaded.device)
     assert not any(layer.compiled_attention for layer in decoder.layers)
+    assert not any(layer.qkv.compiled for layer in decoder.layers)
     frames = 30
     prompt = "lofi hip hop beat"
     steps = frames + loaded.num_codebooks - 1
@@ -78,8 +79,8 @@ def test_without_the_kernel_the_decoder_still_matches_transformers(
 
 def _fresh_kernel_state(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setattr(attention, "_tried", False)
-    monkeypatch.setattr(attention, "_library", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_library", None)
 
 
 @needs_compiler
@@ -88,7 +89,7 @@ def test_a_built_kernel_is_reused_without_a_compiler(
 ) -> None:
     _fresh_kernel_state(monkeypatch, tmp_path)
     assert attention.available()
-    built = list((tmp_path / "tunesmith").glob("decode_attention-*.so"))
+    built = list((tmp_path / "tunesmith").glob("kernels-*.so"))
     assert len(built) == 1
     _fresh_kernel_state(monkeypatch, tmp_path)
     monkeypatch.setenv("CC", "no-such-compiler")

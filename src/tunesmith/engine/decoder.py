@@ -29,10 +29,11 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from tunesmith.engine import attention
+from tunesmith.engine import attention, matvec
 from tunesmith.engine.kernels import (
     HALF_DTYPES,
     DenseProjection,
+    FbgemmInt8Projection,
     Int8Projection,
     Precision,
     fastest_linear_rows,
@@ -107,7 +108,7 @@ class _Layer(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.index = index
-        self.compiled_attention = compiled_attention  # `tunesmith.engine.attention`
+        self.compiled_attention = compiled_attention  # `attention.decode_attention`
         self.heads = heads
         self.hidden = int(norms[0].shape[0])
         self.head_dim = self.hidden // heads
@@ -280,8 +281,9 @@ class FastDecoder:
 
         self.embeddings = torch.stack([cast(e.weight) for e in decoder.embed_tokens])  # (K,V+1,D)
         self.positions = cast(decoder.embed_positions.weights)
-        linear_rows = 0  # fp32 only: timed on a few of the model's own weights (~130 MB)
-        if precision == "fp32":
+        compiled = device.type == "cpu" and matvec.available()  # the projections' kernel
+        linear_rows = 0  # fp32 without the compiled kernel: timed on a few of the model's weights
+        if precision == "fp32" and not compiled:
             sample = [layer.fc1.weight.to(device) for layer in decoder.layers[:4]]
             sample += [layer.fc2.weight.to(device) for layer in decoder.layers[:4]]
             linear_rows = fastest_linear_rows(sample)
@@ -294,7 +296,9 @@ class FastDecoder:
                 _share(qkv, [sa.q_proj, sa.k_proj, sa.v_proj])
             weights = [qkv, sa.out_proj.weight, ca.q_proj.weight, ca.out_proj.weight]
             weights += [layer.fc1.weight, layer.fc2.weight]
-            projections = [projection(w.to(device), precision, linear_rows) for w in weights]
+            projections = [
+                projection(w.to(device), precision, linear_rows, compiled) for w in weights
+            ]
             norms = [
                 *norm(layer.self_attn_layer_norm),
                 *norm(layer.encoder_attn_layer_norm),
@@ -307,7 +311,7 @@ class FastDecoder:
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
-        self.lm_heads = projection(heads, precision, linear_rows)
+        self.lm_heads = projection(heads, precision, linear_rows, compiled)
         self._stack = _script(_Stack(self.layers, norm(decoder.layer_norm), self.lm_heads))
         self._codebook_index = torch.arange(self.num_codebooks, device=device)
         self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
@@ -320,7 +324,7 @@ class FastDecoder:
     def weight_bytes(self) -> int:
         """Bytes of decoder weights a step reads (projections and heads)."""
         modules = [*self.layers, self.lm_heads]
-        kernels = (DenseProjection, Int8Projection)
+        kernels = (DenseProjection, Int8Projection, FbgemmInt8Projection)
         return sum(m.nbytes for layer in modules for m in layer.modules() if isinstance(m, kernels))
 
     # -- per request ---------------------------------------------------------------------------
