@@ -144,14 +144,14 @@ def test_the_lambda_stage_runs_the_handler_with_the_runtime_interface_client() -
     assert any("awslambdaric" in r and ".[aws]" in r for r in stage.text("RUN"))
 
 
-def test_the_engine_image_carries_the_compiled_attention_kernel() -> None:
+def test_the_engine_image_carries_the_compiled_kernels() -> None:
     _, stages = parse()
     engine = stages["engine"]
-    cache = engine.env()["XDG_CACHE_HOME"]  # where tunesmith.engine.attention looks
-    build = [r for r in engine.text("RUN") if "attention.available()" in r]
+    cache = engine.env()["XDG_CACHE_HOME"]  # where tunesmith.engine.native looks
+    build = [r for r in engine.text("RUN") if "native.available()" in r]
     assert len(build) == 1
     # compiled with a compiler that is removed again, readable by the endpoint's own user
     assert "install -y --no-install-recommends gcc" in build[0]
-    assert build[0].index("assert attention.available()") < build[0].index("purge -y")
+    assert build[0].index("assert native.available()") < build[0].index("purge -y")
     assert f"chmod -R a+rX {cache}" in build[0]
     assert "XDG_CACHE_HOME" not in {**stages["lambda"].env(), **stages["endpoint"].env()}

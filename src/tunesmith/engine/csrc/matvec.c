@@ -56,10 +56,10 @@ static inline __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
         }                                                                                      \
         a[0] = hsum(a0), a[1] = hsum(a1), a[2] = hsum(a2), a[3] = hsum(a3);                   \
         b[0] = hsum(b0), b[1] = hsum(b1), b[2] = hsum(b2), b[3] = hsum(b3);                   \
-        for (; k < K; k++)                                                                     \
+        for (; k < K; k++) /* explicit fmaf: both rows round alike (gcc may contract one) */ \
             for (int j = 0; j < TILE; j++) {                                                   \
-                a[j] += xa[k] * (float)w[j][k];                                                \
-                b[j] += xb[k] * (float)w[j][k];                                                \
+                a[j] = fmaf(xa[k], (float)w[j][k], a[j]);                                      \
+                b[j] = fmaf(xb[k], (float)w[j][k], b[j]);                                      \
             }                                                                                  \
     }
 DEFINE_TILE(tile_f32, float, load8_f32)

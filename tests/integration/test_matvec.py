@@ -1,0 +1,156 @@
+"""The compiled matvec kernel (``tunesmith::matvec``) against exact products, and its modules."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.engine import native
+from tunesmith.engine.kernels import DenseProjection, Int8Projection
+from tunesmith.engine.matvec import pack_int8
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024)]  # (rows, N, K)
+U = 2.0**-24  # float32 unit roundoff
+
+
+def _inputs(rows: int, outputs: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(rows * 100_003 + outputs * 7 + size)
+    x = torch.randn(rows, size, generator=generator)
+    return x, torch.randn(outputs, size, generator=generator)
+
+
+def _f32_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    # Each output is a K-term float32 dot product: its rounding error is at most ~K·u·Σ|x_k w_k|
+    # in the worst case and, with high probability, λ·√K·u·Σ|x_k w_k| for a small λ (Higham &
+    # Mary's probabilistic bound); λ = 4. Seen: < 0.5 of that. One dropped or doubled term
+    # (~Σ|x_k w_k| / K) is 10-50x more than this for the larger K.
+    return 4 * U * math.sqrt(x.shape[1]) * (x.double().abs() @ w.double().abs().T)
+
+
+def _assert_f32(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
+    error = (y.double() - x.double() @ w.double().T).abs()
+    assert y.dtype == torch.float32 and y.shape == error.shape
+    assert (error <= _f32_bound(x, w)).all(), error.max()
+
+
+def _unpack(packed: torch.Tensor, outputs: int, size: int) -> torch.Tensor:
+    """The int8 ``(N, K)`` weight back from `pack_int8`'s ``(N/4, K/16, 4, 16)`` tiles."""
+    assert packed.shape == (-(-outputs // 4), -(-size // 16), 4, 16)
+    full = packed.transpose(1, 2).reshape(packed.shape[0] * 4, -1)
+    assert not full[outputs:].any() and not full[:, size:].any()  # zero padding
+    return full[:outputs, :size]
+
+
+@needs_compiler
+@pytest.mark.parametrize(("rows", "outputs", "size"), SHAPES)
+def test_float32_matches_the_exact_product(rows: int, outputs: int, size: int) -> None:
+    x, w = _inputs(rows, outputs, size)
+    _assert_f32(torch.ops.tunesmith.matvec(x, w, None), x, w)
+
+
+@needs_compiler
+@pytest.mark.parametrize(("rows", "outputs", "size"), SHAPES)
+def test_int8_is_the_dequantized_product_up_to_int16_rows(
+    rows: int, outputs: int, size: int
+) -> None:
+    x, w = _inputs(rows, outputs, size)
+    packed, scale = pack_int8(w)
+    q = _unpack(packed, outputs, size).double()
+    # symmetric per-row rounding: within half a step (plus float32 rounding of w / scale)
+    assert ((q * scale[:, None] - w).abs() <= scale[:, None] * (0.5 + 1e-5)).all()
+    assert (q.abs().amax(dim=1) == 127).all()
+    y = torch.ops.tunesmith.matvec(x, packed, scale)
+    expected = (x.double() @ q.T) * scale.double()
+    # Each row is rounded to int16 steps of (row max-abs) / limit, limit >= 16512 for K <= 8192
+    # (csrc/matvec.c), so each x_k moves by <= max|x| / 33024 and an output by that times
+    # scale·Σ|q|; the integer sums are exact, then a few float32 roundings (~1e-7 relative).
+    top = x.double().abs().amax(dim=1, keepdim=True)
+    bound = 4e-5 * top * (q.abs().sum(dim=1) * scale.double())
+    assert ((y.double() - expected).abs() <= bound).all(), (y.double() - expected).abs().max()
+
+
+@needs_compiler
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_row_does_not_depend_on_its_batch(int8: bool) -> None:
+    x, w = _inputs(5, 1027, 1030)  # odd rows (the last one unpaired), threaded, ragged tails
+    weight, scale = pack_int8(w) if int8 else (w, None)
+    together = torch.ops.tunesmith.matvec(x, weight, scale)
+    for r in range(len(x)):
+        alone = torch.ops.tunesmith.matvec(x[r : r + 1], weight, scale)
+        assert torch.equal(alone, together[r : r + 1]), f"row {r} of 5"
+    assert torch.equal(torch.ops.tunesmith.matvec(x.flip(0), weight, scale), together.flip(0))
+
+
+@needs_compiler
+def test_int8_sums_do_not_overflow() -> None:
+    size = 8192  # int16 rows near their limit times 127: one int32 lane is ~2^31 - 2^17
+    # a row of 16512 (= the int16 limit at this K) makes the int16 step exactly 1 and the weights
+    # of 127 a scale of exactly 1, so the total 8192 * 127 * 16512 (> 2^34) is exact in float32
+    x = torch.stack([torch.full((size,), 16512.0), torch.ones(size), torch.zeros(size)])
+    packed, scale = pack_int8(torch.full((6, size), 127.0))
+    y = torch.ops.tunesmith.matvec(x, packed, scale)
+    assert torch.equal(y[0], torch.full((6,), 8192 * 127 * 16512.0))
+    torch.testing.assert_close(y[1], torch.full((6,), 8192 * 127.0), rtol=4 * U, atol=0)
+    assert torch.equal(y[2], torch.zeros(6))  # an all-zero row: zeros, not 0 * inf = NaN
+
+
+@needs_compiler
+def test_refuses_what_it_cannot_read() -> None:
+    x, w = _inputs(2, 8, 32)
+    packed, scale = pack_int8(w)
+    op = torch.ops.tunesmith.matvec
+    with pytest.raises(ValueError, match="float32 rows"):
+        op(x.double(), w, None)
+    with pytest.raises(ValueError, match="bad shapes"):
+        op(x[:, :31], w, None)
+    with pytest.raises(ValueError, match="not packed"):
+        op(x[:, :16], packed, scale)  # K 16 needs one chunk of 16, not two
+    with pytest.raises(ValueError, match="not packed"):
+        op(x, torch.ones(8, 32, dtype=torch.int8), scale)
+    with pytest.raises(ValueError, match="int8 one with float32 scales"):
+        op(x, packed, None)
+    with pytest.raises(ValueError, match="contiguous weight"):
+        op(x, torch.randn(32, 8).T, None)
+
+
+@needs_compiler
+def test_the_modules_use_the_op_eagerly_and_scripted() -> None:
+    x, w = _inputs(3, 130, 200)
+    dense, int8 = DenseProjection(w, 0, compiled=True), Int8Projection(w)
+    for module, expected in [
+        (dense, torch.ops.tunesmith.matvec(x, w, None)),
+        (int8, torch.ops.tunesmith.matvec(x, *pack_int8(w))),
+    ]:
+        assert torch.equal(module(x), expected)
+        assert torch.equal(torch.jit.script(module)(x), expected)
+
+
+@needs_compiler
+def test_the_portable_build_computes_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, w = _inputs(3, 1027, 1030)
+    packed, scale = pack_int8(w)
+    native_f32 = torch.ops.tunesmith.matvec(x, w, None)
+    native_i8 = torch.ops.tunesmith.matvec(x, packed, scale)
+    monkeypatch.setattr(
+        f"{native.__name__}.torch.backends.cpu.get_cpu_capability", lambda: "DEFAULT"
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_library", None)
+    assert "-mavx2" not in native._flags()
+    portable = native.library()
+    assert portable is not None and Path(portable._name).parent == tmp_path / "tunesmith"
+    portable_f32 = torch.ops.tunesmith.matvec(x, w, None)
+    _assert_f32(portable_f32, x, w)  # float sums in another order: each within the bound
+    assert ((portable_f32 - native_f32).abs() <= 2 * _f32_bound(x, w)).all()
+    # the same exact integer sums; -ffast-math lets gcc order the float32 scaling differently per
+    # build (a * scale * step here, a * (step * scale) with AVX2): a float32 rounding or two apart
+    portable_i8 = torch.ops.tunesmith.matvec(x, packed, scale)
+    torch.testing.assert_close(portable_i8, native_i8, rtol=4 * U, atol=0)
