@@ -154,3 +154,6 @@ def test_the_portable_build_computes_the_same(
     # build (a * scale * step here, a * (step * scale) with AVX2): a float32 rounding or two apart
     portable_i8 = torch.ops.tunesmith.matvec(x, packed, scale)
     torch.testing.assert_close(portable_i8, native_i8, rtol=4 * U, atol=0)
+    for weight, got, extra in ((w, portable_f32, None), (packed, portable_i8, scale)):
+        alone = torch.cat([torch.ops.tunesmith.matvec(row[None], weight, extra) for row in x])
+        assert torch.equal(alone, got)  # rows independent in this build too

@@ -41,6 +41,8 @@ def _flags() -> list[str]:
     flags = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
+    else:  # the portable loops: no fused multiply-add where the vector code would have none
+        flags += ["-ffp-contract=off"]
     return flags
 
 

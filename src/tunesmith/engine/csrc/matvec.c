@@ -7,9 +7,9 @@
  * bound by reading the weights: torch's mm reads a decoder-sized float32 weight at about half
  * the memory bandwidth of the 2-core AVX2 CPU for two rows. Here each thread streams its own
  * contiguous block of outputs, four weight rows at a time, against two activation rows held in
- * registers (8 accumulators); more rows re-read the four weight rows from L1/L2, not memory.
- * Every output is the same sum in the same order whatever the row count, so a request's result
- * does not depend on what it is batched with.
+ * registers (8 accumulators); further pairs of rows re-read the tile's weight rows from cache.
+ * Every lane of every output accumulates the same products in the same order whatever the row
+ * count, so a request's result does not depend on what it is batched with.
  *
  * Built by tunesmith.engine.native with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma where the
  * CPU has them; without AVX2 the portable loops below are vectorized by the compiler).
@@ -21,158 +21,170 @@
 #include <immintrin.h>
 #endif
 
-#define TILE 4 /* outputs per tile: 4 weight rows x 2 activation rows of accumulators */
+#define TILE 4        /* outputs per tile: 4 weight rows x 2 activation rows of accumulators */
+#define LANES 8       /* float32 / int32 lanes per accumulator */
+#define CHUNK 16      /* int8: K per packed chunk (see below) */
+#define BLOCK_I8 512  /* 4 int8 weight rows (2 KB) + 16 int16 activation rows (16 KB) */
+
+/* Below this many weights a call runs on the calling thread (waking the second costs more). */
+#define PARALLEL_WEIGHTS (1L << 16)
 
 static inline long min_long(long a, long b) { return a < b ? a : b; }
 
 #if defined(__AVX2__) && defined(__FMA__)
-static inline float hsum(__m256 v) {
+typedef __m256 vf;
+typedef __m256i vi;
+static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
+static inline vi vi_zero(void) { return _mm256_setzero_si256(); }
+static inline float vf_sum(vf v) {
     __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
     lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
     return _mm_cvtss_f32(lo);
 }
-static inline __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
+static inline int64_t vi_sum(vi v) { /* in 64 bits: the lanes' total may not fit 32 */
+    int32_t lanes[LANES];
+    _mm256_storeu_si256((__m256i *)lanes, v);
+    int64_t total = 0;
+    for (int i = 0; i < LANES; i++) total += lanes[i];
+    return total;
+}
+#define MULADD(x, w, acc) fmaf(x, w, acc) /* as the vector loop rounds: one rounding */
 
-/* a[j] = xa . w_j and b[j] = xb . w_j for the TILE weight rows w_j = w[j] (each K long). */
-#define DEFINE_TILE(NAME, T, LOAD8)                                                            \
-    static void NAME(const float *xa, const float *xb, const T *const w[TILE], long K,        \
-                     float a[TILE], float b[TILE]) {                                          \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                           \
-        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                            \
-        long k = 0;                                                                            \
-        for (; k + 8 <= K; k += 8) {                                                           \
-            __m256 va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);                \
-            __m256 w0 = LOAD8(w[0] + k), w1 = LOAD8(w[1] + k);                                 \
-            __m256 w2 = LOAD8(w[2] + k), w3 = LOAD8(w[3] + k);                                 \
-            a0 = _mm256_fmadd_ps(va, w0, a0);                                                  \
-            b0 = _mm256_fmadd_ps(vb, w0, b0);                                                  \
-            a1 = _mm256_fmadd_ps(va, w1, a1);                                                  \
-            b1 = _mm256_fmadd_ps(vb, w1, b1);                                                  \
-            a2 = _mm256_fmadd_ps(va, w2, a2);                                                  \
-            b2 = _mm256_fmadd_ps(vb, w2, b2);                                                  \
-            a3 = _mm256_fmadd_ps(va, w3, a3);                                                  \
-            b3 = _mm256_fmadd_ps(vb, w3, b3);                                                  \
-        }                                                                                      \
-        a[0] = hsum(a0), a[1] = hsum(a1), a[2] = hsum(a2), a[3] = hsum(a3);                   \
-        b[0] = hsum(b0), b[1] = hsum(b1), b[2] = hsum(b2), b[3] = hsum(b3);                   \
-        for (; k < K; k++) /* explicit fmaf: both rows round alike (gcc may contract one) */ \
-            for (int j = 0; j < TILE; j++) {                                                   \
-                a[j] = fmaf(xa[k], (float)w[j][k], a[j]);                                      \
-                b[j] = fmaf(xb[k], (float)w[j][k], b[j]);                                      \
-            }                                                                                  \
+/* acc[j] += xa * w_j and acc[TILE + j] += xb * w_j, lane by lane, over k in [k0, k1). */
+static void block_f32(const float *xa, const float *xb, const float *const w[TILE], long k0,
+                      long k1, vf *acc) {
+    vf a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    vf b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
+    for (long k = k0; k < k1; k += LANES) {
+        vf va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
+        vf w0 = _mm256_loadu_ps(w[0] + k), w1 = _mm256_loadu_ps(w[1] + k);
+        vf w2 = _mm256_loadu_ps(w[2] + k), w3 = _mm256_loadu_ps(w[3] + k);
+        a0 = _mm256_fmadd_ps(va, w0, a0), b0 = _mm256_fmadd_ps(vb, w0, b0);
+        a1 = _mm256_fmadd_ps(va, w1, a1), b1 = _mm256_fmadd_ps(vb, w1, b1);
+        a2 = _mm256_fmadd_ps(va, w2, a2), b2 = _mm256_fmadd_ps(vb, w2, b2);
+        a3 = _mm256_fmadd_ps(va, w3, a3), b3 = _mm256_fmadd_ps(vb, w3, b3);
     }
-DEFINE_TILE(tile_f32, float, load8_f32)
-#else
-#define DEFINE_TILE(NAME, T)                                                                   \
-    static void NAME(const float *xa, const float *xb, const T *const w[TILE], long K,        \
-                     float a[TILE], float b[TILE]) {                                          \
-        for (int j = 0; j < TILE; j++) {                                                       \
-            float sa = 0.0f, sb = 0.0f;                                                        \
-            const T *wj = w[j];                                                                \
-            _Pragma("omp simd reduction(+ : sa, sb)") for (long k = 0; k < K; k++) {           \
-                sa += xa[k] * (float)wj[k];                                                    \
-                sb += xb[k] * (float)wj[k];                                                    \
-            }                                                                                  \
-            a[j] = sa, b[j] = sb;                                                              \
-        }                                                                                      \
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    acc[4] = b0, acc[5] = b1, acc[6] = b2, acc[7] = b3;
+}
+
+static inline vi load16_i8(const int8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+#define MADD(acc, x, w) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
+
+/* The same for int16 rows against a packed int8 tile (vpmaddwd: 16 weights per instruction). */
+static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
+                    vi *acc) {
+    vi a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    vi b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
+    for (long k = k0; k < k1; k += CHUNK) {
+        const int8_t *w = tile + k * TILE;
+        _mm_prefetch((const char *)(w + 1024), _MM_HINT_T0); /* measured: +5-10 % */
+        vi va = _mm256_loadu_si256((const __m256i *)(xa + k));
+        vi vb = _mm256_loadu_si256((const __m256i *)(xb + k));
+        vi w0 = load16_i8(w), w1 = load16_i8(w + CHUNK);
+        vi w2 = load16_i8(w + 2 * CHUNK), w3 = load16_i8(w + 3 * CHUNK);
+        MADD(a0, va, w0), MADD(b0, vb, w0), MADD(a1, va, w1), MADD(b1, vb, w1);
+        MADD(a2, va, w2), MADD(b2, vb, w2), MADD(a3, va, w3), MADD(b3, vb, w3);
     }
-DEFINE_TILE(tile_f32, float)
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    acc[4] = b0, acc[5] = b1, acc[6] = b2, acc[7] = b3;
+}
+#else /* portable: the same lanes in plain C (built with -ffp-contract=off: rows round alike) */
+typedef struct {
+    float lane[LANES];
+} vf;
+typedef struct {
+    int32_t lane[LANES];
+} vi;
+static inline vf vf_zero(void) { return (vf){{0}}; }
+static inline vi vi_zero(void) { return (vi){{0}}; }
+static inline float vf_sum(vf v) {
+    float total = 0.0f;
+    for (int i = 0; i < LANES; i++) total += v.lane[i];
+    return total;
+}
+static inline int64_t vi_sum(vi v) {
+    int64_t total = 0;
+    for (int i = 0; i < LANES; i++) total += v.lane[i];
+    return total;
+}
+#define MULADD(x, w, acc) ((acc) + (x) * (w))
+
+static void block_f32(const float *xa, const float *xb, const float *const w[TILE], long k0,
+                      long k1, vf *acc) {
+    for (long k = k0; k < k1; k += LANES)
+        for (int j = 0; j < TILE; j++)
+            for (int i = 0; i < LANES; i++) {
+                acc[j].lane[i] += xa[k + i] * w[j][k + i];
+                acc[TILE + j].lane[i] += xb[k + i] * w[j][k + i];
+            }
+}
+
+static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
+                    vi *acc) {
+    for (long k = k0; k < k1; k += CHUNK) {
+        const int8_t *w = tile + k * TILE;
+        for (int j = 0; j < TILE; j++)
+            for (int i = 0; i < CHUNK; i++) { /* lane i / 2, as vpmaddwd pairs them */
+                acc[j].lane[i / 2] += (int32_t)xa[k + i] * w[j * CHUNK + i];
+                acc[TILE + j].lane[i / 2] += (int32_t)xb[k + i] * w[j * CHUNK + i];
+            }
+    }
+}
 #endif
 
-/* Outputs [n, n + count) (count <= TILE) of every row: y[r * N + j] for the weight rows
- * `w` (count rows, K apart; a short tile repeats its last row and drops those sums). */
-#define DEFINE_ROWS(NAME, T, TILE_FN)                                                          \
-    static void NAME(const float *x, long rows, const T *w, long K, long count,               \
-                     const float *scale, float *y, long N) {                                   \
-        const T *wj[TILE];                                                                     \
-        for (int j = 0; j < TILE; j++) wj[j] = w + min_long(j, count - 1) * K;                 \
-        for (long r = 0; r < rows; r += 2) {                                                   \
-            const float *xa = x + r * K, *xb = r + 1 < rows ? xa + K : xa;                     \
-            float a[TILE], b[TILE];                                                            \
-            TILE_FN(xa, xb, wj, K, a, b);                                                      \
-            for (long j = 0; j < count; j++) {                                                 \
-                float s = scale ? scale[j] : 1.0f;                                             \
-                y[r * N + j] = a[j] * s;                                                       \
-                if (r + 1 < rows) y[(r + 1) * N + j] = b[j] * s;                               \
-            }                                                                                  \
-        }                                                                                      \
+/* float32: outputs [n, n + count) (count <= TILE) of every row, y[r * N + j], from the weight
+ * rows at `w` (count rows, K apart; a short tile repeats its last row and drops those sums).
+ * Each pair of rows runs over the whole of K: cutting K into L1-sized blocks (as int8 does)
+ * measured 8-15 % slower here for 2 and for 16 rows (float32 rows stream from L2 fast enough,
+ * and each block costs a reload of the accumulators). */
+static void tile_f32(const float *x, long rows, const float *w, long K, long count, float *y,
+                     long N) {
+    const float *wj[TILE];
+    for (int j = 0; j < TILE; j++) wj[j] = w + min_long(j, count - 1) * K;
+    const long K8 = K / LANES * LANES;
+    for (long r = 0; r < rows; r += 2) {
+        const float *xa = x + r * K, *xb = r + 1 < rows ? xa + K : xa;
+        vf acc[2 * TILE];
+        for (int i = 0; i < 2 * TILE; i++) acc[i] = vf_zero();
+        block_f32(xa, xb, wj, 0, K8, acc);
+        for (long j = 0; j < count; j++) {
+            float a = vf_sum(acc[j]), b = vf_sum(acc[TILE + j]);
+            for (long k = K8; k < K; k++) {
+                a = MULADD(xa[k], wj[j][k], a);
+                b = MULADD(xb[k], wj[j][k], b);
+            }
+            y[r * N + j] = a;
+            if (r + 1 < rows) y[(r + 1) * N + j] = b;
+        }
     }
-DEFINE_ROWS(rows_f32, float, tile_f32)
-
-/* Below this many weights a call runs on the calling thread (waking the second costs more). */
-#define PARALLEL_WEIGHTS (1L << 16)
+}
 
 int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long N) {
 #pragma omp parallel for schedule(static) if (N * K >= PARALLEL_WEIGHTS)
     for (long n = 0; n < N; n += TILE)
-        rows_f32(x, rows, w + n * K, K, min_long(TILE, N - n), 0, y + n, N);
+        tile_f32(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
     return 0;
 }
 
-
-/* int8 weights, prepacked by tunesmith.engine.kernels as (ceil(N / 4), Kp / 16, 4, 16): tile
+/* int8 weights, prepacked by tunesmith.engine.matvec as (ceil(N / 4), Kp / 16, 4, 16): tile
  * n's four weight rows interleaved 16 values at a time, so each thread reads one sequential
  * stream (four rows read side by side ran at a third of the memory bandwidth; the packed
  * stream at ~70 %). Kp is K rounded up to 16 and N up to 4, the padding zero.
  *
  * Each activation row is rounded to int16 against its own max-abs, and the products summed
- * exactly in int32 (vpmaddwd: 16 weights per instruction per row; widening each weight to float
- * costs twice the instructions, and the CPU has time for about one of the two at memory speed).
- * The int16 step is chosen so that no int32 lane can overflow: Kp / 8 products of at most
- * 127 * limit each; lanes are totalled in 64 bits. Integer sums are exact, so every output is
- * the same whatever the row count, the order or the threads. */
-#define CHUNK 16
-
+ * exactly in int32 (widening each weight to float costs twice the instructions, and the CPU has
+ * time for about one of the two at memory speed). The int16 step is chosen so that no int32
+ * lane can overflow: Kp / 8 products of at most 127 * limit each; lanes are totalled in 64
+ * bits. Integer sums are exact, so every output is the same whatever the row count, the order
+ * or the threads. */
 static long int16_limit(long Kp) {
     long limit = 2147483647L / (Kp / 8 * 127 + 1);
     return limit < 32767 ? limit : 32767;
 }
-
-#if defined(__AVX2__) && defined(__FMA__)
-static inline int64_t hsum_i32(__m256i v) {
-    int32_t lanes[8];
-    _mm256_storeu_si256((__m256i *)lanes, v);
-    int64_t total = 0;
-    for (int i = 0; i < 8; i++) total += lanes[i];
-    return total;
-}
-static inline __m256i load16_i8(const int8_t *p) {
-    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
-}
-#define MADD(acc, x, w) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
-
-static void tile_q(const int16_t *xa, const int16_t *xb, const int8_t *w, long Kp,
-                   int64_t a[TILE], int64_t b[TILE]) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    __m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (long k = 0; k < Kp; k += CHUNK, w += TILE * CHUNK) {
-        _mm_prefetch((const char *)(w + 1024), _MM_HINT_T0); /* measured: +5-10 % */
-        __m256i va = _mm256_loadu_si256((const __m256i *)(xa + k));
-        __m256i vb = _mm256_loadu_si256((const __m256i *)(xb + k));
-        __m256i w0 = load16_i8(w), w1 = load16_i8(w + CHUNK);
-        __m256i w2 = load16_i8(w + 2 * CHUNK), w3 = load16_i8(w + 3 * CHUNK);
-        MADD(a0, va, w0), MADD(b0, vb, w0), MADD(a1, va, w1), MADD(b1, vb, w1);
-        MADD(a2, va, w2), MADD(b2, vb, w2), MADD(a3, va, w3), MADD(b3, vb, w3);
-    }
-    a[0] = hsum_i32(a0), a[1] = hsum_i32(a1), a[2] = hsum_i32(a2), a[3] = hsum_i32(a3);
-    b[0] = hsum_i32(b0), b[1] = hsum_i32(b1), b[2] = hsum_i32(b2), b[3] = hsum_i32(b3);
-}
-#else
-static void tile_q(const int16_t *xa, const int16_t *xb, const int8_t *w, long Kp,
-                   int64_t a[TILE], int64_t b[TILE]) {
-    for (int j = 0; j < TILE; j++) a[j] = b[j] = 0;
-    for (long k = 0; k < Kp; k += CHUNK, w += TILE * CHUNK)
-        for (int j = 0; j < TILE; j++) {
-            int32_t sa = 0, sb = 0;
-            for (int i = 0; i < CHUNK; i++) {
-                sa += (int32_t)xa[k + i] * w[j * CHUNK + i];
-                sb += (int32_t)xb[k + i] * w[j * CHUNK + i];
-            }
-            a[j] += sa, b[j] += sb;
-        }
-}
-#endif
 
 /* Rounds each row of x (rows, K) to int16 in xq (rows, Kp, zero-padded); xs[r] is its step. */
 static void quantize_rows(const float *x, long rows, long K, long Kp, int16_t *xq, float *xs) {
@@ -188,29 +200,48 @@ static void quantize_rows(const float *x, long rows, long K, long Kp, int16_t *x
     }
 }
 
+static void tile_q(const int16_t *xq, const float *xs, long rows, const int8_t *tile, long Kp,
+                   long count, const float *scale, float *y, long N, vi *acc) {
+    const long pairs = (rows + 1) / 2;
+    for (long i = 0; i < pairs * 2 * TILE; i++) acc[i] = vi_zero();
+    for (long k0 = 0; k0 < Kp; k0 += BLOCK_I8)
+        for (long p = 0; p < pairs; p++) {
+            const int16_t *xa = xq + 2 * p * Kp, *xb = 2 * p + 1 < rows ? xa + Kp : xa;
+            block_q(xa, xb, tile, k0, min_long(Kp, k0 + BLOCK_I8), acc + p * 2 * TILE);
+        }
+    for (long p = 0; p < pairs; p++)
+        for (long j = 0; j < count; j++) {
+            const long r = 2 * p;
+            y[r * N + j] = (float)vi_sum(acc[p * 2 * TILE + j]) * (xs[r] * scale[j]);
+            if (r + 1 < rows)
+                y[(r + 1) * N + j] =
+                    (float)vi_sum(acc[p * 2 * TILE + TILE + j]) * (xs[r + 1] * scale[j]);
+        }
+}
+
 int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, long rows, long K,
               long N) {
     const long Kp = (K + CHUNK - 1) / CHUNK * CHUNK;
+    const size_t bytes = sizeof(vi) * (size_t)((rows + 1) / 2) * 2 * TILE;
     int16_t *xq = malloc(sizeof(int16_t) * rows * Kp);
     float *xs = malloc(sizeof(float) * rows);
-    if (!xq || !xs) {
-        free(xq), free(xs);
-        return 1;
-    }
-    quantize_rows(x, rows, K, Kp, xq, xs);
-#pragma omp parallel for schedule(static) if (N * K >= PARALLEL_WEIGHTS)
-    for (long n = 0; n < N; n += TILE) {
-        const long count = min_long(TILE, N - n);
-        for (long r = 0; r < rows; r += 2) {
-            const int16_t *xa = xq + r * Kp, *xb = r + 1 < rows ? xa + Kp : xa;
-            int64_t a[TILE], b[TILE];
-            tile_q(xa, xb, w + n * Kp, Kp, a, b);
-            for (long j = 0; j < count; j++) {
-                y[r * N + n + j] = (float)a[j] * (xs[r] * scale[n + j]);
-                if (r + 1 < rows) y[(r + 1) * N + n + j] = (float)b[j] * (xs[r + 1] * scale[n + j]);
-            }
+    const int unready = !xq || !xs;
+    int failed = unready;
+    if (!unready) quantize_rows(x, rows, K, Kp, xq, xs);
+#pragma omp parallel if (!unready && N * K >= PARALLEL_WEIGHTS)
+    {
+        vi *acc = unready ? NULL : aligned_alloc(sizeof(vi), bytes);
+        if (!acc) {
+#pragma omp atomic write
+            failed = 1;
         }
+#pragma omp for schedule(static)
+        for (long n = 0; n < N; n += TILE)
+            if (acc)
+                tile_q(xq, xs, rows, w + n * Kp, Kp, min_long(TILE, N - n), scale + n, y + n, N,
+                       acc);
+        free(acc);
     }
     free(xq), free(xs);
-    return 0;
+    return failed;
 }
