@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
+from tunesmith.engine import matvec
 from tunesmith.engine.decoder import FastDecoder
+from tunesmith.engine.kernels import FbgemmInt8Projection, Int8Projection
 from tunesmith.engine.loader import LoadedModel, load_model
 
 PROMPT = "80s pop track with bassy drums and synth"
@@ -48,11 +50,17 @@ def test_fp32_decoder_shares_the_models_weights(loaded: LoadedModel) -> None:
     assert layer.self_attn.q_proj.weight.data_ptr() == fused.data_ptr()  # a view, no copy
 
 
-def test_int8_stays_close_to_fp32_on_teacher_forced_steps(loaded: LoadedModel) -> None:
+@pytest.mark.parametrize("kernel", [Int8Projection, FbgemmInt8Projection])
+def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
+    loaded: LoadedModel, kernel: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
     frames = 40
     exact = FastDecoder(loaded.model, "fp32", loaded.device)
     scores, tokens = engine_scores(exact, loaded.processor, PROMPT, frames, 3.0)
+    if kernel is FbgemmInt8Projection:  # what a machine without a C compiler runs
+        monkeypatch.setattr(matvec, "available", lambda: False)
     quantized = FastDecoder(loaded.model, "int8", loaded.device)
+    assert isinstance(quantized.layers[0].fc1, kernel)
     assert quantized.weight_bytes * 4 == pytest.approx(exact.weight_bytes, rel=0.01)
     forced, _ = engine_scores(quantized, loaded.processor, PROMPT, frames, 3.0, teacher=tokens)
     assert not torch.equal(scores, forced)  # it really is a different computation
