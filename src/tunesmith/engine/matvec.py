@@ -4,7 +4,7 @@ A decode step multiplies one or two rows per request by every decoder weight onc
 bound by reading the weights. Measured on the 2-core AVX2 CPU over musicgen-small's 344M decoder
 weights with two rows (memory bandwidth allows ~59 ms in float32, ~16 ms in int8): torch's
 ``mm(W, x.T)`` 120-136 ms, this kernel 85-90 ms in float32; fbgemm's dynamic int8 40-50 ms,
-this kernel 22-25 ms on its prepacked int8 layout (`pack_int8`). For int8 the activations are
+this kernel 22-31 ms on its prepacked int8 layout (`pack_int8`). For int8 the activations are
 rounded to int16 per row (fbgemm rounds them to 8 bits per call) and the products summed
 exactly. Each output is computed the same way whatever the other rows, so a row's result does
 not depend on what it is batched with. Registered as ``tunesmith::matvec`` for the TorchScript
