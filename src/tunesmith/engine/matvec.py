@@ -55,8 +55,9 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) ->
     if weight.dtype == torch.float32 and scale is None:
         if weight.dim() != 2 or weight.shape[1] != size:
             raise ValueError(f"bad shapes: x {tuple(x.shape)}, weight {tuple(weight.shape)}")
-        y = x.new_empty(rows, weight.shape[0])
-        library.matvec_f32(x.data_ptr(), weight.data_ptr(), y.data_ptr(), rows, size, len(y[0]))
+        outputs = weight.shape[0]
+        y = x.new_empty(rows, outputs)
+        library.matvec_f32(x.data_ptr(), weight.data_ptr(), y.data_ptr(), rows, size, outputs)
         return y
     if weight.dtype != torch.int8 or scale is None or scale.dtype != torch.float32:
         raise ValueError("matvec takes a float32 weight, or an int8 one with float32 scales")

@@ -25,7 +25,7 @@ __all__ = ["available", "library"]
 log = logging.getLogger(__name__)
 
 _SOURCES = sorted(Path(__file__).with_name("csrc").glob("*.c"))
-# entry point -> its pointer and integer arguments (every entry returns 0, or 1 when out of memory)
+# entry point -> its pointer and integer arguments (each returns 0 on success, else an error code)
 _ENTRIES: dict[str, list[type]] = {
     "decode_attention_f32": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 4 + [ctypes.c_float],
     "decode_attention_bf16": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 4 + [ctypes.c_float],
