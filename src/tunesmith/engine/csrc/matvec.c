@@ -51,12 +51,12 @@ static inline int64_t vi_sum(vi v) { /* in 64 bits: the lanes' total may not fit
 }
 #define MULADD(x, w, acc) fmaf(x, w, acc) /* as the vector loop rounds: one rounding */
 
-/* acc[j] += xa * w_j and acc[TILE + j] += xb * w_j, lane by lane, over k in [k0, k1). */
-static void block_f32(const float *xa, const float *xb, const float *const w[TILE], long k0,
-                      long k1, vf *acc) {
+/* acc[j] += xa * w_j and acc[TILE + j] += xb * w_j, lane by lane, over k in [0, K8). */
+static void dot_f32(const float *xa, const float *xb, const float *const w[TILE], long K8,
+                    vf *acc) {
     vf a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     vf b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
-    for (long k = k0; k < k1; k += LANES) {
+    for (long k = 0; k < K8; k += LANES) {
         vf va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
         vf w0 = _mm256_loadu_ps(w[0] + k), w1 = _mm256_loadu_ps(w[1] + k);
         vf w2 = _mm256_loadu_ps(w[2] + k), w3 = _mm256_loadu_ps(w[3] + k);
@@ -74,7 +74,8 @@ static inline vi load16_i8(const int8_t *p) {
 }
 #define MADD(acc, x, w) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
 
-/* The same for int16 rows against a packed int8 tile (vpmaddwd: 16 weights per instruction). */
+/* The same for int16 rows against a packed int8 tile, over k in [k0, k1) (vpmaddwd: 16 weights
+ * per instruction). */
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
     vi a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
@@ -113,9 +114,9 @@ static inline int64_t vi_sum(vi v) {
 }
 #define MULADD(x, w, acc) ((acc) + (x) * (w))
 
-static void block_f32(const float *xa, const float *xb, const float *const w[TILE], long k0,
-                      long k1, vf *acc) {
-    for (long k = k0; k < k1; k += LANES)
+static void dot_f32(const float *xa, const float *xb, const float *const w[TILE], long K8,
+                    vf *acc) {
+    for (long k = 0; k < K8; k += LANES)
         for (int j = 0; j < TILE; j++)
             for (int i = 0; i < LANES; i++) {
                 acc[j].lane[i] += xa[k + i] * w[j][k + i];
@@ -150,7 +151,7 @@ static void tile_f32(const float *x, long rows, const float *w, long K, long cou
         const float *xa = x + r * K, *xb = r + 1 < rows ? xa + K : xa;
         vf acc[2 * TILE];
         for (int i = 0; i < 2 * TILE; i++) acc[i] = vf_zero();
-        block_f32(xa, xb, wj, 0, K8, acc);
+        dot_f32(xa, xb, wj, K8, acc);
         for (long j = 0; j < count; j++) {
             float a = vf_sum(acc[j]), b = vf_sum(acc[TILE + j]);
             for (long k = K8; k < K; k++) {
