@@ -1,4 +1,4 @@
-"""The compiled single-query attention kernel against torch's, and the decoder without it."""
+"""The compiled attention kernels against torch's, and the decoder without them."""
 
 from __future__ import annotations
 
@@ -57,6 +57,102 @@ def test_kernel_refuses_what_it_cannot_read() -> None:
     with pytest.raises(ValueError, match="head size"):
         big = torch.zeros(2, 1, 1, 4, 512)
         torch.ops.tunesmith.decode_attention(torch.zeros(1, 1, 512), big, 3)
+
+
+def _self_attention_case(
+    jobs: list[tuple[int, int]], dim: int, dtype: torch.dtype, seed: int
+) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """qkv rows and caches ``(3 layers, 2, rows, 4 heads, T, dim)`` for jobs (rows, position);
+    positions past each job's are NaN, so reading one would show."""
+    generator = torch.Generator().manual_seed(seed)
+    caches, ts = [], []
+    for rows, t in jobs:
+        cache = torch.randn(3, 2, rows, 4, t + 9, dim, generator=generator) * 3
+        cache[:, :, :, :, t:] = float("nan")
+        caches.append(cache.to(dtype))
+        ts.append(t)
+    total = sum(rows for rows, _ in jobs)
+    qkv = torch.randn(total, 3 * 4 * dim, generator=generator) * 3
+    return qkv, caches, ts
+
+
+def _expected_self_attention(
+    qkv: torch.Tensor, caches: list[torch.Tensor], ts: list[int], layer: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """What the kernel must do, in torch: write each job's keys/values (rounded to the cache's
+    dtype), then attend in float32 over positions 0..t."""
+    outputs, written = [], []
+    row = 0
+    for cache, t in zip(caches, ts, strict=True):
+        rows, heads, dim = cache.shape[2], cache.shape[3], cache.shape[5]
+        cache = cache.clone()
+        kv = qkv[row : row + rows, heads * dim :].view(rows, 2, heads, dim).transpose(0, 1)
+        cache[layer, :, :, :, t] = kv.to(cache.dtype)
+        exact = cache[layer, :, :, :, : t + 1].float()
+        query = qkv[row : row + rows, : heads * dim].view(rows, heads, 1, dim)
+        out = F.scaled_dot_product_attention(query, exact[0], exact[1])
+        outputs.append(out.reshape(rows, heads * dim))
+        written.append(cache)
+        row += rows
+    return torch.cat(outputs), written
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("jobs", "dim"),
+    [([(2, 0)], 64), ([(1, 6)], 16), ([(2, 130), (1, 3), (2, 40)], 64), ([(2, 513)], 40)],
+)
+def test_self_attention_writes_the_step_and_matches_torch(
+    jobs: list[tuple[int, int]], dim: int, dtype: torch.dtype
+) -> None:
+    qkv, caches, ts = _self_attention_case(jobs, dim, dtype, seed=len(jobs) * dim)
+    expected, written = _expected_self_attention(qkv, caches, ts, layer=1)
+    ours = torch.ops.tunesmith.self_attention(qkv, caches, ts, 1)
+    assert ours.dtype == torch.float32 and ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=5e-5)
+    for cache, want in zip(caches, written, strict=True):
+        # the step's keys/values land at their position, rounded as torch rounds (bfloat16:
+        # to nearest even); other layers and positions are untouched (NaN compared equal)
+        assert torch.equal(cache.float().nan_to_num(7.0), want.float().nan_to_num(7.0))
+
+
+@needs_compiler
+def test_self_attention_of_a_job_does_not_depend_on_its_batch() -> None:
+    qkv, caches, ts = _self_attention_case([(2, 50), (1, 9), (2, 300)], 64, torch.float32, 3)
+    solo = [c.clone() for c in caches]
+    together = torch.ops.tunesmith.self_attention(qkv, caches, ts, 0)
+    alone = [
+        torch.ops.tunesmith.self_attention(qkv[0:2].clone(), solo[:1], ts[:1], 0),
+        torch.ops.tunesmith.self_attention(qkv[2:3].clone(), solo[1:2], ts[1:2], 0),
+        torch.ops.tunesmith.self_attention(qkv[3:5].clone(), solo[2:], ts[2:], 0),
+    ]
+    assert torch.equal(together, torch.cat(alone))
+
+
+@needs_compiler
+def test_self_attention_refuses_what_it_cannot_read() -> None:
+    qkv, caches, ts = _self_attention_case([(2, 5)], 16, torch.float32, 0)
+    call = torch.ops.tunesmith.self_attention
+    with pytest.raises(ValueError, match="bad cache"):
+        call(qkv, caches, [14], 0)  # past the cache's 14 positions
+    with pytest.raises(ValueError, match="bad cache"):
+        call(qkv, caches, ts, 3)  # the caches have 3 layers
+    with pytest.raises(ValueError, match="bad cache"):
+        call(qkv, [torch.zeros(3, 2, 2, 4, 20, 16)[:, :, :, :, :14]], ts, 0)  # not contiguous
+    with pytest.raises(ValueError, match="bad cache"):
+        call(qkv[:1].repeat(2, 1), [caches[0], caches[0].bfloat16()], [5, 5], 0)
+    with pytest.raises(ValueError, match="rows"):
+        call(qkv[:1], caches, ts, 0)
+    with pytest.raises(ValueError, match="columns"):
+        call(qkv[:, :-3].contiguous(), caches, ts, 0)
+    with pytest.raises(ValueError, match="positions"):
+        call(qkv, caches, [5, 5], 0)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        call(qkv, [caches[0].half()], ts, 0)
+    with pytest.raises(ValueError, match="head size"):
+        big = torch.zeros(1, 2, 1, 1, 4, 512)
+        call(torch.zeros(1, 3 * 512), [big], [0], 0)
 
 
 def test_without_the_kernel_the_decoder_still_matches_transformers(

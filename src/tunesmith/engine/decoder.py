@@ -108,7 +108,7 @@ class _Layer(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.index = index
-        self.compiled_attention = compiled_attention  # `attention.decode_attention`
+        self.compiled_attention = compiled_attention  # the kernels of `attention`
         self.heads = heads
         self.hidden = int(norms[0].shape[0])
         self.head_dim = self.hidden // heads
@@ -140,7 +140,12 @@ class _Layer(torch.nn.Module):
     def _self_attention(
         self, qkv: torch.Tensor, caches: list[torch.Tensor], ts: list[int], rows: list[int]
     ) -> torch.Tensor:
-        """Each job's rows attend over its own cache (jobs differ in length and position)."""
+        """Each job's rows write their keys/values at its position, then attend over its own
+        cache (jobs differ in length and position): with the compiled kernel, one call for the
+        whole batch."""
+        if self.compiled_attention:
+            out: torch.Tensor = torch.ops.tunesmith.self_attention(qkv, caches, ts, self.index)
+            return out
         d, heads, head_dim = self.hidden, self.heads, self.head_dim
         outputs: list[torch.Tensor] = []
         row = 0

@@ -25,10 +25,16 @@ __all__ = ["available", "library"]
 log = logging.getLogger(__name__)
 
 _SOURCES = sorted(Path(__file__).with_name("csrc").glob("*.c"))
+# qkv, out, job count; per-job arrays of caches, positions, cache lengths, rows; heads, dim, scale
+_SELF_ATTENTION: list[type] = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+_SELF_ATTENTION += [ctypes.c_void_p] * 4
+_SELF_ATTENTION += [ctypes.c_long, ctypes.c_long, ctypes.c_float]
 # entry point -> its pointer and integer arguments (each returns 0 on success, else an error code)
 _ENTRIES: dict[str, list[type]] = {
     "decode_attention_f32": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 4 + [ctypes.c_float],
     "decode_attention_bf16": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 4 + [ctypes.c_float],
+    "self_attention_f32": _SELF_ATTENTION,
+    "self_attention_bf16": _SELF_ATTENTION,
     "matvec_f32": [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3,
     "matvec_i8": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3,
 }

@@ -28,9 +28,9 @@ static inline float from_bf16(uint16_t x) {
 }
 
 #define DEFINE_ATTEND(NAME, T, LOAD)                                                        \
-    static inline void NAME(const float *restrict q, const T *restrict k,                  \
-                            const T *restrict v, float *restrict out, float *restrict p,   \
-                            long length, const long dim, float scale) {                    \
+    static inline __attribute__((always_inline)) void NAME(                                \
+        const float *restrict q, const T *restrict k, const T *restrict v,                  \
+        float *restrict out, float *restrict p, long length, const long dim, float scale) { \
         float top = -FLT_MAX;                                                               \
         for (long t = 0; t < length; t++) {                                                \
             const T *restrict kt = k + t * dim;                                             \
@@ -90,3 +90,73 @@ DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
 
 DEFINE_ENTRY(decode_attention_f32, float, attend_f32)
 DEFINE_ENTRY(decode_attention_bf16, uint16_t, attend_bf16)
+
+/* Self-attention of one decode step for a batch of jobs, with the step's keys and values
+ * written into each job's cache first: one call per layer for the whole batch.
+ *
+ * Job j has rows[j] query rows in `qkv` (in job order; each row is q, k and v of heads * dim
+ * values) and a cache `caches[j]` laid out as decode_attention reads it: keys (rows[j], heads,
+ * T, dim) then values of the same shape, T = steps[j]. The step's keys and values go to
+ * position ts[j]; each (row, head) then attends over positions 0..ts[j] and writes its `dim`
+ * outputs to `out` (rows, heads * dim). bfloat16 caches store keys and values rounded to
+ * nearest even, as torch's conversion does, and attend over the stored values. Returns 0, 1
+ * if a scores buffer could not be allocated, 2 if dim > 256. */
+static inline float store_f32(float x) { return x; }
+
+static inline uint16_t store_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, STORE)                                            \
+    int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,      \
+             const long *steps, const long *rows, long heads, long dim, float scale) {      \
+        if (dim > 256) return 2;                                                            \
+        long groups = 0, work = 0;                                                          \
+        for (long j = 0; j < jobs; j++) {                                                   \
+            groups += rows[j] * heads;                                                      \
+            work += rows[j] * heads * (ts[j] + 1) * dim;                                    \
+        }                                                                                   \
+        /* per (row, head) group: its job, its row of qkv, its index among its job's groups */ \
+        long *plan = malloc((size_t)(groups > 0 ? groups : 1) * 3 * sizeof(long));          \
+        if (plan == NULL) return 1;                                                         \
+        for (long j = 0, g = 0, row = 0; j < jobs; row += rows[j], j++)                     \
+            for (long local = 0; local < rows[j] * heads; local++, g++) {                   \
+                plan[3 * g] = j;                                                            \
+                plan[3 * g + 1] = row + local / heads;                                      \
+                plan[3 * g + 2] = local;                                                    \
+            }                                                                               \
+        int failed = 0;                                                                     \
+        const int parallel = work >= PARALLEL_WORK;                                         \
+        const long width = heads * dim;                                                     \
+        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")    \
+        for (long g = 0; g < groups; g++) {                                                 \
+            const long j = plan[3 * g], row = plan[3 * g + 1], local = plan[3 * g + 2];     \
+            const long h = local % heads, t = ts[j], span = steps[j] * dim;                 \
+            float *p = malloc((size_t)(t + 1) * sizeof(float));                             \
+            if (p == NULL) {                                                                \
+                failed = 1;                                                                 \
+                continue;                                                                   \
+            }                                                                               \
+            const float *q = qkv + row * 3 * width + h * dim;                               \
+            T *k = caches[j] + local * span, *v = k + rows[j] * heads * span;               \
+            for (long d = 0; d < dim; d++) { /* the step's key and value into the cache */ \
+                k[t * dim + d] = STORE(q[width + d]);                                       \
+                v[t * dim + d] = STORE(q[2 * width + d]);                                   \
+            }                                                                               \
+            float *o = out + row * width + h * dim;                                         \
+            if (dim == 64)                                                                  \
+                ATTEND(q, k, v, o, p, t + 1, 64, scale);                                    \
+            else                                                                            \
+                ATTEND(q, k, v, o, p, t + 1, dim, scale);                                   \
+            free(p);                                                                        \
+        }                                                                                   \
+        free(plan);                                                                         \
+        return failed;                                                                      \
+    }
+
+DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, store_f32)
+DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, store_bf16)
