@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from tunesmith.config import Settings
+    from tunesmith.engine.codec import AudioDecoder
     from tunesmith.engine.decoder import DecodeJob, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler
 
@@ -99,6 +100,7 @@ class MusicGenEngine:
         self._loaded: LoadedModel | None = None
         self._decoder: FastDecoder | None = None
         self._scheduler: BatchScheduler | None = None
+        self._audio: AudioDecoder | None = None
 
     # lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -117,6 +119,7 @@ class MusicGenEngine:
             raise ModelUnavailable(self.load_error) from exc
 
     def _setup(self) -> None:
+        from tunesmith.engine.codec import AudioDecoder
         from tunesmith.engine.decoder import FastDecoder, release_decoder_weights
         from tunesmith.engine.kernels import resolve_precision
         from tunesmith.engine.scheduler import BatchScheduler
@@ -127,6 +130,7 @@ class MusicGenEngine:
         if precision != "fp32":  # the decoder holds converted copies of its Linear weights
             release_decoder_weights(loaded.model)
         _return_freed_memory()
+        self._audio = AudioDecoder(loaded.model.audio_encoder)
         self._decoder = decoder
         self._loaded = loaded
         self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
@@ -220,19 +224,15 @@ class MusicGenEngine:
 
         loaded = self.loaded
         wanted = round(duration * loaded.sample_rate)
-        audio_encoder = loaded.model.audio_encoder
+        assert self._audio is not None
         try:
-            with torch.inference_mode():
-                # a stereo model interleaves left and right codebooks
-                stereo = loaded.audio_channels == 2
-                halves = [codes[0::2], codes[1::2]] if stereo else [codes]
-                outputs = [
-                    audio_encoder.decode(part[None, None], audio_scales=[None]).audio_values
-                    for part in halves
-                ]
+            # a stereo model interleaves left and right codebooks
+            stereo = loaded.audio_channels == 2
+            halves = [codes[0::2], codes[1::2]] if stereo else [codes]
+            outputs = [self._audio.decode(part) for part in halves]
         except RuntimeError as exc:
             raise GenerationFailed(f"audio decoding failed: {exc}") from None
-        samples = torch.cat(outputs, dim=1)[0].float().cpu().numpy()  # (channels, samples)
+        samples = torch.cat(outputs).float().cpu().numpy()  # (channels, samples)
         if samples.shape[-1] < wanted:
             raise GenerationFailed(
                 f"the model produced {samples.shape[-1]} samples, {wanted} were needed"
