@@ -129,8 +129,9 @@ class MusicGenEngine:
         decoder = FastDecoder(loaded.model, precision, loaded.device)
         if precision != "fp32":  # the decoder holds converted copies of its Linear weights
             release_decoder_weights(loaded.model)
-        _return_freed_memory()
-        self._audio = AudioDecoder(loaded.model.audio_encoder)
+        audio = AudioDecoder(loaded.model.audio_encoder)  # folds EnCodec's weight norm
+        _return_freed_memory()  # after it: the file pages folding read are dropped too
+        self._audio = audio
         self._decoder = decoder
         self._loaded = loaded
         self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
