@@ -7,7 +7,7 @@
  * bound by that read, and torch's general attention kernel reads a one-query cache at about
  * half the memory bandwidth (and computes bfloat16 slowly on CPUs without AVX-512 BF16).
  *
- * Built by tunesmith.engine.attention with -O3 -ffast-math -fopenmp (vectorized dot
+ * Built by tunesmith.engine.native with -O3 -ffast-math -fopenmp (vectorized dot
  * products, conversions and exp); large calls split groups across torch's own OpenMP threads. The
  * head size of every MusicGen checkpoint (64) gets a copy compiled for that size, with the
  * running sums in registers.
