@@ -17,8 +17,10 @@ A decoder this does not recognise (non-causal convolutions, other layer types) i
 one pass.
 
 Two more things: weight normalisation is folded into the weights once (as loaded, every
-convolution recomputes its weight on every call), and decodes run one at a time: at once, on
-two cores, their threads contend (4 x 10 s: 13.2 s one after another, 15.8 s together).
+convolution recomputes its weight on every call), and one chunk runs at a time: decodes at
+once, on two cores, had their threads contend (4 x 10 s: 13.2 s one after another, 15.8 s
+together). Concurrent decodes take turns chunk by chunk, so a short track's audio does not
+wait for the whole of a long one's.
 """
 
 from __future__ import annotations
@@ -101,20 +103,22 @@ class AudioDecoder:
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """The audio of one channel's codes: ``(K, frames)`` long -> ``(1, frames * hop)``."""
-        with self._lock:
-            if self.context is None:  # transformers' own pass
+        if self.context is None:  # transformers' own pass
+            with self._lock:
                 decoded = self.model.decode(codes[None, None], audio_scales=[None])
-                audio: torch.Tensor = decoded.audio_values[0]
-                return audio
+            audio: torch.Tensor = decoded.audio_values[0]
+            return audio
+        with self._lock:
             hidden = self.model.quantizer.decode(codes[:, None])  # (1, D, frames)
             for layer in self._head:
                 hidden = layer(hidden)
-            frames = hidden.shape[-1]
-            chunks = []
-            for start in range(0, frames, self.chunk_frames):
-                first = max(0, start - self.context)
+        frames = hidden.shape[-1]
+        chunks = []
+        for start in range(0, frames, self.chunk_frames):
+            first = max(0, start - self.context)
+            with self._lock:  # per chunk: a short track's decode need not wait for a long one
                 out = hidden[..., first : start + self.chunk_frames]
                 for layer in self._stack:
                     out = layer(out)
-                chunks.append(out[..., (start - first) * self.hop :])
-            return torch.cat(chunks, dim=-1)[0]
+            chunks.append(out[..., (start - first) * self.hop :])
+        return torch.cat(chunks, dim=-1)[0]
