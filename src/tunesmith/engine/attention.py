@@ -21,6 +21,7 @@ from tunesmith.engine import native
 __all__ = ["available", "decode_attention", "self_attention"]
 
 _MAX_HEAD_DIM = 256  # the kernel keeps one head's sums on its stack
+_KERNEL_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}  # cache dtype -> entry point
 
 
 def available() -> bool:
@@ -34,8 +35,7 @@ def decode_attention(query: torch.Tensor, cache: torch.Tensor, length: int) -> t
     contiguous ``(2, rows, H, T, hd)`` float32 or bfloat16 CPU cache); returns float32
     ``(rows, H, hd)``."""
     library = native.library()
-    entries = {torch.float32: "decode_attention_f32", torch.bfloat16: "decode_attention_bf16"}
-    if library is None or cache.dtype not in entries or not cache.is_contiguous():
+    if library is None or cache.dtype not in _KERNEL_SUFFIX or not cache.is_contiguous():
         raise RuntimeError(
             "decode_attention needs the compiled kernel and a contiguous float32 or bfloat16 cache"
         )
@@ -46,7 +46,7 @@ def decode_attention(query: torch.Tensor, cache: torch.Tensor, length: int) -> t
     query = query.contiguous().float()
     out = torch.empty_like(query)
     _, rows, heads, steps, dim = cache.shape
-    failed = getattr(library, entries[cache.dtype])(
+    failed = getattr(library, f"decode_attention_{_KERNEL_SUFFIX[cache.dtype]}")(
         query.data_ptr(),
         cache.data_ptr(),
         cache[1].data_ptr(),
@@ -60,9 +60,6 @@ def decode_attention(query: torch.Tensor, cache: torch.Tensor, length: int) -> t
     if failed:
         raise MemoryError("decode_attention could not allocate its scores")
     return out
-
-
-_SELF_ENTRIES = {torch.float32: "self_attention_f32", torch.bfloat16: "self_attention_bf16"}
 
 
 @torch.library.custom_op("tunesmith::self_attention", mutates_args=("caches",))
@@ -79,7 +76,7 @@ def self_attention(
     dispatch each plus the ops writing the cache.
     """
     library = native.library()
-    if library is None or not caches or caches[0].dtype not in _SELF_ENTRIES:
+    if library is None or not caches or caches[0].dtype not in _KERNEL_SUFFIX:
         raise RuntimeError(
             "self_attention needs the compiled kernel and float32 or bfloat16 caches"
         )
@@ -116,7 +113,7 @@ def self_attention(
         raise ValueError(f"the caches hold {sum(rows)} rows, qkv {qkv.shape[0]}")
     out = qkv.new_empty((qkv.shape[0], heads * dim))
     count = len(caches)
-    failed = getattr(library, _SELF_ENTRIES[dtype])(
+    failed = getattr(library, f"self_attention_{_KERNEL_SUFFIX[dtype]}")(
         qkv.data_ptr(),
         out.data_ptr(),
         count,

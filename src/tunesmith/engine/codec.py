@@ -60,20 +60,24 @@ def _reach(module: Any, before: int) -> int | None:
         stride = transposed.stride[0]
         return before * stride + transposed.kernel_size[0] - stride
     if isinstance(module, EncodecResnetBlock):
-        reach: int | None = before
-        for layer in module.block:
-            reach = None if reach is None else _reach(layer, reach)
+        reach = _reach_through(module.block, before)
         shortcut = _reach(module.shortcut, before)
         return None if reach is None or shortcut is None else max(reach, shortcut)
     return None
 
 
+def _reach_through(layers: Any, before: int) -> int | None:
+    """`_reach` of `layers` applied one after another."""
+    reach: int | None = before
+    for layer in layers:
+        reach = None if reach is None else _reach(layer, reach)
+    return reach
+
+
 def context_frames(layers: list[Any], hop: int) -> int | None:
     """Frames of context a chunk of `layers` (the stack after the LSTM) needs before it, so
     that its kept output is exact; None when the stack cannot be run in chunks."""
-    reach: int | None = 0
-    for layer in layers:
-        reach = None if reach is None else _reach(layer, reach)
+    reach = _reach_through(layers, 0)
     return None if reach is None else math.ceil(reach / hop) + 1  # one frame to spare
 
 
