@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,22 @@ def s3_env(
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return s3_server
+
+
+# =================================================================================================
+# Compiled kernels: csrc/*.c bound to the tunesmith:: torch operators (tunesmith.engine.native).
+#
+#   compiled_kernels  function  built (or taken from the cache) and bound; skips without compilers
+# =================================================================================================
+
+
+@pytest.fixture
+def compiled_kernels() -> None:
+    from tunesmith.engine import native
+
+    if shutil.which("cc") is None or shutil.which("c++") is None:
+        pytest.skip("no C and C++ compilers")
+    assert native.available()
 
 
 # =================================================================================================

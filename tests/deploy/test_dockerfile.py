@@ -151,7 +151,7 @@ def test_the_engine_image_carries_the_compiled_kernels() -> None:
     build = [r for r in engine.text("RUN") if "native.available()" in r]
     assert len(build) == 1
     # compiled with a compiler that is removed again, readable by the endpoint's own user
-    assert "install -y --no-install-recommends gcc" in build[0]
+    assert "install -y --no-install-recommends gcc g++" in build[0]
     assert build[0].index("assert native.available()") < build[0].index("purge -y")
     assert f"chmod -R a+rX {cache}" in build[0]
     assert "XDG_CACHE_HOME" not in {**stages["lambda"].env(), **stages["endpoint"].env()}

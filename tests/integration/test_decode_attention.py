@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,8 @@ from tunesmith.engine import attention, native
 from tunesmith.engine.decoder import FastDecoder
 from tunesmith.engine.loader import load_model
 
-needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
-
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("rows", "length", "dim"), [(2, 1, 16), (2, 7, 64), (1, 130, 64), (2, 513, 40)]
@@ -43,7 +40,7 @@ def test_kernel_matches_torch_attention(
     assert torch.equal(torch.ops.tunesmith.decode_attention(query, cache, length), ours)
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_kernel_refuses_what_it_cannot_read() -> None:
     cache = torch.zeros(2, 2, 4, 10, 16)
     with pytest.raises(ValueError, match="bad shapes"):
@@ -97,7 +94,7 @@ def _expected_self_attention(
     return torch.cat(outputs), written
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("jobs", "dim"),
@@ -117,7 +114,7 @@ def test_self_attention_writes_the_step_and_matches_torch(
         assert torch.equal(cache.float().nan_to_num(7.0), want.float().nan_to_num(7.0))
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_self_attention_of_a_job_does_not_depend_on_its_batch() -> None:
     qkv, caches, ts = _self_attention_case([(2, 50), (1, 9), (2, 300)], 64, torch.float32, 3)
     solo = [c.clone() for c in caches]
@@ -130,7 +127,7 @@ def test_self_attention_of_a_job_does_not_depend_on_its_batch() -> None:
     assert torch.equal(together, torch.cat(alone))
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_self_attention_refuses_what_it_cannot_read() -> None:
     qkv, caches, ts = _self_attention_case([(2, 5)], 16, torch.float32, 0)
     call = torch.ops.tunesmith.self_attention
@@ -179,7 +176,7 @@ def _fresh_kernel_state(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     monkeypatch.setattr(native, "_library", None)
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_a_built_kernel_is_reused_without_a_compiler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

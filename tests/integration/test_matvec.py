@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from tunesmith.engine import native
 from tunesmith.engine.kernels import DenseProjection, Int8Projection
 from tunesmith.engine.matvec import pack_int8
 
-needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024)]  # (rows, N, K)
 U = 2.0**-24  # float32 unit roundoff
 
@@ -46,14 +44,14 @@ def _unpack(packed: torch.Tensor, outputs: int, size: int) -> torch.Tensor:
     return full[:outputs, :size]
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 @pytest.mark.parametrize(("rows", "outputs", "size"), SHAPES)
 def test_float32_matches_the_exact_product(rows: int, outputs: int, size: int) -> None:
     x, w = _inputs(rows, outputs, size)
     _assert_f32(torch.ops.tunesmith.matvec(x, w, None), x, w)
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 @pytest.mark.parametrize(("rows", "outputs", "size"), SHAPES)
 def test_int8_is_the_dequantized_product_up_to_int16_rows(
     rows: int, outputs: int, size: int
@@ -74,7 +72,7 @@ def test_int8_is_the_dequantized_product_up_to_int16_rows(
     assert ((y.double() - expected).abs() <= bound).all(), (y.double() - expected).abs().max()
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 @pytest.mark.parametrize("int8", [False, True])
 def test_a_row_does_not_depend_on_its_batch(int8: bool) -> None:
     x, w = _inputs(5, 1027, 1030)  # odd rows (the last one unpaired), threaded, ragged tails
@@ -86,7 +84,7 @@ def test_a_row_does_not_depend_on_its_batch(int8: bool) -> None:
     assert torch.equal(torch.ops.tunesmith.matvec(x.flip(0), weight, scale), together.flip(0))
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_int8_sums_do_not_overflow() -> None:
     size = 8192  # int16 rows near their limit times 127: one int32 lane is ~2^31 - 2^17
     # a row of 16512 (= the int16 limit at this K) makes the int16 step exactly 1 and the weights
@@ -99,7 +97,7 @@ def test_int8_sums_do_not_overflow() -> None:
     assert torch.equal(y[2], torch.zeros(6))  # an all-zero row: zeros, not 0 * inf = NaN
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_refuses_what_it_cannot_read() -> None:
     x, w = _inputs(2, 8, 32)
     packed, scale = pack_int8(w)
@@ -118,7 +116,7 @@ def test_refuses_what_it_cannot_read() -> None:
         op(x, torch.randn(32, 8).T, None)
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_the_modules_use_the_op_eagerly_and_scripted() -> None:
     x, w = _inputs(3, 130, 200)
     dense, int8 = DenseProjection(w, 0, compiled=True), Int8Projection(w)
@@ -130,7 +128,7 @@ def test_the_modules_use_the_op_eagerly_and_scripted() -> None:
         assert torch.equal(torch.jit.script(module)(x), expected)
 
 
-@needs_compiler
+@pytest.mark.usefixtures("compiled_kernels")
 def test_the_portable_build_computes_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

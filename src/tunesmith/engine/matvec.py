@@ -7,16 +7,20 @@ weights with two rows (memory bandwidth allows ~59 ms in float32, ~16 ms in int8
 this kernel 22-31 ms on its prepacked int8 layout (`pack_int8`). For int8 the activations are
 rounded to int16 per row (fbgemm rounds them to 8 bits per call) and the products summed
 exactly. Each output is computed the same way whatever the other rows, so a row's result does
-not depend on what it is batched with. Registered as ``tunesmith::matvec`` for the TorchScript
-decoder step; `available` says whether the compiled kernels could be had
-(`tunesmith.engine.native`).
+not depend on what it is batched with.
+
+The TorchScript decoder step calls it as the operator ``tunesmith::matvec(x, weight, scale)``
+(``csrc/ops.cpp``, see `tunesmith.engine.native`): ``x`` ``(rows, K)`` float32 times a weight
+``(N, K)`` transposed -> ``(rows, N)`` float32, the weight float32 ``(N, K)`` with ``scale``
+None, or int8 as `pack_int8` lays it out with its ``scale``. A wrong input raises ValueError;
+`available` says whether the compiled kernels could be had.
 """
 
 import torch
 
 from tunesmith.engine import native
 
-__all__ = ["available", "matvec", "pack_int8"]
+__all__ = ["available", "pack_int8"]
 
 
 def available() -> bool:
@@ -37,36 +41,3 @@ def pack_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded[:outputs, :size] = torch.round(weight / scale[:, None])
     tiles = padded.to(torch.int8).view(padded.shape[0] // _TILE, _TILE, -1, _CHUNK)
     return tiles.transpose(1, 2).contiguous(), scale.contiguous()
-
-
-@torch.library.custom_op("tunesmith::matvec", mutates_args=())
-def matvec(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """``x`` ``(rows, K)`` float32 times a weight ``(N, K)`` transposed -> ``(rows, N)`` float32.
-    ``weight`` is float32 ``(N, K)``, or int8 as `pack_int8` lays it out with its ``scale``."""
-    library = native.library()
-    if library is None or x.device.type != "cpu":
-        raise RuntimeError("matvec needs the compiled kernels and CPU tensors")
-    if x.dim() != 2 or x.dtype != torch.float32:
-        raise ValueError(f"matvec takes float32 rows (rows, K), not {x.dtype} {tuple(x.shape)}")
-    if not weight.is_contiguous():
-        raise ValueError("matvec takes a contiguous weight")
-    x = x.contiguous()
-    rows, size = x.shape
-    if weight.dtype == torch.float32 and scale is None:
-        if weight.dim() != 2 or weight.shape[1] != size:
-            raise ValueError(f"bad shapes: x {tuple(x.shape)}, weight {tuple(weight.shape)}")
-        outputs = weight.shape[0]
-        y = x.new_empty(rows, outputs)
-        library.matvec_f32(x.data_ptr(), weight.data_ptr(), y.data_ptr(), rows, size, outputs)
-        return y
-    if weight.dtype != torch.int8 or scale is None or scale.dtype != torch.float32:
-        raise ValueError("matvec takes a float32 weight, or an int8 one with float32 scales")
-    outputs = scale.shape[0]
-    packed = (-(-outputs // _TILE), -(-size // _CHUNK), _TILE, _CHUNK)
-    if weight.shape != packed or not scale.is_contiguous():
-        raise ValueError(f"int8 weight {tuple(weight.shape)} is not packed for {tuple(x.shape)}")
-    y = x.new_empty(rows, outputs)
-    args = (x.data_ptr(), weight.data_ptr(), scale.data_ptr(), y.data_ptr(), rows, size, outputs)
-    if library.matvec_i8(*args):
-        raise MemoryError("matvec could not allocate its rounded rows")
-    return y
