@@ -9,8 +9,7 @@
  *
  * Built by tunesmith.engine.native with -O3 -ffast-math -fopenmp (vectorized dot
  * products, conversions and exp); large calls split groups across torch's own OpenMP threads. The
- * head size of every MusicGen checkpoint (64) gets a copy compiled for that size, with the
- * running sums in registers.
+ * head size of every MusicGen checkpoint (64) has its own AVX2 version (`DEFINE_ATTEND64`).
  */
 #include <float.h>
 #include <math.h>
@@ -27,37 +26,136 @@ static inline float from_bf16(uint16_t x) {
     return value;
 }
 
-#define DEFINE_ATTEND(NAME, T, LOAD)                                                        \
-    static inline __attribute__((always_inline)) void NAME(                                \
-        const float *restrict q, const T *restrict k, const T *restrict v,                  \
-        float *restrict out, float *restrict p, long length, const long dim, float scale) { \
-        float top = -FLT_MAX;                                                               \
-        for (long t = 0; t < length; t++) {                                                \
-            const T *restrict kt = k + t * dim;                                             \
-            float dot = 0.0f;                                                               \
-            _Pragma("omp simd reduction(+ : dot)") for (long d = 0; d < dim; d++) dot +=    \
-                q[d] * LOAD(kt[d]);                                                         \
-            p[t] = dot * scale;                                                             \
-            top = p[t] > top ? p[t] : top;                                                  \
-        }                                                                                   \
-        float total = 0.0f;                                                                 \
-        _Pragma("omp simd reduction(+ : total)") for (long t = 0; t < length; t++) {        \
-            p[t] = expf(p[t] - top);                                                        \
-            total += p[t];                                                                  \
-        }                                                                                   \
-        float acc[256];                                                                     \
-        for (long d = 0; d < dim; d++) acc[d] = 0.0f;                                       \
-        for (long t = 0; t < length; t++) {                                                \
-            const T *restrict vt = v + t * dim;                                             \
-            const float weight = p[t];                                                      \
-            _Pragma("omp simd") for (long d = 0; d < dim; d++) acc[d] += weight * LOAD(vt[d]); \
-        }                                                                                   \
-        const float inverse = 1.0f / total;                                                 \
-        for (long d = 0; d < dim; d++) out[d] = acc[d] * inverse;                           \
+#define DEFINE_ATTEND(NAME, T, LOAD)                                                            \
+    static inline __attribute__((always_inline)) void NAME(                                     \
+        const float *restrict q, const T *restrict k, const T *restrict v,                      \
+        float *restrict out, float *restrict p, long length, const long dim, float scale) {     \
+        float top = -FLT_MAX;                                                                   \
+        for (long t = 0; t < length; t++) {                                                     \
+            const T *restrict kt = k + t * dim;                                                 \
+            float dot = 0.0f;                                                                   \
+            _Pragma("omp simd reduction(+ : dot)") for (long d = 0; d < dim; d++) dot +=        \
+                q[d] * LOAD(kt[d]);                                                             \
+            p[t] = dot * scale;                                                                 \
+            top = p[t] > top ? p[t] : top;                                                      \
+        }                                                                                       \
+        float total = 0.0f;                                                                     \
+        _Pragma("omp simd reduction(+ : total)") for (long t = 0; t < length; t++) {            \
+            p[t] = expf(p[t] - top);                                                            \
+            total += p[t];                                                                      \
+        }                                                                                       \
+        float acc[256];                                                                         \
+        for (long d = 0; d < dim; d++) acc[d] = 0.0f;                                           \
+        for (long t = 0; t < length; t++) {                                                     \
+            const T *restrict vt = v + t * dim;                                                 \
+            const float weight = p[t];                                                          \
+            _Pragma("omp simd") for (long d = 0; d < dim; d++) acc[d] += weight * LOAD(vt[d]);  \
+        }                                                                                       \
+        const float inverse = 1.0f / total;                                                     \
+        for (long d = 0; d < dim; d++) out[d] = acc[d] * inverse;                               \
     }
 
 DEFINE_ATTEND(attend_f32, float, from_f32)
 DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
+
+/* The head size of every MusicGen checkpoint (64), vectorized by hand for AVX2: the loops above
+ * reduce each key's dot product across lanes on its own and reload their sums, which held a
+ * 16-row batch's float32 cache to ~14 GB/s and a bfloat16 one to ~7 (compute-bound). Here four
+ * keys' dot products are reduced together (one horizontal tree per four keys), the values'
+ * sums stay in eight registers, and bfloat16 is widened sixteen values per two unpacks: a key's
+ * 64 values are held in a fixed lane order (`ORDER_BF16`), the query permuted to match and the
+ * output permuted back. */
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#define HEAD 64
+#define CHUNKS (HEAD / 8)
+
+/* chunk c of a float32 key or value row */
+static inline __m256 chunk_f32(const float *row, int c) { return _mm256_loadu_ps(row + 8 * c); }
+
+/* chunk c of a bfloat16 row: 16 values per load, unpacked into the top halves of float32 lanes
+ * (their low halves zero: the exact float32), in the order ORDER_BF16 gives */
+static inline __m256 chunk_bf16(const uint16_t *row, int c) {
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)(row + 16 * (c / 2)));
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_castsi256_ps(c % 2 == 0 ? _mm256_unpacklo_epi16(zero, raw)
+                                          : _mm256_unpackhi_epi16(zero, raw));
+}
+
+/* lane i of the concatenated chunks holds value order(i) of the row */
+static inline int order_f32(int i) { return i; }
+static inline int order_bf16(int i) {
+    const int pair = i / 16, within = i % 16, half = within / 8, lane = within % 8;
+    return 16 * pair + (lane / 4) * 8 + half * 4 + lane % 4;
+}
+
+#define DEFINE_ATTEND64(NAME, T, CHUNK, ORDER)                                                  \
+    static void NAME(const float *restrict q, const T *restrict k, const T *restrict v,         \
+                     float *restrict out, float *restrict p, long length, float scale) {        \
+        float permuted[HEAD];                                                                   \
+        for (int i = 0; i < HEAD; i++) permuted[i] = q[ORDER(i)] * scale;                       \
+        __m256 qc[CHUNKS];                                                                      \
+        for (int c = 0; c < CHUNKS; c++) qc[c] = _mm256_loadu_ps(permuted + 8 * c);             \
+        __m128 top4 = _mm_set1_ps(-FLT_MAX);                                                    \
+        long t = 0;                                                                             \
+        for (; t + 4 <= length; t += 4) {                                                       \
+            const T *kt = k + t * HEAD;                                                         \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                         \
+            for (int c = 0; c < CHUNKS; c++) {                                                  \
+                a0 = _mm256_fmadd_ps(qc[c], CHUNK(kt, c), a0);                                  \
+                a1 = _mm256_fmadd_ps(qc[c], CHUNK(kt + HEAD, c), a1);                           \
+                a2 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 2 * HEAD, c), a2);                       \
+                a3 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 3 * HEAD, c), a3);                       \
+            }                                                                                   \
+            const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); \
+            const __m128 scores =                                                               \
+                _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));     \
+            _mm_storeu_ps(p + t, scores);                                                       \
+            top4 = _mm_max_ps(top4, scores);                                                    \
+        }                                                                                       \
+        float top4s[4];                                                                         \
+        _mm_storeu_ps(top4s, top4);                                                             \
+        float top = fmaxf(fmaxf(top4s[0], top4s[1]), fmaxf(top4s[2], top4s[3]));                \
+        for (; t < length; t++) {                                                               \
+            __m256 a = _mm256_setzero_ps();                                                     \
+            for (int c = 0; c < CHUNKS; c++)                                                    \
+                a = _mm256_fmadd_ps(qc[c], CHUNK(k + t * HEAD, c), a);                          \
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));      \
+            h = _mm_hadd_ps(h, h);                                                              \
+            p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));                                            \
+            top = p[t] > top ? p[t] : top;                                                      \
+        }                                                                                       \
+        float total = 0.0f;                                                                     \
+        _Pragma("omp simd reduction(+ : total)") for (long i = 0; i < length; i++) {            \
+            p[i] = expf(p[i] - top);                                                            \
+            total += p[i];                                                                      \
+        }                                                                                       \
+        __m256 acc[CHUNKS];                                                                     \
+        for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();                          \
+        for (long i = 0; i < length; i++) {                                                     \
+            const __m256 weight = _mm256_set1_ps(p[i]);                                         \
+            for (int c = 0; c < CHUNKS; c++)                                                    \
+                acc[c] = _mm256_fmadd_ps(weight, CHUNK(v + i * HEAD, c), acc[c]);               \
+        }                                                                                       \
+        float sums[HEAD];                                                                       \
+        for (int c = 0; c < CHUNKS; c++) _mm256_storeu_ps(sums + 8 * c, acc[c]);                \
+        const float inverse = 1.0f / total;                                                     \
+        for (int i = 0; i < HEAD; i++) out[ORDER(i)] = sums[i] * inverse;                       \
+    }
+
+DEFINE_ATTEND64(attend64_f32, float, chunk_f32, order_f32)
+DEFINE_ATTEND64(attend64_bf16, uint16_t, chunk_bf16, order_bf16)
+#else /* portable: the loops above, compiled for the head size */
+static void attend64_f32(const float *q, const float *k, const float *v, float *out, float *p,
+                         long length, float scale) {
+    attend_f32(q, k, v, out, p, length, 64, scale);
+}
+static void attend64_bf16(const float *q, const uint16_t *k, const uint16_t *v, float *out,
+                          float *p, long length, float scale) {
+    attend_bf16(q, k, v, out, p, length, 64, scale);
+}
+#endif
 
 /* Below this many cached values the work is smaller than waking a second thread costs (on a
  * 2-vCPU VM a sleeping OpenMP thread took ~250 us to join a region): cross-attention over a
@@ -68,31 +166,31 @@ DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
 #define PARALLEL_WORK (1L << 14)
 
 /* Both entry points return 0, 1 if a scores buffer could not be allocated, 2 if dim > 256. */
-#define DEFINE_ENTRY(NAME, T, ATTEND)                                                       \
-    int NAME(const float *q, const T *k, const T *v, float *out, long groups, long length, \
-             long stride, long dim, float scale) {                                          \
-        if (dim > 256) return 2;                                                            \
-        int failed = 0;                                                                     \
-        const int parallel = groups * length * dim >= PARALLEL_WORK;                        \
-        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")    \
-        for (long g = 0; g < groups; g++) {                                                 \
-            float *p = malloc((size_t)length * sizeof(float));                              \
-            if (p == NULL) {                                                                \
-                failed = 1;                                                                 \
-                continue;                                                                   \
-            }                                                                               \
-            const T *kg = k + g * stride, *vg = v + g * stride;                             \
-            if (dim == 64)                                                                  \
-                ATTEND(q + g * dim, kg, vg, out + g * dim, p, length, 64, scale);           \
-            else                                                                            \
-                ATTEND(q + g * dim, kg, vg, out + g * dim, p, length, dim, scale);          \
-            free(p);                                                                        \
-        }                                                                                   \
-        return failed;                                                                      \
+#define DEFINE_ENTRY(NAME, T, ATTEND, ATTEND64)                                                 \
+    int NAME(const float *q, const T *k, const T *v, float *out, long groups, long length,      \
+             long stride, long dim, float scale) {                                              \
+        if (dim > 256) return 2;                                                                \
+        int failed = 0;                                                                         \
+        const int parallel = groups * length * dim >= PARALLEL_WORK;                            \
+        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")        \
+        for (long g = 0; g < groups; g++) {                                                     \
+            float *p = malloc((size_t)length * sizeof(float));                                  \
+            if (p == NULL) {                                                                    \
+                failed = 1;                                                                     \
+                continue;                                                                       \
+            }                                                                                   \
+            const T *kg = k + g * stride, *vg = v + g * stride;                                 \
+            if (dim == 64)                                                                      \
+                ATTEND64(q + g * dim, kg, vg, out + g * dim, p, length, scale);                 \
+            else                                                                                \
+                ATTEND(q + g * dim, kg, vg, out + g * dim, p, length, dim, scale);              \
+            free(p);                                                                            \
+        }                                                                                       \
+        return failed;                                                                          \
     }
 
-DEFINE_ENTRY(decode_attention_f32, float, attend_f32)
-DEFINE_ENTRY(decode_attention_bf16, uint16_t, attend_bf16)
+DEFINE_ENTRY(decode_attention_f32, float, attend_f32, attend64_f32)
+DEFINE_ENTRY(decode_attention_bf16, uint16_t, attend_bf16, attend64_bf16)
 
 /* Self-attention of one decode step for a batch of jobs, with the step's keys and values
  * written into each job's cache first: one call per layer for the whole batch.
@@ -114,52 +212,52 @@ static inline uint16_t store_bf16(float x) {
     return (uint16_t)(bits >> 16);
 }
 
-#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, STORE)                                            \
-    int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,      \
-             const long *steps, const long *rows, long heads, long dim, float scale) {      \
-        if (dim > 256) return 2;                                                            \
-        long groups = 0, work = 0;                                                          \
-        for (long j = 0; j < jobs; j++) {                                                   \
-            groups += rows[j] * heads;                                                      \
-            work += rows[j] * heads * (ts[j] + 1) * dim;                                    \
-        }                                                                                   \
-        /* per (row, head) group: its job, its row of qkv, its index among its job's groups */ \
-        long *plan = malloc((size_t)(groups > 0 ? groups : 1) * 3 * sizeof(long));          \
-        if (plan == NULL) return 1;                                                         \
-        for (long j = 0, g = 0, row = 0; j < jobs; row += rows[j], j++)                     \
-            for (long local = 0; local < rows[j] * heads; local++, g++) {                   \
-                plan[3 * g] = j;                                                            \
-                plan[3 * g + 1] = row + local / heads;                                      \
-                plan[3 * g + 2] = local;                                                    \
-            }                                                                               \
-        int failed = 0;                                                                     \
-        const int parallel = work >= PARALLEL_WORK;                                         \
-        const long width = heads * dim;                                                     \
-        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")    \
-        for (long g = 0; g < groups; g++) {                                                 \
-            const long j = plan[3 * g], row = plan[3 * g + 1], local = plan[3 * g + 2];     \
-            const long h = local % heads, t = ts[j], span = steps[j] * dim;                 \
-            float *p = malloc((size_t)(t + 1) * sizeof(float));                             \
-            if (p == NULL) {                                                                \
-                failed = 1;                                                                 \
-                continue;                                                                   \
-            }                                                                               \
-            const float *q = qkv + row * 3 * width + h * dim;                               \
-            T *k = caches[j] + local * span, *v = k + rows[j] * heads * span;               \
-            for (long d = 0; d < dim; d++) { /* the step's key and value into the cache */ \
-                k[t * dim + d] = STORE(q[width + d]);                                       \
-                v[t * dim + d] = STORE(q[2 * width + d]);                                   \
-            }                                                                               \
-            float *o = out + row * width + h * dim;                                         \
-            if (dim == 64)                                                                  \
-                ATTEND(q, k, v, o, p, t + 1, 64, scale);                                    \
-            else                                                                            \
-                ATTEND(q, k, v, o, p, t + 1, dim, scale);                                   \
-            free(p);                                                                        \
-        }                                                                                   \
-        free(plan);                                                                         \
-        return failed;                                                                      \
+#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE)                                     \
+    int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,         \
+             const long *steps, const long *rows, long heads, long dim, float scale) {          \
+        if (dim > 256) return 2;                                                                \
+        long groups = 0, work = 0;                                                              \
+        for (long j = 0; j < jobs; j++) {                                                       \
+            groups += rows[j] * heads;                                                          \
+            work += rows[j] * heads * (ts[j] + 1) * dim;                                        \
+        }                                                                                       \
+        /* per (row, head) group: its job, its row of qkv, its index among its job's groups */  \
+        long *plan = malloc((size_t)(groups > 0 ? groups : 1) * 3 * sizeof(long));              \
+        if (plan == NULL) return 1;                                                             \
+        for (long j = 0, g = 0, row = 0; j < jobs; row += rows[j], j++)                         \
+            for (long local = 0; local < rows[j] * heads; local++, g++) {                       \
+                plan[3 * g] = j;                                                                \
+                plan[3 * g + 1] = row + local / heads;                                          \
+                plan[3 * g + 2] = local;                                                        \
+            }                                                                                   \
+        int failed = 0;                                                                         \
+        const int parallel = work >= PARALLEL_WORK;                                             \
+        const long width = heads * dim;                                                         \
+        _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")        \
+        for (long g = 0; g < groups; g++) {                                                     \
+            const long j = plan[3 * g], row = plan[3 * g + 1], local = plan[3 * g + 2];         \
+            const long h = local % heads, t = ts[j], span = steps[j] * dim;                     \
+            float *p = malloc((size_t)(t + 1) * sizeof(float));                                 \
+            if (p == NULL) {                                                                    \
+                failed = 1;                                                                     \
+                continue;                                                                       \
+            }                                                                                   \
+            const float *q = qkv + row * 3 * width + h * dim;                                   \
+            T *k = caches[j] + local * span, *v = k + rows[j] * heads * span;                   \
+            for (long d = 0; d < dim; d++) { /* the step's key and value into the cache */      \
+                k[t * dim + d] = STORE(q[width + d]);                                           \
+                v[t * dim + d] = STORE(q[2 * width + d]);                                       \
+            }                                                                                   \
+            float *o = out + row * width + h * dim;                                             \
+            if (dim == 64)                                                                      \
+                ATTEND64(q, k, v, o, p, t + 1, scale);                                          \
+            else                                                                                \
+                ATTEND(q, k, v, o, p, t + 1, dim, scale);                                       \
+            free(p);                                                                            \
+        }                                                                                       \
+        free(plan);                                                                             \
+        return failed;                                                                          \
     }
 
-DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, store_f32)
-DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, store_bf16)
+DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, attend64_f32, store_f32)
+DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, attend64_bf16, store_bf16)

@@ -40,7 +40,7 @@ struct Kernels {
 } kernels;
 
 constexpr int64_t kTile = 4, kChunk = 16;  // csrc/matvec.c's packed int8 layout
-constexpr int64_t kMaxHeadDim = 256;       // the attention kernels keep one head's sums on the stack
+constexpr int64_t kMaxHeadDim = 256;       // the attention kernels keep a head's sums on the stack
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
