@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tunesmith.engine import native
-from tunesmith.engine.kernels import DenseProjection, Int8Projection
+from tunesmith.engine.kernels import (
+    ACTIVATIONS,
+    DenseProjection,
+    FbgemmInt8Projection,
+    Int8Projection,
+)
 from tunesmith.engine.matvec import pack_int8
 
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024)]  # (rows, N, K)
@@ -114,6 +120,43 @@ def test_refuses_what_it_cannot_read() -> None:
         op(x, packed, None)
     with pytest.raises(ValueError, match="contiguous weight"):
         op(x, torch.randn(32, 8).T, None)
+
+
+@pytest.mark.usefixtures("compiled_kernels")
+@pytest.mark.parametrize(("activation", "approximate"), [(1, "none"), (2, "tanh")])
+def test_the_activation_is_applied_to_the_products(activation: int, approximate: str) -> None:
+    x, w = _inputs(3, 1030, 257)
+    x = x * 0.1  # products spread over GELU's curve: -5..5
+    packed, scale = pack_int8(w)
+    for weight, extra in ((w, None), (packed, scale)):
+        plain = torch.ops.tunesmith.matvec(x, weight, extra)
+        fused = torch.ops.tunesmith.matvec(x, weight, extra, activation)
+        assert plain.abs().max() > 3  # both tails of the curve, not only its linear middle
+        # glibc's vector erff / tanhf against torch's: a few float32 roundings of 1 + erf(..)
+        # apart, times x / 2 (on the left tail, where the result is near 0, relatively more)
+        expected = F.gelu(plain, approximate=approximate)
+        torch.testing.assert_close(fused, expected, rtol=4 * U, atol=4 * U * plain.abs().max())
+        alone = torch.ops.tunesmith.matvec(x[1:2], weight, extra, activation)
+        assert torch.equal(alone, fused[1:2])  # rows stay independent
+    with pytest.raises(ValueError, match="unknown activation"):
+        torch.ops.tunesmith.matvec(x, w, None, 3)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_projection_ends_in_its_activation_with_or_without_the_kernel(
+    compiled: bool, request: pytest.FixtureRequest
+) -> None:
+    if compiled:
+        request.getfixturevalue("compiled_kernels")
+    x, w = _inputs(2, 64, 48)
+    plain = DenseProjection(w, 0, compiled=compiled)(x)
+    fused = DenseProjection(w, 0, compiled=compiled, activation=ACTIVATIONS["gelu"])
+    expected = F.gelu(plain)
+    close = {"rtol": 4 * U, "atol": 4 * U * plain.abs().max()}  # as the test above
+    torch.testing.assert_close(fused(x), expected, **close)
+    torch.testing.assert_close(torch.jit.script(fused)(x), expected, **close)
+    fbgemm = FbgemmInt8Projection(w, ACTIVATIONS["gelu_new"])
+    assert torch.equal(fbgemm(x), F.gelu(FbgemmInt8Projection(w)(x), approximate="tanh"))
 
 
 @pytest.mark.usefixtures("compiled_kernels")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from tunesmith.engine import attention, matvec
 from tunesmith.engine.kernels import (
+    ACTIVATIONS,
     HALF_DTYPES,
     DenseProjection,
     FbgemmInt8Projection,
@@ -103,7 +104,6 @@ class _Layer(torch.nn.Module):
         norms: list[torch.Tensor],
         projections: Sequence[torch.nn.Module],
         heads: int,
-        gelu_approx: str,
         compiled_attention: bool,
     ) -> None:
         super().__init__()
@@ -112,10 +112,10 @@ class _Layer(torch.nn.Module):
         self.heads = heads
         self.hidden = int(norms[0].shape[0])
         self.head_dim = self.hidden // heads
-        self.gelu_approx = gelu_approx
         names = ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "ln3_w", "ln3_b")
         for name, norm in zip(names, norms, strict=True):
             self.register_buffer(name, norm, persistent=False)
+        # fc1 ends in the activation (see `tunesmith.engine.kernels.ACTIVATIONS`)
         self.qkv, self.out, self.cross_q, self.cross_out, self.fc1, self.fc2 = projections
 
     def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
@@ -134,7 +134,7 @@ class _Layer(torch.nn.Module):
         else:
             x.index_add_(0, cond, crossed)
         h = F.layer_norm(x, [d], self.ln3_w, self.ln3_b, 1e-5)
-        mlp: torch.Tensor = self.fc2(F.gelu(self.fc1(h), approximate=self.gelu_approx))
+        mlp: torch.Tensor = self.fc2(self.fc1(h))
         return x + mlp
 
     def _self_attention(
@@ -271,9 +271,9 @@ class FastDecoder:
         self.heads = int(config.num_attention_heads)
         self.head_dim = self.hidden // self.heads
         self.audio_channels = int(getattr(config, "audio_channels", 1))
-        if config.activation_function not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+        if config.activation_function not in ACTIVATIONS:
             raise ValueError(f"unsupported activation {config.activation_function!r}")
-        gelu_approx = "none" if config.activation_function == "gelu" else "tanh"
+        activation = ACTIVATIONS[config.activation_function]
         stereo = self.audio_channels == 2
         self.delays = [k // 2 if stereo else k for k in range(self.num_codebooks)]
         self.embed_scale = math.sqrt(self.hidden) if config.scale_embedding else 1.0
@@ -302,16 +302,17 @@ class FastDecoder:
             weights = [qkv, sa.out_proj.weight, ca.q_proj.weight, ca.out_proj.weight]
             weights += [layer.fc1.weight, layer.fc2.weight]
             projections = [
-                projection(w.to(device), precision, linear_rows, compiled) for w in weights
+                projection(w.to(device), precision, linear_rows, compiled) for w in weights[:4]
             ]
+            fc1, fc2 = (w.to(device) for w in weights[4:])
+            projections.append(projection(fc1, precision, linear_rows, compiled, activation))
+            projections.append(projection(fc2, precision, linear_rows, compiled))
             norms = [
                 *norm(layer.self_attn_layer_norm),
                 *norm(layer.encoder_attn_layer_norm),
                 *norm(layer.final_layer_norm),
             ]
-            self.layers.append(
-                _Layer(index, norms, projections, self.heads, gelu_approx, compiled_attention)
-            )
+            self.layers.append(_Layer(index, norms, projections, self.heads, compiled_attention))
             self.cross_kv.append((cast(ca.k_proj.weight), cast(ca.v_proj.weight)))
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":

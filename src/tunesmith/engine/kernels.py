@@ -19,6 +19,9 @@ kernel reads fastest:
   depend on the other rows in its batch; so each row is scaled to a max-abs of 1 and two extra
   input columns fixed at +1 and -1 (against zero weights) pin the range.
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
+
+A projection can end in the decoder's activation (`ACTIVATIONS`): the compiled kernel applies
+it to its products before returning, the others with `F.gelu` after.
 """
 
 import logging
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from tunesmith.engine import matvec
 
 __all__ = [
+    "ACTIVATIONS",
     "PRECISIONS",
     "DenseProjection",
     "FbgemmInt8Projection",
@@ -47,7 +51,18 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "fp16", "bf16")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
 
+# the transformers activation -> its code in csrc/matvec.c (0: none)
+ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2}
 ALWAYS_LINEAR = 1 << 30  # `linear_rows` for devices where `F.linear` is the kernel (CUDA)
+
+
+def _activate(y: torch.Tensor, activation: int) -> torch.Tensor:
+    """`activation` (an `ACTIVATIONS` code) applied with torch, for the uncompiled kernels."""
+    if activation == 1:
+        return F.gelu(y)
+    if activation == 2:
+        return F.gelu(y, approximate="tanh")
+    return y
 
 
 def resolve_precision(precision: str, device: torch.device) -> Precision:
@@ -72,11 +87,14 @@ class DenseProjection(torch.nn.Module):
     compiled: bool  # the compiled kernel (CPU float32), whatever the row count
     linear_rows: int  # otherwise inputs of up to this many rows use `F.linear`, larger ``mm``
 
-    def __init__(self, weight: torch.Tensor, linear_rows: int, compiled: bool = False) -> None:
+    def __init__(
+        self, weight: torch.Tensor, linear_rows: int, compiled: bool = False, activation: int = 0
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", weight.detach().contiguous(), persistent=False)
         self.linear_rows = linear_rows
         self.compiled = compiled
+        self.activation = activation
 
     @property
     def nbytes(self) -> int:
@@ -84,11 +102,11 @@ class DenseProjection(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled:
-            out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, None)
+            out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, None, self.activation)
             return out
         if x.shape[0] <= self.linear_rows:
-            return F.linear(x, self.weight)
-        return torch.mm(self.weight, x.t()).t()
+            return _activate(F.linear(x, self.weight), self.activation)
+        return _activate(torch.mm(self.weight, x.t()).t(), self.activation)
 
 
 class Int8Projection(torch.nn.Module):
@@ -97,19 +115,20 @@ class Int8Projection(torch.nn.Module):
     weight: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, activation: int = 0) -> None:
         super().__init__()
         packed, scale = matvec.pack_int8(weight)
         self.register_buffer("weight", packed, persistent=False)
         self.register_buffer("scale", scale, persistent=False)
         self.weight_count = weight.numel()
+        self.activation = activation
 
     @property
     def nbytes(self) -> int:
         return int(self.weight_count)  # one byte per weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, self.scale)
+        out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, self.scale, self.activation)
         return out
 
 
@@ -119,7 +138,7 @@ class FbgemmInt8Projection(torch.nn.Module):
 
     pins: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, activation: int = 0) -> None:
         super().__init__()
         out_features, in_features = weight.shape
         padded = torch.zeros(out_features, in_features + _PAD)
@@ -129,6 +148,7 @@ class FbgemmInt8Projection(torch.nn.Module):
         pins[0, :2] = torch.tensor([1.0, -1.0])
         self.register_buffer("pins", pins, persistent=False)
         self.weight_count = out_features * in_features
+        self.activation = activation
 
     @property
     def nbytes(self) -> int:
@@ -138,19 +158,26 @@ class FbgemmInt8Projection(torch.nn.Module):
         scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
         rows = torch.cat([x / scale, self.pins.expand(x.shape[0], -1)], dim=1)
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self.packed, True)
-        return out.mul_(scale)
+        return _activate(out.mul_(scale), self.activation)
 
 
 def projection(
-    weight: torch.Tensor, precision: Precision, linear_rows: int, compiled: bool
+    weight: torch.Tensor,
+    precision: Precision,
+    linear_rows: int,
+    compiled: bool,
+    activation: int = 0,
 ) -> DenseProjection | Int8Projection | FbgemmInt8Projection:
-    """The projection module for `weight` at `precision` (its dtype converted as needed);
-    `compiled`: the compiled kernels are available (CPU)."""
+    """The projection module for `weight` at `precision` (its dtype converted as needed),
+    ending in `activation` (an `ACTIVATIONS` code, 0 for none); `compiled`: the compiled kernels
+    are available (CPU)."""
     if precision == "int8":
-        return Int8Projection(weight) if compiled else FbgemmInt8Projection(weight)
+        if compiled:
+            return Int8Projection(weight, activation)
+        return FbgemmInt8Projection(weight, activation)
     if precision in HALF_DTYPES:
-        return DenseProjection(weight.to(HALF_DTYPES[precision]), ALWAYS_LINEAR)
-    return DenseProjection(weight, linear_rows, compiled)
+        return DenseProjection(weight.to(HALF_DTYPES[precision]), ALWAYS_LINEAR, False, activation)
+    return DenseProjection(weight, linear_rows, compiled, activation)
 
 
 def fastest_linear_rows(weights: list[torch.Tensor], rows: int = 2) -> int:

@@ -49,12 +49,12 @@ _ENTRIES: dict[str, list[type]] = {
     "decode_attention_bf16": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 4 + [ctypes.c_float],
     "self_attention_f32": _SELF_ATTENTION,
     "self_attention_bf16": _SELF_ATTENTION,
-    "matvec_f32": [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3,
-    "matvec_i8": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3,
+    "matvec_f32": [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int],
+    "matvec_i8": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int],
 }
 # the operators' schemas: their CPU kernels are csrc/ops.cpp's
 _SCHEMAS = (
-    "matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor",
+    "matvec(Tensor x, Tensor weight, Tensor? scale, int activation=0) -> Tensor",
     "decode_attention(Tensor query, Tensor cache, int length) -> Tensor",
     "self_attention(Tensor qkv, Tensor(a!)[] caches, int[] ts, int layer) -> Tensor",
 )

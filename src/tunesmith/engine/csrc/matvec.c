@@ -1,7 +1,8 @@
 /* Weight-streaming matrix products for tunesmith's decoder step.
  *
  * y (rows, N) = x (rows, K) W^T for a weight W (N, K): float32 in the nn.Linear layout, or int8
- * (prepacked, below) with one float scale per output: y[:, n] = scale[n] * sum_k x[:, k] W[n, k].
+ * (prepacked, below) with one float scale per output: y[:, n] = scale[n] * sum_k x[:, k] W[n, k];
+ * optionally followed by a GELU (`activate`).
  *
  * A decode step multiplies a few rows (two per guided request) by every weight once, so it is
  * bound by reading the weights: torch's mm reads a decoder-sized float32 weight at about half
@@ -164,10 +165,55 @@ static void tile_f32(const float *x, long rows, const float *w, long K, long cou
     }
 }
 
-int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long N) {
-#pragma omp parallel for schedule(static) if (N * K >= PARALLEL_WEIGHTS)
-    for (long n = 0; n < N; n += TILE)
-        tile_f32(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
+/* The activation applied to the products, fused into the call (an elementwise torch op after a
+ * matvec cost 60-100 us for 2 x 4096 values: its code and data come back from memory after the
+ * weights have streamed through the caches). Eight outputs at a time, each eight of a row the
+ * same way whatever the batch (glibc's vector erff / tanhf, from libmvec, and its scalar ones
+ * round differently: a loop over all outputs would give a column one or the other depending on
+ * where its row starts). Codes: tunesmith.engine.kernels.ACTIVATIONS. */
+enum { ACTIVATION_NONE = 0, ACTIVATION_GELU = 1, ACTIVATION_GELU_TANH = 2 };
+
+static inline void activate8(float *v, int activation) {
+    if (activation == ACTIVATION_GELU) {
+#pragma omp simd simdlen(8)
+        for (int i = 0; i < 8; i++) v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * 0.70710678118654752f));
+    } else {
+#pragma omp simd simdlen(8)
+        for (int i = 0; i < 8; i++) {
+            const float x = v[i];
+            v[i] = 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+        }
+    }
+}
+
+/* Within a parallel region: the threads share y's (rows, N) outputs. */
+static void activate(float *y, long rows, long N, int activation) {
+    if (activation == ACTIVATION_NONE) return;
+    const long blocks = (N + 7) / 8;
+#pragma omp for schedule(static)
+    for (long b = 0; b < rows * blocks; b++) {
+        float *v = y + (b / blocks) * N + (b % blocks) * 8;
+        const long count = min_long(8, N - (b % blocks) * 8);
+        if (count == 8) {
+            activate8(v, activation);
+        } else { /* a row's last few, padded to eight */
+            float padded[8] = {0};
+            for (long i = 0; i < count; i++) padded[i] = v[i];
+            activate8(padded, activation);
+            for (long i = 0; i < count; i++) v[i] = padded[i];
+        }
+    }
+}
+
+int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long N,
+               int activation) {
+#pragma omp parallel if (N * K >= PARALLEL_WEIGHTS)
+    {
+#pragma omp for schedule(static)
+        for (long n = 0; n < N; n += TILE)
+            tile_f32(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
+        activate(y, rows, N, activation);
+    }
     return 0;
 }
 
@@ -221,7 +267,7 @@ static void tile_q(const int16_t *xq, const float *xs, long rows, const int8_t *
 }
 
 int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, long rows, long K,
-              long N) {
+              long N, int activation) {
     const long Kp = (K + CHUNK - 1) / CHUNK * CHUNK;
     const size_t bytes = sizeof(vi) * (size_t)((rows + 1) / 2) * 2 * TILE;
     int16_t *xq = malloc(sizeof(int16_t) * rows * Kp);
@@ -242,6 +288,7 @@ int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, lon
                 tile_q(xq, xs, rows, w + n * Kp, Kp, min_long(TILE, N - n), scale + n, y + n, N,
                        acc);
         free(acc);
+        activate(y, rows, N, activation); /* (on a failed call: values nobody reads) */
     }
     free(xq), free(xs);
     return failed;

@@ -22,8 +22,9 @@
 
 namespace {
 
-using MatvecF32 = int (*)(const float *, const float *, float *, long, long, long);
-using MatvecI8 = int (*)(const float *, const int8_t *, const float *, float *, long, long, long);
+using MatvecF32 = int (*)(const float *, const float *, float *, long, long, long, int);
+using MatvecI8 = int (*)(const float *, const int8_t *, const float *, float *, long, long, long,
+                         int);
 using DecodeAttention = int (*)(const float *, const void *, const void *, float *, long, long,
                                 long, long, float);
 using SelfAttention = int (*)(const float *, float *, long, void *const *, const long *,
@@ -40,6 +41,7 @@ struct Kernels {
 } kernels;
 
 constexpr int64_t kTile = 4, kChunk = 16;  // csrc/matvec.c's packed int8 layout
+constexpr int64_t kActivations = 2;       // csrc/matvec.c: none, GELU, GELU (tanh)
 constexpr int64_t kMaxHeadDim = 256;       // the attention kernels keep a head's sums on the stack
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -50,11 +52,14 @@ bool cache_type(const at::Tensor &cache) {
 }
 
 // x (rows, K) float32 times weight (N, K) transposed; weight float32, or int8 packed by
-// tunesmith.engine.matvec.pack_int8 with its (N,) float32 scales.
+// tunesmith.engine.matvec.pack_int8 with its (N,) float32 scales; then the activation
+// (tunesmith.engine.kernels.ACTIVATIONS).
 at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
-                  const std::optional<at::Tensor> &scale) {
+                  const std::optional<at::Tensor> &scale, int64_t activation) {
     TORCH_CHECK(kernels.matvec_f32 != nullptr && x_in.device().is_cpu(),
                 "matvec needs the compiled kernels and CPU tensors");
+    TORCH_CHECK_VALUE(0 <= activation && activation <= kActivations, "unknown activation ",
+                      activation);
     TORCH_CHECK_VALUE(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat,
                       "matvec takes float32 rows (rows, K), not ", x_in.scalar_type(), " ",
                       x_in.sizes());
@@ -66,7 +71,8 @@ at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
                           x.sizes(), ", weight ", weight.sizes());
         at::Tensor y = at::empty({rows, weight.size(0)}, x.options());
         kernels.matvec_f32(x.const_data_ptr<float>(), weight.const_data_ptr<float>(),
-                           y.mutable_data_ptr<float>(), rows, size, weight.size(0));
+                           y.mutable_data_ptr<float>(), rows, size, weight.size(0),
+                           static_cast<int>(activation));
         return y;
     }
     TORCH_CHECK_VALUE(weight.scalar_type() == at::kChar && scale.has_value() &&
@@ -82,7 +88,7 @@ at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
     const int failed =
         kernels.matvec_i8(x.const_data_ptr<float>(), weight.const_data_ptr<int8_t>(),
                           scale->const_data_ptr<float>(), y.mutable_data_ptr<float>(), rows, size,
-                          outputs);
+                          outputs, static_cast<int>(activation));
     TORCH_CHECK(!failed, "matvec could not allocate its rounded rows");
     return y;
 }
