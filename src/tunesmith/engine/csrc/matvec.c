@@ -70,6 +70,34 @@ static void dot_f32(const float *xa, const float *xb, const float *const w[TILE]
     acc[4] = b0, acc[5] = b1, acc[6] = b2, acc[7] = b3;
 }
 
+/* The same for three activation rows (12 accumulators): for a batch, each weight value loaded
+ * from cache serves three rows instead of two (the tile's weight rows are re-read from L2 for
+ * every group of rows, and those reads, not the multiply-adds, bound many rows). */
+static void dot3_f32(const float *const x[3], const float *const w[TILE], long K8, vf *acc) {
+    vf a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    vf b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
+    vf c0 = acc[8], c1 = acc[9], c2 = acc[10], c3 = acc[11];
+    for (long k = 0; k < K8; k += LANES) {
+        vf va = _mm256_loadu_ps(x[0] + k), vb = _mm256_loadu_ps(x[1] + k);
+        vf vc = _mm256_loadu_ps(x[2] + k);
+        vf w0 = _mm256_loadu_ps(w[0] + k);
+        a0 = _mm256_fmadd_ps(va, w0, a0), b0 = _mm256_fmadd_ps(vb, w0, b0);
+        c0 = _mm256_fmadd_ps(vc, w0, c0);
+        vf w1 = _mm256_loadu_ps(w[1] + k);
+        a1 = _mm256_fmadd_ps(va, w1, a1), b1 = _mm256_fmadd_ps(vb, w1, b1);
+        c1 = _mm256_fmadd_ps(vc, w1, c1);
+        vf w2 = _mm256_loadu_ps(w[2] + k);
+        a2 = _mm256_fmadd_ps(va, w2, a2), b2 = _mm256_fmadd_ps(vb, w2, b2);
+        c2 = _mm256_fmadd_ps(vc, w2, c2);
+        vf w3 = _mm256_loadu_ps(w[3] + k);
+        a3 = _mm256_fmadd_ps(va, w3, a3), b3 = _mm256_fmadd_ps(vb, w3, b3);
+        c3 = _mm256_fmadd_ps(vc, w3, c3);
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    acc[4] = b0, acc[5] = b1, acc[6] = b2, acc[7] = b3;
+    acc[8] = c0, acc[9] = c1, acc[10] = c2, acc[11] = c3;
+}
+
 static inline vi load16_i8(const int8_t *p) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
 }
@@ -125,6 +153,13 @@ static void dot_f32(const float *xa, const float *xb, const float *const w[TILE]
             }
 }
 
+static void dot3_f32(const float *const x[3], const float *const w[TILE], long K8, vf *acc) {
+    for (long k = 0; k < K8; k += LANES)
+        for (int j = 0; j < TILE; j++)
+            for (int i = 0; i < LANES; i++)
+                for (int r = 0; r < 3; r++) acc[r * TILE + j].lane[i] += x[r][k + i] * w[j][k + i];
+}
+
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
     for (long k = k0; k < k1; k += CHUNK) {
@@ -138,29 +173,44 @@ static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, lo
 }
 #endif
 
+/* The sums of `stored` rows (`x[i]` each) from their accumulators, with the last K % 8
+ * products, into y. */
+static void store_f32(const float *const x[3], long stored, const float *const w[TILE], long K8,
+                      long K, long count, const vf *acc, float *y, long N) {
+    for (long i = 0; i < stored; i++)
+        for (long j = 0; j < count; j++) {
+            float sum = vf_sum(acc[i * TILE + j]);
+            for (long k = K8; k < K; k++) sum = MULADD(x[i][k], w[j][k], sum);
+            y[i * N + j] = sum;
+        }
+}
+
 /* float32: outputs [n, n + count) (count <= TILE) of every row, y[r * N + j], from the weight
  * rows at `w` (count rows, K apart; a short tile repeats its last row and drops those sums).
- * Each pair of rows runs over the whole of K: cutting K into L1-sized blocks (as int8 does)
- * measured 8-15 % slower here for 2 and for 16 rows (float32 rows stream from L2 fast enough,
- * and each block costs a reload of the accumulators). */
+ * Rows go three at a time (`dot3_f32`) and the rest two at a time (four as two pairs): every
+ * lane of every output accumulates the same products in the same order either way. Each group
+ * of rows runs over the whole of K: cutting K into L1-sized blocks (as int8 does) measured
+ * 8-15 % slower here for 2 and for 16 rows (float32 rows stream from L2 fast enough, and each
+ * block costs a reload of the accumulators). */
 static void tile_f32(const float *x, long rows, const float *w, long K, long count, float *y,
                      long N) {
     const float *wj[TILE];
     for (int j = 0; j < TILE; j++) wj[j] = w + min_long(j, count - 1) * K;
     const long K8 = K / LANES * LANES;
-    for (long r = 0; r < rows; r += 2) {
-        const float *xa = x + r * K, *xb = r + 1 < rows ? xa + K : xa;
-        vf acc[2 * TILE];
-        for (int i = 0; i < 2 * TILE; i++) acc[i] = vf_zero();
-        dot_f32(xa, xb, wj, K8, acc);
-        for (long j = 0; j < count; j++) {
-            float a = vf_sum(acc[j]), b = vf_sum(acc[TILE + j]);
-            for (long k = K8; k < K; k++) {
-                a = MULADD(xa[k], wj[j][k], a);
-                b = MULADD(xb[k], wj[j][k], b);
-            }
-            y[r * N + j] = a;
-            if (r + 1 < rows) y[(r + 1) * N + j] = b;
+    for (long r = 0; r < rows;) {
+        const long left = rows - r;
+        vf acc[3 * TILE];
+        for (int i = 0; i < 3 * TILE; i++) acc[i] = vf_zero();
+        if (left >= 3 && left != 4) {
+            const float *xs[3] = {x + r * K, x + (r + 1) * K, x + (r + 2) * K};
+            dot3_f32(xs, wj, K8, acc);
+            store_f32(xs, 3, wj, K8, K, count, acc, y + r * N, N);
+            r += 3;
+        } else {
+            const float *xs[3] = {x + r * K, left > 1 ? x + (r + 1) * K : x + r * K, NULL};
+            dot_f32(xs[0], xs[1], wj, K8, acc);
+            store_f32(xs, min_long(left, 2), wj, K8, K, count, acc, y + r * N, N);
+            r += 2;
         }
     }
 }
