@@ -21,6 +21,10 @@ def test_bench_compares_with_transformers_and_reports_json(tiny_model_dir: Path)
     assert figures["parity"]["codes_equal"] is True
     assert figures["parity"]["max_abs_diff"] < 1e-4
     assert figures["int8"]["weight_mb"] < figures["fp32"]["weight_mb"] / 3
+    machine = figures["machine"]  # what the figures were measured on, and its read rate
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["memory_read_gbps"] > 0.1
+    assert f"memory read {machine['memory_read_gbps']:.1f} GB/s" in done.stdout
+    assert "weight-read floor" in done.stdout
     assert 0 <= figures["int8"]["vs_teacher"]["top1_agreement"] <= 1
     for precision in ("int8", "fp32"):
         run = figures[f"concurrency_{precision}"]

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tunesmith.benchmark.machine import describe
+
 __all__ = ["main"]
 
 
@@ -35,7 +37,9 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _engine_line(name: str, run: dict[str, Any], reference: dict[str, Any] | None) -> None:
+def _engine_line(
+    name: str, run: dict[str, Any], reference: dict[str, Any] | None, read_gbps: float
+) -> None:
     per_step = run["seconds"] / run["steps"] * 1000
     decode_step = run.get("decode_seconds", run["seconds"]) / run["steps"] * 1000
     rtf = run.get("audio_seconds", 0) / run["seconds"] if run.get("audio_seconds") else None
@@ -50,6 +54,8 @@ def _engine_line(name: str, run: dict[str, Any], reference: dict[str, Any] | Non
     if "rss_after_run_mb" in run:
         text += f", {run['rss_after_run_mb']:.0f} after the run"
     text += f", {run['rss_peak_mb']:.0f} peak"
+    if "weight_mb" in run:  # the weights' bytes at the measured memory read rate
+        text += f"  weight-read floor {run['weight_mb'] / read_gbps:.1f} ms/step"
     _say(text)
 
 
@@ -71,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             _say("building the musicgen-small architecture with random weights ...")
             model = str(save_random_musicgen(out / "musicgen-small-random", preset="small"))
         figures: dict[str, Any] = {"duration": args.duration, "model": args.model or "random"}
+        figures["machine"] = machine = describe()
+        _say(
+            f"machine: {machine['cpu']}, {machine['cores']} CPUs, torch CPU capability "
+            f"{machine['torch_cpu_capability']}, memory read {machine['memory_read_gbps']:.1f} "
+            "GB/s (512 MB, best of 5)"
+        )
+        read = machine["memory_read_gbps"]
         duration = ["--duration", str(args.duration)]
         _say(f"clip {args.duration:g} s, prompt and weights shared by every run; greedy decoding")
 
@@ -78,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_reference:
             reference = _worker("reference", model, out, *duration)
             figures["reference"] = reference
-            _engine_line("transformers fp32", reference, None)
+            _engine_line("transformers fp32", reference, None, read)
         fp32 = _worker("engine", model, out, *duration, "--precision", "fp32")
         figures["fp32"] = fp32
-        _engine_line("tunesmith fp32", fp32, reference)
+        _engine_line("tunesmith fp32", fp32, reference, read)
         if reference is not None:
             import torch
 
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         int8 = _worker("engine", model, out, *duration, "--precision", "int8", "--teacher", "fp32")
         figures["int8"] = int8
-        _engine_line("tunesmith int8", int8, reference)
+        _engine_line("tunesmith int8", int8, reference, read)
         drift = int8["vs_teacher"]
         _say(
             f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
