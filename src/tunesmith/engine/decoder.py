@@ -86,27 +86,11 @@ class _Batch(NamedTuple):
     cond: torch.Tensor
 
 
-def _compiled_weight(projection: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """A compiled-kernel projection's weight and scale, as ``tunesmith::decoder_layer`` takes
-    them (an empty scale marks a float32 weight)."""
-    if isinstance(projection, Int8Projection):
-        return projection.weight, projection.scale
-    if isinstance(projection, DenseProjection) and projection.compiled:
-        return projection.weight, torch.empty(0)
-    raise TypeError(f"{type(projection).__name__} does not run on the compiled kernels")
-
-
 class _Layer(torch.nn.Module):
     """One decoder layer's step for a batch of jobs (TorchScript-able: see `FastDecoder`).
 
-    ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `_Batch`). With
-    `fused`, the whole step is one operator, ``tunesmith::decoder_layer`` (``csrc/ops.cpp``):
-    the same computation, without the ~20 small torch ops around the kernels, each of which
-    found its code and data evicted by the weights streamed since its last call."""
+    ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `_Batch`)."""
 
-    weights: list[torch.Tensor]
-    scales: list[torch.Tensor]
-    norms: list[torch.Tensor]
     ln1_w: torch.Tensor
     ln1_b: torch.Tensor
     ln2_w: torch.Tensor
@@ -121,12 +105,10 @@ class _Layer(torch.nn.Module):
         projections: Sequence[torch.nn.Module],
         heads: int,
         compiled_attention: bool,
-        fused: bool = False,
     ) -> None:
         super().__init__()
         self.index = index
         self.compiled_attention = compiled_attention  # the kernels of `attention`
-        self.fused = fused
         self.heads = heads
         self.hidden = int(norms[0].shape[0])
         self.head_dim = self.hidden // heads
@@ -135,30 +117,9 @@ class _Layer(torch.nn.Module):
             self.register_buffer(name, norm, persistent=False)
         # fc1 ends in the activation (see `tunesmith.engine.kernels.ACTIVATIONS`)
         self.qkv, self.out, self.cross_q, self.cross_out, self.fc1, self.fc2 = projections
-        # the fused operator's view of the same tensors (no copies)
-        views = [_compiled_weight(p) for p in projections] if fused else []
-        self.weights = [weight for weight, _ in views]
-        self.scales = [scale for _, scale in views]
-        self.norms = list(norms) if fused else []
-        self.activation = int(getattr(self.fc1, "activation", 0))
 
     def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
         caches, ts, rows, cross, stacked, cond = batch
-        if self.fused:
-            fused: torch.Tensor = torch.ops.tunesmith.decoder_layer(
-                x,
-                self.weights,
-                self.scales,
-                self.norms,
-                caches,
-                ts,
-                cross,
-                stacked,
-                cond,
-                self.index,
-                self.activation,
-            )
-            return fused
         d = self.hidden
         h = F.layer_norm(x, [d], self.ln1_w, self.ln1_b, 1e-5)
         x = x + self.out(self._self_attention(self.qkv(h), caches, ts, rows))
@@ -288,11 +249,7 @@ class DecodeJob:
 class FastDecoder:
     """The decoder of a loaded `MusicgenForConditionalGeneration`, ready to step in batches."""
 
-    def __init__(
-        self, model: Any, precision: Precision, device: torch.device, fuse_layers: bool = True
-    ) -> None:
-        """`fuse_layers`: run each layer as one operator where the compiled kernels are
-        available (`_Layer`); False keeps the TorchScript layers (for comparison)."""
+    def __init__(self, model: Any, precision: Precision, device: torch.device) -> None:
         decoder = model.decoder.model.decoder
         config = model.decoder.config
         self.model = model
@@ -330,7 +287,6 @@ class FastDecoder:
         self.embeddings = torch.stack([cast(e.weight) for e in decoder.embed_tokens])  # (K,V+1,D)
         self.positions = cast(decoder.embed_positions.weights)
         compiled = device.type == "cpu" and matvec.available()  # the projections' kernel
-        fused = fuse_layers and compiled and compiled_attention and precision in ("fp32", "int8")
         linear_rows = 0  # fp32 without the compiled kernel: timed on a few of the model's weights
         if precision == "fp32" and not compiled:
             sample = [layer.fc1.weight.to(device) for layer in decoder.layers[:4]]
@@ -356,9 +312,7 @@ class FastDecoder:
                 *norm(layer.encoder_attn_layer_norm),
                 *norm(layer.final_layer_norm),
             ]
-            self.layers.append(
-                _Layer(index, norms, projections, self.heads, compiled_attention, fused)
-            )
+            self.layers.append(_Layer(index, norms, projections, self.heads, compiled_attention))
             self.cross_kv.append((cast(ca.k_proj.weight), cast(ca.v_proj.weight)))
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":

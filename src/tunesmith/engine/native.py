@@ -57,9 +57,6 @@ _SCHEMAS = (
     "matvec(Tensor x, Tensor weight, Tensor? scale, int activation=0) -> Tensor",
     "decode_attention(Tensor query, Tensor cache, int length) -> Tensor",
     "self_attention(Tensor qkv, Tensor(a!)[] caches, int[] ts, int layer) -> Tensor",
-    "decoder_layer(Tensor x, Tensor[] weights, Tensor[] scales, Tensor[] norms,"
-    " Tensor(a!)[] caches, int[] ts, Tensor[] cross, Tensor? stacked, Tensor cond, int layer,"
-    " int activation) -> Tensor",
 )
 _definitions = torch.library.Library("tunesmith", "DEF")  # type: ignore[no-untyped-call]
 for _schema in _SCHEMAS:

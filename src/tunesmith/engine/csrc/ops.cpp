@@ -172,101 +172,6 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
     return out;
 }
 
-// Layer norm (eps 1e-5) of x's rows `index[0..count)` (rows 0..count without an index) into a
-// new (count, D) tensor; mean and variance summed in double.
-at::Tensor layer_norm_rows(const at::Tensor &x, const int64_t *index, int64_t count,
-                           const at::Tensor &weight, const at::Tensor &bias) {
-    const int64_t d = x.size(1);
-    at::Tensor y = at::empty({count, d}, x.options());
-    const float *xs = x.const_data_ptr<float>(), *w = weight.const_data_ptr<float>(),
-                *b = bias.const_data_ptr<float>();
-    float *ys = y.mutable_data_ptr<float>();
-    for (int64_t i = 0; i < count; i++) {
-        const float *row = xs + (index != nullptr ? index[i] : i) * d;
-        float *out = ys + i * d;
-        double sum = 0.0;
-        for (int64_t k = 0; k < d; k++) sum += row[k];
-        const double mean = sum / static_cast<double>(d);
-        double squares = 0.0;
-        for (int64_t k = 0; k < d; k++) squares += (row[k] - mean) * (row[k] - mean);
-        const float centre = static_cast<float>(mean);
-        const float inverse =
-            static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(d) + 1e-5));
-        for (int64_t k = 0; k < d; k++) out[k] = (row[k] - centre) * inverse * w[k] + b[k];
-    }
-    return y;
-}
-
-// One decoder layer's step for a batch of jobs, all of it here: see tunesmith.engine.decoder
-// (`_Layer`, whose TorchScript forward computes the same where this operator is unavailable).
-// weights: self-attention q/k/v and out, cross-attention q and out, fc1 and fc2 (float32, or
-// int8 packed with its scales; an empty scale marks a float32 weight); norms: weight and bias
-// of the three layer norms; caches, ts: as self_attention; cross: each job's prompt keys/values
-// (layers, 2, 1, H, S, hd), or `stacked` (layers, 2, J, H, S, hd) for all jobs at once; cond:
-// each job's conditional row. fc1 ends in `activation`.
-at::Tensor decoder_layer(const at::Tensor &x_in, at::TensorList weights, at::TensorList scales,
-                         at::TensorList norms, at::TensorList caches, c10::IntArrayRef ts,
-                         at::TensorList cross, const std::optional<at::Tensor> &stacked,
-                         const at::Tensor &cond, int64_t layer, int64_t activation) {
-    TORCH_CHECK_VALUE(weights.size() == 6 && scales.size() == 6 && norms.size() == 6,
-                      "decoder_layer takes 6 weights, 6 scales and 6 norms");
-    TORCH_CHECK_VALUE(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat,
-                      "decoder_layer takes float32 rows (R, D), not ", x_in.scalar_type(), " ",
-                      x_in.sizes());
-    const at::Tensor x0 = x_in.contiguous();
-    const int64_t rows = x0.size(0), d = x0.size(1);
-    for (const at::Tensor &norm : norms)
-        TORCH_CHECK_VALUE(norm.scalar_type() == at::kFloat && norm.dim() == 1 &&
-                              norm.size(0) == d && norm.is_contiguous(),
-                          "bad layer norm parameter ", norm.scalar_type(), " ", norm.sizes());
-    const int64_t jobs = static_cast<int64_t>(caches.size());
-    TORCH_CHECK_VALUE(cond.scalar_type() == at::kLong && cond.dim() == 1 &&
-                          cond.size(0) == jobs && cond.is_contiguous(),
-                      "cond must hold one row index per job");
-    TORCH_CHECK_VALUE(stacked.has_value() || static_cast<int64_t>(cross.size()) == jobs,
-                      "cross must hold one prompt per job");
-    const int64_t *conditional = cond.const_data_ptr<int64_t>();
-    for (int64_t j = 0; j < jobs; j++)
-        TORCH_CHECK_VALUE(0 <= conditional[j] && conditional[j] < rows, "cond row ",
-                          conditional[j], " is not among ", rows, " rows");
-    auto project = [&](const at::Tensor &in, size_t i, int64_t act) {
-        if (scales[i].numel() == 0) return matvec(in, weights[i], std::nullopt, act);
-        return matvec(in, weights[i], scales[i], act);
-    };
-
-    at::Tensor h = layer_norm_rows(x0, nullptr, rows, norms[0], norms[1]);
-    at::Tensor x = project(self_attention(project(h, 0, 0), caches, ts, layer), 1, 0);
-    float *xs = x.mutable_data_ptr<float>();
-    const float *residual = x0.const_data_ptr<float>();
-    for (int64_t i = 0; i < rows * d; i++) xs[i] = residual[i] + xs[i];
-
-    // the conditional rows attend to the prompt; the unconditional ones to an all-masked
-    // prompt, which adds exactly zero
-    at::Tensor q = project(layer_norm_rows(x, conditional, jobs, norms[2], norms[3]), 2, 0);
-    const int64_t heads = caches[0].size(3), dim = caches[0].size(5);
-    at::Tensor attended;
-    if (stacked.has_value()) {
-        const at::Tensor kv = stacked->select(0, layer);
-        attended = decode_attention(q.view({jobs, heads, dim}), kv, kv.size(3));
-    } else {
-        attended = at::empty({jobs, heads, dim}, q.options());
-        for (int64_t j = 0; j < jobs; j++) {
-            const at::Tensor kv = cross[j].select(0, layer);
-            attended[j].copy_(decode_attention(q[j].view({1, heads, dim}), kv, kv.size(3))[0]);
-        }
-    }
-    at::Tensor crossed = project(attended.view({jobs, d}), 3, 0);
-    const float *cs = crossed.const_data_ptr<float>();
-    for (int64_t j = 0; j < jobs; j++)
-        for (int64_t k = 0; k < d; k++) xs[conditional[j] * d + k] += cs[j * d + k];
-
-    h = layer_norm_rows(x, nullptr, rows, norms[4], norms[5]);
-    const at::Tensor mlp = project(project(h, 4, activation), 5, 0);
-    const float *ms = mlp.const_data_ptr<float>();
-    for (int64_t i = 0; i < rows * d; i++) xs[i] = xs[i] + ms[i];
-    return x;
-}
-
 }  // namespace
 
 // Binds the kernels of a loaded csrc/*.c library (their addresses in the order of `Kernels`),
@@ -288,5 +193,4 @@ TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {
     m.impl("matvec", TORCH_FN(matvec));
     m.impl("decode_attention", TORCH_FN(decode_attention));
     m.impl("self_attention", TORCH_FN(self_attention));
-    m.impl("decoder_layer", TORCH_FN(decoder_layer));
 }
