@@ -10,7 +10,7 @@ flags; one already there is used without a compiler (the container image builds 
   ``tunesmith::self_attention``, ``csrc/ops.cpp``, compiled with the C++ compiler (``$CXX``,
   else ``c++``) against torch's headers and loaded into torch once per process. The TorchScript
   decoder step calls them directly: an operator implemented in Python cost ~20 us a call (and
-  the GIL) where these take ~2 us, over ~190 calls a step. The kernels are bound to them by
+  the GIL) where these take ~4 us, over ~190 calls a step. The kernels are bound to them by
   address, so a rebuilt kernel library (a portable build) can be bound in its place.
 
 The operators' schemas are defined here at import, so the decoder scripts whether or not the

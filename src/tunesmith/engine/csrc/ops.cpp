@@ -4,7 +4,7 @@
 // The operators' schemas are defined from Python (tunesmith.engine.native), so TorchScript can
 // script the decoder whether or not this library builds; this file registers their CPU kernels.
 // A torch operator implemented in Python costs ~20 us per call (and takes the GIL), and a decode
-// step makes ~190 such calls; these take ~2 us. The kernels themselves live in a separate C
+// step makes ~190 such calls; these take ~4 us. The kernels themselves live in a separate C
 // library that tunesmith.engine.native loads with ctypes and binds here with
 // `tunesmith_bind_kernels`: that library can be rebuilt and rebound within a process (a
 // portable build, say), while torch operators can be registered only once.
