@@ -26,6 +26,17 @@ static inline float from_bf16(uint16_t x) {
     return value;
 }
 
+/* p[t] = exp(p[t] - top) over the scores (vectorized: libmvec's expf); returns their sum. */
+static inline float exponentiate(float *restrict p, long length, float top) {
+    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+    for (long t = 0; t < length; t++) {
+        p[t] = expf(p[t] - top);
+        total += p[t];
+    }
+    return total;
+}
+
 #define DEFINE_ATTEND(NAME, T, LOAD)                                                            \
     static inline __attribute__((always_inline)) void NAME(                                     \
         const float *restrict q, const T *restrict k, const T *restrict v,                      \
@@ -39,11 +50,7 @@ static inline float from_bf16(uint16_t x) {
             p[t] = dot * scale;                                                                 \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
-        float total = 0.0f;                                                                     \
-        _Pragma("omp simd reduction(+ : total)") for (long t = 0; t < length; t++) {            \
-            p[t] = expf(p[t] - top);                                                            \
-            total += p[t];                                                                      \
-        }                                                                                       \
+        const float total = exponentiate(p, length, top);                                      \
         float acc[256];                                                                         \
         for (long d = 0; d < dim; d++) acc[d] = 0.0f;                                           \
         for (long t = 0; t < length; t++) {                                                     \
@@ -126,11 +133,7 @@ static inline int order_bf16(int i) {
             p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));                                            \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
-        float total = 0.0f;                                                                     \
-        _Pragma("omp simd reduction(+ : total)") for (long i = 0; i < length; i++) {            \
-            p[i] = expf(p[i] - top);                                                            \
-            total += p[i];                                                                      \
-        }                                                                                       \
+        const float total = exponentiate(p, length, top);                                      \
         __m256 acc[CHUNKS];                                                                     \
         for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();                          \
         for (long i = 0; i < length; i++) {                                                     \
