@@ -108,8 +108,9 @@ static inline vi load16_i8(const int8_t *p) {
 #define MADD(acc, x, w) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
 /* vpdpwssd (AVX-512 VNNI): the pairs' products added to the accumulator in one instruction,
  * the same integers. A batch's int8 rows are compute-bound: over the decoder's weights on a Xeon
- * with VNNI, 16 rows took 74-96 ms against 79-119; 2 rows, bound by memory, the same. Chosen
- * when the CPU has it (`block_q`), so one build serves CPUs with and without. */
+ * with VNNI, 16 rows took 68 ms against 86 (min of 6, interleaved; medians 84 and 102); 2 rows,
+ * bound by memory, the same. Chosen when the CPU has it (`block_q`), so one build serves CPUs
+ * with and without. */
 #define MADD_VNNI(acc, x, w) acc = _mm256_dpwssd_epi32(acc, x, w)
 
 /* The same for int16 rows against a packed int8 tile, over k in [k0, k1) (vpmaddwd: 16 weights
