@@ -70,7 +70,7 @@ DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
  * 16-row batch's float32 cache to ~14 GB/s and a bfloat16 one to ~7 (compute-bound). Here four
  * keys' dot products are reduced together (one horizontal tree per four keys), the values'
  * sums stay in eight registers, and bfloat16 is widened sixteen values per two unpacks: a key's
- * 64 values are held in a fixed lane order (`ORDER_BF16`), the query permuted to match and the
+ * 64 values are held in a fixed lane order (`order_bf16`), the query permuted to match and the
  * output permuted back. */
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -82,7 +82,7 @@ DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
 static inline __m256 chunk_f32(const float *row, int c) { return _mm256_loadu_ps(row + 8 * c); }
 
 /* chunk c of a bfloat16 row: 16 values per load, unpacked into the top halves of float32 lanes
- * (their low halves zero: the exact float32), in the order ORDER_BF16 gives */
+ * (their low halves zero: the exact float32), in the order order_bf16 gives */
 static inline __m256 chunk_bf16(const uint16_t *row, int c) {
     const __m256i raw = _mm256_loadu_si256((const __m256i *)(row + 16 * (c / 2)));
     const __m256i zero = _mm256_setzero_si256();
