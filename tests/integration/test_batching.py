@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from tunesmith.engine import GenerationParams, MusicGenEngine
+from tunesmith.errors import ModelNotReady
 
 
 def engine(
@@ -113,3 +116,81 @@ def test_a_new_batch_never_reuses_the_last_batchs_prompts(tiny_model_dir: Path) 
     batched_engine.close()
     for params, alone, together in zip(second, expected, got, strict=True):
         assert torch.equal(alone, together), params
+
+
+def _native_threads() -> set[int]:
+    """This process's OS threads that are not Python threads (OpenMP's workers among them)."""
+    python = {thread.native_id for thread in threading.enumerate()}
+    return {int(tid) for tid in os.listdir("/proc/self/task")} - python
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads through /proc")
+def test_callers_threads_run_none_of_the_engines_parallel_work(tiny_model_dir: Path) -> None:
+    # Each thread that runs a parallel operator keeps an OpenMP team of its own, and libgomp
+    # slows every team down once their threads outnumber the CPUs: all of the engine's work,
+    # prompt encoding and audio decoding included, has to run on its one compute thread.
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs on one thread here: no OpenMP teams to count")
+    e = engine(tiny_model_dir, precision="int8")
+    e.generate(GenerationParams("warm up", 1.0, seed=0))
+    before = _native_threads()
+    done, release = threading.Barrier(4), threading.Event()
+
+    def caller(i: int) -> None:
+        e.generate(GenerationParams(f"caller {i}", 1.0, seed=i))
+        done.wait(60)
+        release.wait(60)  # alive, with whatever team it started, while threads are counted
+
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(3)]
+    for thread in callers:
+        thread.start()
+    done.wait(120)
+    started = _native_threads() - before
+    release.set()
+    for thread in callers:
+        thread.join()
+    e.close()
+    assert started == set()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads through /proc")
+def test_loading_leaves_no_parallel_team_behind_in_the_callers_thread(
+    tiny_model_dir: Path,
+) -> None:
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs on one thread here: no OpenMP teams to count")
+    before = _native_threads()
+    loaded, release = threading.Event(), threading.Event()
+    engines: list[MusicGenEngine] = []
+
+    def load() -> None:  # a caller that stays alive after loading, as a server's main thread
+        engines.append(engine(tiny_model_dir, precision="int8"))
+        loaded.set()
+        release.wait(60)
+
+    caller = threading.Thread(target=load)
+    caller.start()
+    assert loaded.wait(120)
+    deadline = time.monotonic() + 5  # the loading thread's team ends a moment after it
+    while (started := _native_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
+    caller.join()
+    engines[0].close()
+    assert started == set()
+
+
+def test_work_handed_to_the_compute_thread_returns_or_raises_in_the_caller(
+    tiny_model_dir: Path,
+) -> None:
+    e = engine(tiny_model_dir, window=0)
+    assert e.scheduler.call(lambda: threading.current_thread().name) == "tunesmith-decode"
+    with pytest.raises(ZeroDivisionError):
+        e.scheduler.call(lambda: 1 // 0)
+    track = e.generate(GenerationParams("still serving", 0.5, seed=1))  # the error hurt nothing
+    assert track.samples.shape == (16000, 1)
+    e.close()
+    with pytest.raises(ModelNotReady):
+        e.scheduler.call(lambda: None)
+    with pytest.raises(ModelNotReady):
+        e.generate(GenerationParams("after close", 0.5, seed=1))

@@ -19,14 +19,18 @@ one pass.
 Two more things: weight normalisation is folded into the weights once (as loaded, every
 convolution recomputes its weight on every call), and one chunk runs at a time: decodes at
 once, on two cores, had their threads contend (4 x 10 s: 13.2 s one after another, 15.8 s
-together). Concurrent decodes take turns chunk by chunk, so a short track's audio does not
-wait for the whole of a long one's.
+together). Each piece of the work goes through a `run` function: the engine passes its
+compute thread's (`BatchScheduler.call`), so concurrent decodes take turns chunk by chunk with
+each other and with the decode steps, and a short track's audio does not wait for the whole
+of a long one's.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,6 +39,13 @@ from torch.nn.utils import parametrize
 __all__ = ["AudioDecoder", "context_frames"]
 
 CHUNK_FRAMES = 50  # 1 s of musicgen audio: intermediate tensors of ~8 MB, inside the L3 cache
+
+Runner = Callable[[Callable[[], torch.Tensor]], torch.Tensor]
+"""Runs a piece of decoding work and returns its result (on the engine's compute thread)."""
+
+
+def _here(work: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return work()
 
 
 def _reach(module: Any, before: int) -> int | None:
@@ -104,25 +115,47 @@ class AudioDecoder:
             self.context = context_frames(self._stack, self.hop)
         self._lock = threading.Lock()
 
-    @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """The audio of one channel's codes: ``(K, frames)`` long -> ``(1, frames * hop)``."""
+    def decode(self, codes: torch.Tensor, run: Runner = _here) -> torch.Tensor:
+        """The audio of one channel's codes: ``(K, frames)`` long -> ``(1, frames * hop)``.
+
+        `run` runs each piece: the head, then every chunk, then their joining."""
         if self.context is None:  # transformers' own pass
-            with self._lock:
-                decoded = self.model.decode(codes[None, None], audio_scales=[None])
-            audio: torch.Tensor = decoded.audio_values[0]
-            return audio
+            return run(partial(self._whole, codes))
+        hidden = run(partial(self._head_pass, codes))
+        frames = hidden.shape[-1]
+        chunks = [
+            run(partial(self._chunk, hidden, start))
+            for start in range(0, frames, self.chunk_frames)
+        ]
+        return run(partial(self._join, chunks))
+
+    @torch.inference_mode()
+    def _join(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(chunks, dim=-1)[0]
+
+    @torch.inference_mode()
+    def _whole(self, codes: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            hidden = self.model.quantizer.decode(codes[:, None])  # (1, D, frames)
+            decoded = self.model.decode(codes[None, None], audio_scales=[None])
+        audio: torch.Tensor = decoded.audio_values[0]
+        return audio
+
+    @torch.inference_mode()
+    def _head_pass(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codebook lookup, first convolution and LSTM over the whole track: ``(1, D, frames)``."""
+        with self._lock:
+            hidden: torch.Tensor = self.model.quantizer.decode(codes[:, None])
             for layer in self._head:
                 hidden = layer(hidden)
-        frames = hidden.shape[-1]
-        chunks = []
-        for start in range(0, frames, self.chunk_frames):
-            first = max(0, start - self.context)
-            with self._lock:  # per chunk: a short track's decode need not wait for a long one
-                out = hidden[..., first : start + self.chunk_frames]
-                for layer in self._stack:
-                    out = layer(out)
-            chunks.append(out[..., (start - first) * self.hop :])
-        return torch.cat(chunks, dim=-1)[0]
+        return hidden
+
+    @torch.inference_mode()
+    def _chunk(self, hidden: torch.Tensor, start: int) -> torch.Tensor:
+        """The audio of frames ``start:start + chunk_frames``, decoded with their context."""
+        assert self.context is not None
+        first = max(0, start - self.context)
+        with self._lock:  # per chunk: a short track's decode need not wait for a long one
+            out = hidden[..., first : start + self.chunk_frames]
+            for layer in self._stack:
+                out = layer(out)
+        return out[..., (start - first) * self.hop :]

@@ -1,9 +1,11 @@
 """The in-process MusicGen engine: a lifecycle (`setup` loads once) and a `generate` call.
 
-`generate` is thread-safe and blocking: the calling thread tokenizes and encodes the prompt,
-hands the job to the batch scheduler (which steps every in-flight request together in one
-decode thread, `tunesmith.engine.scheduler`), then decodes the finished codes to audio with
-EnCodec. Concurrent callers therefore share decode steps.
+`generate` is thread-safe and blocking: the calling thread tokenizes the prompt and hands the
+request to the batch scheduler (`tunesmith.engine.scheduler`), whose one thread encodes the
+prompt, steps every in-flight request together, and decodes finished codes to audio with
+EnCodec a chunk at a time between steps. Concurrent callers therefore share decode steps, and
+no other thread runs the engine's parallel compute (which matters to OpenMP: see the
+scheduler). Loading runs in a thread of its own that ends with it, for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -110,7 +113,7 @@ class MusicGenEngine:
         if self._scheduler is not None:
             return
         try:
-            self._setup()
+            _in_passing_thread(self._setup)
         except TunesmithError as exc:
             self.load_error = exc.message
             raise
@@ -200,14 +203,16 @@ class MusicGenEngine:
     def start_job(self, params: GenerationParams) -> DecodeJob:
         """Encode the prompt and prepare a request's decoding state (not yet scheduled)."""
         inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
+        start = partial(
+            self.decoder.start,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            self.frames_for(params.duration),
+            params.sampling,
+            params.seed,
+        )
         try:
-            return self.decoder.start(
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                self.frames_for(params.duration),
-                params.sampling,
-                params.seed,
-            )
+            return self.scheduler.call(start)
         except RuntimeError as exc:  # e.g. out of memory allocating the cache
             raise GenerationFailed(f"could not start generation: {exc}") from None
 
@@ -225,15 +230,17 @@ class MusicGenEngine:
 
         loaded = self.loaded
         wanted = round(duration * loaded.sample_rate)
-        assert self._audio is not None
+        audio, call = self._audio, self.scheduler.call
+        assert audio is not None
         try:
             # a stereo model interleaves left and right codebooks
             stereo = loaded.audio_channels == 2
             halves = [codes[0::2], codes[1::2]] if stereo else [codes]
-            outputs = [self._audio.decode(part) for part in halves]
+            outputs = [audio.decode(part, call) for part in halves]
+            joined = call(lambda: torch.cat(outputs).float().cpu())
         except RuntimeError as exc:
             raise GenerationFailed(f"audio decoding failed: {exc}") from None
-        samples = torch.cat(outputs).float().cpu().numpy()  # (channels, samples)
+        samples = joined.numpy()  # (channels, samples)
         if samples.shape[-1] < wanted:
             raise GenerationFailed(
                 f"the model produced {samples.shape[-1]} samples, {wanted} were needed"
@@ -243,6 +250,26 @@ class MusicGenEngine:
     def generate(self, params: GenerationParams, progress: ProgressCallback | None = None) -> Track:
         """Generate exactly ``params.duration`` seconds of audio; same seed, same audio."""
         return self.decode_audio(self.generate_codes(params, progress), params.duration)
+
+
+def _in_passing_thread(work: Callable[[], None]) -> None:
+    """`work()` in a new thread that ends with it (raising its error here).
+
+    The OpenMP team a thread starts lives as long as the thread; loading's must not outlive it.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised again in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="tunesmith-load")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _return_freed_memory() -> None:
