@@ -56,21 +56,36 @@ def test_kernel_refuses_what_it_cannot_read() -> None:
         torch.ops.tunesmith.decode_attention(torch.zeros(1, 1, 512), big, 3)
 
 
+def _int8_rows(values: torch.Tensor) -> torch.Tensor:
+    """`values` ``(..., hd)`` as an int8 cache stores them (`attention.int8_rows` inverts it):
+    rounded to nearest against their row's largest magnitude, that scale's bytes after them."""
+    top = values.abs().amax(dim=-1, keepdim=True)
+    inverse = torch.where(top > 0, 127.0 / top, torch.zeros_like(top))
+    rounded = torch.round((values * inverse).clamp(-127, 127)).to(torch.int8)
+    scale = (top / 127.0).contiguous().view(torch.int8)  # its 4 bytes
+    return torch.cat([rounded, scale], dim=-1)
+
+
 def _self_attention_case(
     jobs: list[tuple[int, int]], dim: int, dtype: torch.dtype, seed: int
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
     """qkv rows and caches ``(3 layers, 2, rows, 4 heads, T, dim)`` for jobs (rows, position);
-    positions past each job's are NaN, so reading one would show."""
+    positions past each job's are NaN (an int8 row's scale), so reading one would show."""
     generator = torch.Generator().manual_seed(seed)
     caches, ts = [], []
     for rows, t in jobs:
         cache = torch.randn(3, 2, rows, 4, t + 9, dim, generator=generator) * 3
         cache[:, :, :, :, t:] = float("nan")
-        caches.append(cache.to(dtype))
+        caches.append(_int8_rows(cache) if dtype == torch.int8 else cache.to(dtype))
         ts.append(t)
     total = sum(rows for rows, _ in jobs)
     qkv = torch.randn(total, 3 * 4 * dim, generator=generator) * 3
     return qkv, caches, ts
+
+
+def _values(cache: torch.Tensor) -> torch.Tensor:
+    """The float32 values a float32, bfloat16 or int8 cache holds."""
+    return attention.int8_rows(cache) if cache.dtype == torch.int8 else cache.float()
 
 
 def _expected_self_attention(
@@ -81,11 +96,12 @@ def _expected_self_attention(
     outputs, written = [], []
     row = 0
     for cache, t in zip(caches, ts, strict=True):
-        rows, heads, dim = cache.shape[2], cache.shape[3], cache.shape[5]
+        rows, heads = cache.shape[2], cache.shape[3]
+        dim = qkv.shape[1] // (3 * heads)
         cache = cache.clone()
         kv = qkv[row : row + rows, heads * dim :].view(rows, 2, heads, dim).transpose(0, 1)
-        cache[layer, :, :, :, t] = kv.to(cache.dtype)
-        exact = cache[layer, :, :, :, : t + 1].float()
+        cache[layer, :, :, :, t] = _int8_rows(kv) if cache.dtype == torch.int8 else kv
+        exact = _values(cache[layer, :, :, :, : t + 1])
         query = qkv[row : row + rows, : heads * dim].view(rows, heads, 1, dim)
         out = F.scaled_dot_product_attention(query, exact[0], exact[1])
         outputs.append(out.reshape(rows, heads * dim))
@@ -95,7 +111,7 @@ def _expected_self_attention(
 
 
 @pytest.mark.usefixtures("compiled_kernels")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize(
     ("jobs", "dim"),
     [([(2, 0)], 64), ([(1, 6)], 16), ([(2, 130), (1, 3), (2, 40)], 64), ([(2, 513)], 40)],
@@ -110,8 +126,14 @@ def test_self_attention_writes_the_step_and_matches_torch(
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=5e-5)
     for cache, want in zip(caches, written, strict=True):
         # the step's keys/values land at their position, rounded as torch rounds (bfloat16:
-        # to nearest even); other layers and positions are untouched (NaN compared equal)
-        assert torch.equal(cache.float().nan_to_num(7.0), want.float().nan_to_num(7.0))
+        # to nearest even; int8: to nearest, against a scale equal up to its last bit); other
+        # layers and positions are untouched (NaN compared equal)
+        got, expected_values = _values(cache).nan_to_num(7.0), _values(want).nan_to_num(7.0)
+        if cache.dtype == torch.int8:
+            assert torch.equal(cache[..., :-4], want[..., :-4])
+            torch.testing.assert_close(got, expected_values, rtol=2e-7, atol=0)
+        else:
+            assert torch.equal(got, expected_values)
 
 
 @pytest.mark.usefixtures("compiled_kernels")
@@ -145,11 +167,15 @@ def test_self_attention_refuses_what_it_cannot_read() -> None:
         call(qkv[:, :-3].contiguous(), caches, ts, 0)
     with pytest.raises(ValueError, match="positions"):
         call(qkv, caches, [5, 5], 0)
-    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or int8"):
         call(qkv, [caches[0].half()], ts, 0)
+    with pytest.raises(ValueError, match="columns"):  # int8 rows: 16 values, then 4 bytes
+        call(qkv, [caches[0].to(torch.int8)], ts, 0)
     with pytest.raises(ValueError, match="head size"):
         big = torch.zeros(1, 2, 1, 1, 4, 512)
         call(torch.zeros(1, 3 * 512), [big], [0], 0)
+    with pytest.raises(ValueError, match="head size"):
+        call(torch.zeros(1, 0), [torch.zeros(1, 2, 1, 1, 4, 4, dtype=torch.int8)], [0], 0)
 
 
 def test_without_the_kernel_the_decoder_still_matches_transformers(

@@ -9,8 +9,10 @@ decoder step calls it through two torch operators (``csrc/ops.cpp``):
   a batch of jobs, writing the step's keys/values, in one call per layer. ``qkv`` ``(R, 3D)``
   float32 holds every job's rows in job order, each row its query, key and value. Job j's cache
   ``caches[j]`` is ``(layers, 2, rows, H, T, hd)``, contiguous, float32 or bfloat16 (all jobs
-  alike): its rows' keys and values go to position ``ts[j]`` of layer `layer`, then each row
-  attends over positions ``0..ts[j]``. Returns ``(R, D)`` float32.
+  alike), or int8 ``(layers, 2, rows, H, T, hd + SCALE_BYTES)``: each key or value rounded to
+  int8 against its largest magnitude, followed by its float32 scale's bytes (`int8_rows`
+  decodes them). The rows' keys and values go to position ``ts[j]`` of layer `layer`, then
+  each row attends over positions ``0..ts[j]``. Returns ``(R, D)`` float32.
 - ``tunesmith::decode_attention(query, cache, length)``: ``query`` ``(rows, H, hd)`` attends
   over ``cache[0/1, :, :, :length]`` (keys/values of a contiguous ``(2, rows, H, T, hd)``
   float32 or bfloat16 cache: the prompt's); returns float32 ``(rows, H, hd)``.
@@ -21,11 +23,22 @@ kernels are unavailable, `available` is False and the decoder uses
 late in a long track).
 """
 
+import torch
+
 from tunesmith.engine import native
 
-__all__ = ["available"]
+__all__ = ["SCALE_BYTES", "available", "int8_rows"]
+
+SCALE_BYTES = 4  # an int8 cache row ends in its float32 scale (csrc/decode_attention.c)
 
 
 def available() -> bool:
     """Whether the compiled kernel can be used (compiling it on the first call)."""
     return native.available()
+
+
+def int8_rows(cache: torch.Tensor) -> torch.Tensor:
+    """The float32 values an int8 cache ``(..., hd + SCALE_BYTES)`` holds: ``(..., hd)``."""
+    values = cache[..., :-SCALE_BYTES].float()
+    scales = cache[..., -SCALE_BYTES:].contiguous().view(torch.float32)  # (..., 1)
+    return values * scales

@@ -257,12 +257,15 @@ class FastDecoder:
         self.precision = precision
         self.dtype = HALF_DTYPES.get(precision, torch.float32)
         # Late in a long track the self-attention cache is read as many bytes per step as the
-        # int8 weights: int8 (already approximate) keeps it in bfloat16 to halve that, where
-        # something reads bfloat16 fast (the compiled kernel, or a CPU with AVX-512 BF16; on
-        # plain AVX2 torch's bfloat16 attention is 2x slower than its float32)
+        # int8 weights: int8 (already approximate) keeps it in int8 rows with a scale each
+        # where the compiled kernel reads them (68 bytes a 64-value row against 256 in
+        # float32), else in bfloat16 where something reads that fast (a CPU with AVX-512 BF16;
+        # on plain AVX2 torch's bfloat16 attention is 2x slower than its float32)
         compiled_attention = device.type == "cpu" and attention.available()
         self.cache_dtype = self.dtype
-        if precision == "int8" and (compiled_attention or _fast_bfloat16()):
+        if precision == "int8" and compiled_attention:
+            self.cache_dtype = torch.int8
+        elif precision == "int8" and _fast_bfloat16():
             self.cache_dtype = torch.bfloat16
         self.num_codebooks = int(config.num_codebooks)
         self.vocab_size = int(config.vocab_size)
@@ -367,8 +370,9 @@ class FastDecoder:
         )  # (layers, 2, 1, H, S, hd)
         steps = self.steps_for(frames)
         rows = 2 if sampling.guided else 1
+        row = self.head_dim + (attention.SCALE_BYTES if self.cache_dtype == torch.int8 else 0)
         cache = torch.zeros(
-            (len(self.layers), 2, rows, self.heads, steps + 1, self.head_dim),
+            (len(self.layers), 2, rows, self.heads, steps + 1, row),
             dtype=self.cache_dtype,
             device=self.device,
         )

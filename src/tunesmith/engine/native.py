@@ -51,6 +51,7 @@ _ENTRIES: dict[str, list[type]] = {
     "self_attention_bf16": _SELF_ATTENTION,
     "matvec_f32": [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int],
     "matvec_i8": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int],
+    "self_attention_i8": _SELF_ATTENTION,
 }
 # the operators' schemas: their CPU kernels are csrc/ops.cpp's
 _SCHEMAS = (

@@ -3,7 +3,8 @@
  * For each of `groups` (row, head) pairs: scores = K q * scale over the first `length`
  * cached positions, softmax, out = sum_t p_t V_t. K and V are `length` rows of `dim` values,
  * `stride` values apart from one group to the next, float32 or bfloat16 (read as the top half
- * of a float32). One pass over K and one over V, reading each cached value once: decoding is
+ * of a float32); the self-attention cache can also be int8 (`ROW_I8`). One pass over K and one
+ * over V, reading each cached value once: decoding is
  * bound by that read, and torch's general attention kernel reads a one-query cache at about
  * half the memory bandwidth (and computes bfloat16 slowly on CPUs without AVX-512 BF16).
  *
@@ -64,6 +65,45 @@ static inline float exponentiate(float *restrict p, long length, float top) {
 
 DEFINE_ATTEND(attend_f32, float, from_f32)
 DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
+
+/* An int8 cache row: a key's or value's `dim` values rounded to int8 against their largest
+ * magnitude, then that row's float32 scale (value = scale x int8), unaligned, in its last 4
+ * bytes. 68 bytes for MusicGen's 64 values against 128 in bfloat16: late in a long track the
+ * cache is the larger part of what a step reads. */
+#define SCALE_BYTES 4
+#define ROW_I8(dim) ((dim) + SCALE_BYTES)
+
+static inline float row_scale(const int8_t *row, long dim) {
+    float scale;
+    memcpy(&scale, row + dim, sizeof scale);
+    return scale;
+}
+
+static void attend_i8(const float *restrict q, const int8_t *restrict k,
+                      const int8_t *restrict v, float *restrict out, float *restrict p,
+                      long length, const long dim, float scale) {
+    const long row = ROW_I8(dim);
+    float top = -FLT_MAX;
+    for (long t = 0; t < length; t++) {
+        const int8_t *restrict kt = k + t * row;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (long d = 0; d < dim; d++) dot += q[d] * (float)kt[d];
+        p[t] = dot * row_scale(kt, dim) * scale;
+        top = p[t] > top ? p[t] : top;
+    }
+    const float total = exponentiate(p, length, top);
+    float acc[256];
+    for (long d = 0; d < dim; d++) acc[d] = 0.0f;
+    for (long t = 0; t < length; t++) {
+        const int8_t *restrict vt = v + t * row;
+        const float weight = p[t] * row_scale(vt, dim);
+#pragma omp simd
+        for (long d = 0; d < dim; d++) acc[d] += weight * (float)vt[d];
+    }
+    const float inverse = 1.0f / total;
+    for (long d = 0; d < dim; d++) out[d] = acc[d] * inverse;
+}
 
 /* The head size of every MusicGen checkpoint (64), vectorized by hand for AVX2: the loops above
  * reduce each key's dot product across lanes on its own and reload their sums, which held a
@@ -149,6 +189,66 @@ static inline int order_bf16(int i) {
 
 DEFINE_ATTEND64(attend64_f32, float, chunk_f32, order_f32)
 DEFINE_ATTEND64(attend64_bf16, uint16_t, chunk_bf16, order_bf16)
+
+/* chunk c of an int8 row, widened to float32 in order */
+static inline __m256 chunk_i8(const int8_t *row, int c) {
+    const __m128i raw = _mm_loadl_epi64((const __m128i *)(row + 8 * c));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+}
+
+/* The int8 cache, 64 values a row: as DEFINE_ATTEND64, with each key's four-key score vector
+ * and each value's weight multiplied by their rows' scales. */
+static void attend64_i8(const float *restrict q, const int8_t *restrict k,
+                        const int8_t *restrict v, float *restrict out, float *restrict p,
+                        long length, float scale) {
+    const long row = ROW_I8(HEAD);
+    __m256 qc[CHUNKS];
+    for (int c = 0; c < CHUNKS; c++) qc[c] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * c),
+                                                           _mm256_set1_ps(scale));
+    __m128 top4 = _mm_set1_ps(-FLT_MAX);
+    long t = 0;
+    for (; t + 4 <= length; t += 4) {
+        const int8_t *kt = k + t * row;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < CHUNKS; c++) {
+            a0 = _mm256_fmadd_ps(qc[c], chunk_i8(kt, c), a0);
+            a1 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + row, c), a1);
+            a2 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + 2 * row, c), a2);
+            a3 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + 3 * row, c), a3);
+        }
+        const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+        const __m128 dots =
+            _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+        const __m128 scales =
+            _mm_setr_ps(row_scale(kt, HEAD), row_scale(kt + row, HEAD),
+                        row_scale(kt + 2 * row, HEAD), row_scale(kt + 3 * row, HEAD));
+        const __m128 scores = _mm_mul_ps(dots, scales);
+        _mm_storeu_ps(p + t, scores);
+        top4 = _mm_max_ps(top4, scores);
+    }
+    float top4s[4];
+    _mm_storeu_ps(top4s, top4);
+    float top = fmaxf(fmaxf(top4s[0], top4s[1]), fmaxf(top4s[2], top4s[3]));
+    for (; t < length; t++) {
+        const int8_t *kt = k + t * row;
+        __m256 a = _mm256_setzero_ps();
+        for (int c = 0; c < CHUNKS; c++) a = _mm256_fmadd_ps(qc[c], chunk_i8(kt, c), a);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_hadd_ps(h, h);
+        p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h)) * row_scale(kt, HEAD);
+        top = p[t] > top ? p[t] : top;
+    }
+    const float total = exponentiate(p, length, top);
+    __m256 acc[CHUNKS];
+    for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();
+    for (long i = 0; i < length; i++) {
+        const int8_t *vi = v + i * row;
+        const __m256 weight = _mm256_set1_ps(p[i] * row_scale(vi, HEAD));
+        for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_fmadd_ps(weight, chunk_i8(vi, c), acc[c]);
+    }
+    const __m256 inverse = _mm256_set1_ps(1.0f / total);
+    for (int c = 0; c < CHUNKS; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inverse));
+}
 #else /* portable: the loops above, compiled for the head size */
 static void attend64_f32(const float *q, const float *k, const float *v, float *out, float *p,
                          long length, float scale) {
@@ -157,6 +257,10 @@ static void attend64_f32(const float *q, const float *k, const float *v, float *
 static void attend64_bf16(const float *q, const uint16_t *k, const uint16_t *v, float *out,
                           float *p, long length, float scale) {
     attend_bf16(q, k, v, out, p, length, 64, scale);
+}
+static void attend64_i8(const float *q, const int8_t *k, const int8_t *v, float *out, float *p,
+                        long length, float scale) {
+    attend_i8(q, k, v, out, p, length, 64, scale);
 }
 #endif
 
@@ -203,8 +307,9 @@ DEFINE_ENTRY(decode_attention_bf16, uint16_t, attend_bf16, attend64_bf16)
  * T, dim) then values of the same shape, T = steps[j]. The step's keys and values go to
  * position ts[j]; each (row, head) then attends over positions 0..ts[j] and writes its `dim`
  * outputs to `out` (rows, heads * dim). bfloat16 caches store keys and values rounded to
- * nearest even, as torch's conversion does, and attend over the stored values. Returns 0, 1
- * if a scores buffer could not be allocated, 2 if dim > 256. */
+ * nearest even, as torch's conversion does, int8 caches as `ROW_I8` says (T is then
+ * ROW_I8(dim) bytes a position); each attends over the stored values. Returns 0, 1 if a scores
+ * buffer could not be allocated, 2 if dim > 256. */
 static inline float store_f32(float x) { return x; }
 
 static inline uint16_t store_bf16(float x) {
@@ -215,7 +320,29 @@ static inline uint16_t store_bf16(float x) {
     return (uint16_t)(bits >> 16);
 }
 
-#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE)                                     \
+#define DEFINE_STORE_ROW(NAME, T, STORE)                                                       \
+    static inline void NAME(const float *restrict x, T *restrict row, long dim) {             \
+        for (long d = 0; d < dim; d++) row[d] = STORE(x[d]);                                   \
+    }
+
+DEFINE_STORE_ROW(store_row_f32, float, store_f32)
+DEFINE_STORE_ROW(store_row_bf16, uint16_t, store_bf16)
+
+/* to int8 against the row's largest magnitude, rounded to nearest, the scale after them */
+static inline void store_row_i8(const float *restrict x, int8_t *restrict row, long dim) {
+    float top = 0.0f;
+    for (long d = 0; d < dim; d++) top = fmaxf(top, fabsf(x[d]));
+    const float scale = top / 127.0f, inverse = top > 0.0f ? 127.0f / top : 0.0f;
+    for (long d = 0; d < dim; d++) {
+        const float scaled = fminf(fmaxf(x[d] * inverse, -127.0f), 127.0f);
+        row[d] = (int8_t)lrintf(scaled);
+    }
+    memcpy(row + dim, &scale, sizeof scale);
+}
+
+static inline long row_plain(long dim) { return dim; }
+
+#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE_ROW, ROW)                           \
     int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,         \
              const long *steps, const long *rows, long heads, long dim, float scale) {          \
         if (dim > 256) return 2;                                                                \
@@ -239,7 +366,8 @@ static inline uint16_t store_bf16(float x) {
         _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")        \
         for (long g = 0; g < groups; g++) {                                                     \
             const long j = plan[3 * g], row = plan[3 * g + 1], local = plan[3 * g + 2];         \
-            const long h = local % heads, t = ts[j], span = steps[j] * dim;                     \
+            const long h = local % heads, t = ts[j], row_size = ROW(dim);                       \
+            const long span = steps[j] * row_size;                                              \
             float *p = malloc((size_t)(t + 1) * sizeof(float));                                 \
             if (p == NULL) {                                                                    \
                 failed = 1;                                                                     \
@@ -247,10 +375,8 @@ static inline uint16_t store_bf16(float x) {
             }                                                                                   \
             const float *q = qkv + row * 3 * width + h * dim;                                   \
             T *k = caches[j] + local * span, *v = k + rows[j] * heads * span;                   \
-            for (long d = 0; d < dim; d++) { /* the step's key and value into the cache */      \
-                k[t * dim + d] = STORE(q[width + d]);                                           \
-                v[t * dim + d] = STORE(q[2 * width + d]);                                       \
-            }                                                                                   \
+            STORE_ROW(q + width, k + t * row_size, dim); /* the step's key and value */        \
+            STORE_ROW(q + 2 * width, v + t * row_size, dim);                                    \
             float *o = out + row * width + h * dim;                                             \
             if (dim == 64)                                                                      \
                 ATTEND64(q, k, v, o, p, t + 1, scale);                                          \
@@ -262,5 +388,7 @@ static inline uint16_t store_bf16(float x) {
         return failed;                                                                          \
     }
 
-DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, attend64_f32, store_f32)
-DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, attend64_bf16, store_bf16)
+DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, attend64_f32, store_row_f32, row_plain)
+DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, attend64_bf16, store_row_bf16,
+                  row_plain)
+DEFINE_SELF_ENTRY(self_attention_i8, int8_t, attend_i8, attend64_i8, store_row_i8, ROW_I8)

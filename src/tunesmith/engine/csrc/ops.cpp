@@ -38,11 +38,13 @@ struct Kernels {
     SelfAttention self_attention_bf16 = nullptr;
     MatvecF32 matvec_f32 = nullptr;
     MatvecI8 matvec_i8 = nullptr;
+    SelfAttention self_attention_i8 = nullptr;
 } kernels;
 
 constexpr int64_t kTile = 4, kChunk = 16;  // csrc/matvec.c's packed int8 layout
 constexpr int64_t kActivations = 2;       // csrc/matvec.c: none, GELU, GELU (tanh)
 constexpr int64_t kMaxHeadDim = 256;       // the attention kernels keep a head's sums on the stack
+constexpr int64_t kScaleBytes = 4;         // an int8 cache row ends in its float32 scale
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -124,8 +126,8 @@ at::Tensor decode_attention(const at::Tensor &query_in, const at::Tensor &cache,
 at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::IntArrayRef ts,
                           int64_t layer) {
     TORCH_CHECK(kernels.self_attention_f32 != nullptr && !caches.empty() &&
-                    cache_type(caches[0]),
-                "self_attention needs the compiled kernel and float32 or bfloat16 caches");
+                    (cache_type(caches[0]) || caches[0].scalar_type() == at::kChar),
+                "self_attention needs the compiled kernel and float32, bfloat16 or int8 caches");
     TORCH_CHECK_VALUE(qkv.scalar_type() == at::kFloat && qkv.dim() == 2 && qkv.is_contiguous(),
                       "qkv must be contiguous float32 (R, 3D), not ", qkv.scalar_type(), " ",
                       qkv.sizes());
@@ -135,10 +137,11 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
     TORCH_CHECK_VALUE(first.dim() == 6, "bad cache ", first.scalar_type(), " ", first.sizes(),
                       " for layer ", layer, ", position ", ts[0]);
     const auto dtype = first.scalar_type();
-    const int64_t heads = first.size(3), dim = first.size(5);
+    const int64_t row = first.size(5), dim = dtype == at::kChar ? row - kScaleBytes : row;
+    const int64_t heads = first.size(3);
     TORCH_CHECK_VALUE(qkv.size(1) == 3 * heads * dim, "qkv has ", qkv.size(1),
                       " columns, not 3 x ", heads, " heads x ", dim);
-    TORCH_CHECK_VALUE(dim <= kMaxHeadDim, "head size ", dim, " is above ", kMaxHeadDim);
+    TORCH_CHECK_VALUE(0 < dim && dim <= kMaxHeadDim, "head size ", dim, " is not in 1..", kMaxHeadDim);
     const size_t count = caches.size();
     std::vector<void *> pointers(count);
     std::vector<long> positions(count), steps(count), rows(count);
@@ -148,7 +151,7 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
         TORCH_CHECK_VALUE(cache.dim() == 6 && cache.scalar_type() == dtype &&
                               cache.is_contiguous() && cache.device().is_cpu() &&
                               cache.size(1) == 2 && cache.size(3) == heads &&
-                              cache.size(5) == dim && 0 <= layer && layer < cache.size(0) &&
+                              cache.size(5) == row && 0 <= layer && layer < cache.size(0) &&
                               0 <= ts[j] && ts[j] < cache.size(4),
                           "bad cache ", cache.scalar_type(), " ", cache.sizes(), " for layer ",
                           layer, ", position ", ts[j]);
@@ -162,8 +165,9 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
     TORCH_CHECK_VALUE(total == qkv.size(0), "the caches hold ", total, " rows, qkv ",
                       qkv.size(0));
     at::Tensor out = at::empty({qkv.size(0), heads * dim}, qkv.options());
-    const auto kernel =
-        dtype == at::kFloat ? kernels.self_attention_f32 : kernels.self_attention_bf16;
+    const auto kernel = dtype == at::kFloat      ? kernels.self_attention_f32
+                        : dtype == at::kBFloat16 ? kernels.self_attention_bf16
+                                                 : kernels.self_attention_i8;
     const int failed = kernel(qkv.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
                               static_cast<long>(count), pointers.data(), positions.data(),
                               steps.data(), rows.data(), heads, dim,
@@ -185,6 +189,7 @@ extern "C" void tunesmith_bind_kernels(void *const *entries) {
         bound.self_attention_bf16 = reinterpret_cast<SelfAttention>(entries[3]);
         bound.matvec_f32 = reinterpret_cast<MatvecF32>(entries[4]);
         bound.matvec_i8 = reinterpret_cast<MatvecI8>(entries[5]);
+        bound.self_attention_i8 = reinterpret_cast<SelfAttention>(entries[6]);
     }
     kernels = bound;
 }
