@@ -137,12 +137,51 @@ static inline vi load16_i8(const int8_t *p) {
 DEFINE_BLOCK_Q(block_q_madd, MADD, )
 DEFINE_BLOCK_Q(block_q_vnni, MADD_VNNI, __attribute__((target("avx512f,avx512vl,avx512vnni"))))
 
+/* The same with 512-bit vpdpwssd (AVX-512 VNNI and BW): each register holds two weight rows'
+ * 16 values (one 32-byte load of the packed chunk, widened), against a row's 16 activations in
+ * both halves, so a chunk takes half the multiply-add instructions. Stored, the accumulators
+ * are the 256-bit loop's (a's rows 0-3, then b's), and the integer sums are the same. On the
+ * Xeon, over the decoder's weights: 16 rows 75.5 ms against 86.6, 6 rows 31.8 against 36.5,
+ * 2 rows (bound by memory) 19.5 against 19.7 (min of 6, interleaved). Widening each block of
+ * weights once for all the rows and taking rows four at a time was tried as well: 5 % faster
+ * for 16 rows, 10-15 % slower for 4 and 6, not kept. */
+#define TARGET_ZMM __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+TARGET_ZMM static void block_q_zmm(const int16_t *xa, const int16_t *xb, const int8_t *tile,
+                                   long k0, long k1, vi *acc) {
+    __m512i a01 = _mm512_loadu_si512(acc), a23 = _mm512_loadu_si512(acc + 2);
+    __m512i b01 = _mm512_loadu_si512(acc + 4), b23 = _mm512_loadu_si512(acc + 6);
+    for (long k = k0; k < k1; k += CHUNK) {
+        const int8_t *w = tile + k * TILE;
+        _mm_prefetch((const char *)(w + PREFETCH_I8), _MM_HINT_T0);
+        const __m512i va = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xa + k)));
+        const __m512i vb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xb + k)));
+        const __m512i w01 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
+        const __m512i w23 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 2 * CHUNK)));
+        a01 = _mm512_dpwssd_epi32(a01, va, w01), a23 = _mm512_dpwssd_epi32(a23, va, w23);
+        b01 = _mm512_dpwssd_epi32(b01, vb, w01), b23 = _mm512_dpwssd_epi32(b23, vb, w23);
+    }
+    _mm512_storeu_si512(acc, a01), _mm512_storeu_si512(acc + 2, a23);
+    _mm512_storeu_si512(acc + 4, b01), _mm512_storeu_si512(acc + 6, b23);
+}
+
+typedef void (*block_fn)(const int16_t *, const int16_t *, const int8_t *, long, long, vi *);
+
+/* the fastest of the three this CPU runs (its answer never changes: a benign race) */
+static block_fn block_q_kernel(void) {
+    static block_fn chosen = NULL;
+    if (chosen == NULL) {
+        const int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+        chosen = vnni && __builtin_cpu_supports("avx512bw") ? block_q_zmm
+                 : vnni                                     ? block_q_vnni
+                                                            : block_q_madd;
+    }
+    return chosen;
+}
+
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
-    static int vnni = -1; /* the CPU's answer never changes: a benign race */
-    if (vnni < 0)
-        vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
-    (vnni ? block_q_vnni : block_q_madd)(xa, xb, tile, k0, k1, acc);
+    block_q_kernel()(xa, xb, tile, k0, k1, acc);
 }
 #else /* portable: the same lanes in plain C (built with -ffp-contract=off: rows round alike) */
 typedef struct {
