@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 __all__ = ["AudioDecoder", "context_frames"]
@@ -85,6 +86,39 @@ def _reach_through(layers: Any, before: int) -> int | None:
     return reach
 
 
+class _PolyphaseTranspose(torch.nn.Module):
+    """A causal EnCodec transposed convolution (trimmed on the right, as
+    `EncodecConvTranspose1d` does with ``trim_right_ratio`` 1) as one matrix product.
+
+    With stride s, output sample ``q * s + r`` is taps ``r, r + s, ...`` of the weight against
+    inputs ``q, q - 1, ...``: the s phases are a plain convolution with ``ceil(k / s)`` taps,
+    computed as an mm of the phases' weights by the input's shifted copies, then interleaved.
+    The same sums in another order: float rounding apart (~1e-6 relative), the same output.
+    musicgen-small's four, for a 1 s chunk on the Xeon: 47 ms against 76 for torch's
+    transposed convolutions (min of 7 each; ~0.8 s per 30 s of audio)."""
+
+    def __init__(self, module: Any) -> None:
+        super().__init__()
+        conv = module.conv
+        weight = conv.weight.detach()  # (in, out, k), weight norm already folded
+        inputs, outputs, kernel = weight.shape
+        stride = int(conv.stride[0])
+        self.stride, self.outputs, self.taps = stride, outputs, -(-kernel // stride)
+        padded = F.pad(weight, (0, self.taps * stride - kernel))
+        phases = padded.view(inputs, outputs, self.taps, stride).permute(3, 1, 2, 0).flip(2)
+        # weight[(r, o), (m, i)]: input channel i at shift m (m = taps - 1: the current input)
+        self.register_buffer("weight", phases.reshape(stride * outputs, -1).contiguous())
+        self.register_buffer("bias", conv.bias.detach().repeat(stride)[:, None])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        length = hidden.shape[-1]
+        padded = F.pad(hidden[0], (self.taps - 1, 0))
+        shifted = torch.cat([padded[:, m : m + length] for m in range(self.taps)])
+        phases = torch.addmm(self.bias, self.weight, shifted)  # (s * out, length)
+        out = phases.view(self.stride, self.outputs, length).permute(1, 2, 0)
+        return out.reshape(1, self.outputs, length * self.stride)
+
+
 def context_frames(layers: list[Any], hop: int) -> int | None:
     """Frames of context a chunk of `layers` (the stack after the LSTM) needs before it, so
     that its kept output is exact; None when the stack cannot be run in chunks."""
@@ -96,7 +130,10 @@ class AudioDecoder:
     """Decodes ``(K, frames)`` codes to ``(1, samples)`` audio with a loaded EnCodec model."""
 
     def __init__(self, audio_encoder: Any, chunk_frames: int = CHUNK_FRAMES) -> None:
-        from transformers.models.encodec.modeling_encodec import EncodecLSTM
+        from transformers.models.encodec.modeling_encodec import (
+            EncodecConvTranspose1d,
+            EncodecLSTM,
+        )
 
         for module in audio_encoder.modules():
             if parametrize.is_parametrized(module, "weight"):  # the same weights, computed once
@@ -113,6 +150,11 @@ class AudioDecoder:
         if len(lstm) == 1 and config.chunk_length is None:
             self._head, self._stack = layers[: lstm[0] + 1], layers[lstm[0] + 1 :]
             self.context = context_frames(self._stack, self.hop)
+        if self.context is not None:  # every transposed convolution is causal and trimmed
+            self._stack = [
+                _PolyphaseTranspose(layer) if isinstance(layer, EncodecConvTranspose1d) else layer
+                for layer in self._stack
+            ]
         self._lock = threading.Lock()
 
     def decode(self, codes: torch.Tensor, run: Runner = _here) -> torch.Tensor:
