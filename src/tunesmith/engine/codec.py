@@ -97,6 +97,9 @@ class _PolyphaseTranspose(torch.nn.Module):
     musicgen-small's four, for a 1 s chunk on the Xeon: 47 ms against 76 for torch's
     transposed convolutions (min of 7 each; ~0.8 s per 30 s of audio)."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, module: Any) -> None:
         super().__init__()
         conv = module.conv
