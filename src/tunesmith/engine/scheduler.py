@@ -158,7 +158,8 @@ class BatchScheduler:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            if self._tasks and len(self._pending) < self.max_batch:
+            window_left = time.monotonic() < self._deadline
+            if self._tasks and len(self._pending) < self.max_batch and window_left:
                 return not self._closed  # the window goes on after the task
         self._deadline = None
         while self._pending and len(self._active) < self.max_batch:
