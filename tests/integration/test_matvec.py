@@ -198,3 +198,27 @@ def test_the_portable_build_computes_the_same(
     for weight, got, extra in ((w, portable_f32, None), (packed, portable_i8, scale)):
         alone = torch.cat([torch.ops.tunesmith.matvec(row[None], weight, extra) for row in x])
         assert torch.equal(alone, got)  # rows independent in this build too
+
+
+@pytest.mark.usefixtures("compiled_kernels")
+def test_every_int8_path_this_cpu_runs_gives_the_same_sums() -> None:
+    # vpmaddwd, 256-bit and 512-bit vpdpwssd: the kernel picks the fastest the CPU has, and
+    # each sums the same integers, so a request's result does not depend on the CPU's features
+    library = native.library()
+    assert library is not None
+    x, w = _inputs(16, 1027, 1030)
+    packed, scale = pack_int8(w)
+    results = {}
+    try:
+        for variant in (0, 1, 2):
+            if library.matvec_i8_variant(variant) == 0:
+                results[variant] = [
+                    torch.ops.tunesmith.matvec(x[:rows], packed, scale) for rows in (2, 3, 16)
+                ]
+    finally:
+        assert library.matvec_i8_variant(-1) == 0
+    assert 0 in results  # every AVX2 or portable build runs vpmaddwd's integers
+    assert library.matvec_i8_variant(3) == 1
+    for got in results.values():
+        for ours, base in zip(got, results[0], strict=True):
+            assert torch.equal(ours, base)

@@ -167,16 +167,32 @@ TARGET_ZMM static void block_q_zmm(const int16_t *xa, const int16_t *xb, const i
 
 typedef void (*block_fn)(const int16_t *, const int16_t *, const int8_t *, long, long, vi *);
 
+static block_fn chosen_block = NULL; /* NULL: not chosen yet */
+
+static int can_run_block(int variant) {
+    const int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    return variant == 0 || (variant == 1 && vnni) ||
+           (variant == 2 && vnni && __builtin_cpu_supports("avx512bw"));
+}
+
 /* the fastest of the three this CPU runs (its answer never changes: a benign race) */
 static block_fn block_q_kernel(void) {
-    static block_fn chosen = NULL;
-    if (chosen == NULL) {
-        const int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
-        chosen = vnni && __builtin_cpu_supports("avx512bw") ? block_q_zmm
-                 : vnni                                     ? block_q_vnni
-                                                            : block_q_madd;
+    if (chosen_block == NULL)
+        chosen_block = can_run_block(2) ? block_q_zmm : can_run_block(1) ? block_q_vnni
+                                                                          : block_q_madd;
+    return chosen_block;
+}
+
+/* For tests: int8 products through `variant` (0: vpmaddwd, 1: 256-bit vpdpwssd, 2: 512-bit),
+ * or -1 for this CPU's fastest again. Returns 0, or 1 where this CPU cannot run the variant. */
+int matvec_i8_variant(int variant) {
+    if (variant == -1) {
+        chosen_block = NULL;
+        return 0;
     }
-    return chosen;
+    if (variant < 0 || variant > 2 || !can_run_block(variant)) return 1;
+    chosen_block = variant == 2 ? block_q_zmm : variant == 1 ? block_q_vnni : block_q_madd;
+    return 0;
 }
 
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
@@ -220,6 +236,9 @@ static void dot3_f32(const float *const x[3], const float *const w[TILE], long K
             for (int i = 0; i < LANES; i++)
                 for (int r = 0; r < 3; r++) acc[r * TILE + j].lane[i] += x[r][k + i] * w[j][k + i];
 }
+
+/* For tests: the portable build has one way to compute int8 products (variant 0). */
+int matvec_i8_variant(int variant) { return variant == -1 || variant == 0 ? 0 : 1; }
 
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
