@@ -38,33 +38,36 @@ static inline float exponentiate(float *restrict p, long length, float top) {
     return total;
 }
 
-#define DEFINE_ATTEND(NAME, T, LOAD)                                                            \
+/* Cache rows: `ROW(dim)` values apart, each scaled by `ROW_SCALE(row, dim)` (int8, below; 1 for
+ * float32 and bfloat16, whose rows are their values). */
+#define ROW_PLAIN(dim) (dim)
+#define NO_SCALE(row, dim) 1.0f
+
+#define DEFINE_ATTEND(NAME, T, LOAD, ROW, ROW_SCALE)                                            \
     static inline __attribute__((always_inline)) void NAME(                                     \
         const float *restrict q, const T *restrict k, const T *restrict v,                      \
         float *restrict out, float *restrict p, long length, const long dim, float scale) {     \
+        const long row = ROW(dim);                                                              \
         float top = -FLT_MAX;                                                                   \
         for (long t = 0; t < length; t++) {                                                     \
-            const T *restrict kt = k + t * dim;                                                 \
+            const T *restrict kt = k + t * row;                                                 \
             float dot = 0.0f;                                                                   \
             _Pragma("omp simd reduction(+ : dot)") for (long d = 0; d < dim; d++) dot +=        \
                 q[d] * LOAD(kt[d]);                                                             \
-            p[t] = dot * scale;                                                                 \
+            p[t] = dot * ROW_SCALE(kt, dim) * scale;                                            \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
         const float total = exponentiate(p, length, top);                                      \
         float acc[256];                                                                         \
         for (long d = 0; d < dim; d++) acc[d] = 0.0f;                                           \
         for (long t = 0; t < length; t++) {                                                     \
-            const T *restrict vt = v + t * dim;                                                 \
-            const float weight = p[t];                                                          \
+            const T *restrict vt = v + t * row;                                                 \
+            const float weight = p[t] * ROW_SCALE(vt, dim);                                     \
             _Pragma("omp simd") for (long d = 0; d < dim; d++) acc[d] += weight * LOAD(vt[d]);  \
         }                                                                                       \
         const float inverse = 1.0f / total;                                                     \
         for (long d = 0; d < dim; d++) out[d] = acc[d] * inverse;                               \
     }
-
-DEFINE_ATTEND(attend_f32, float, from_f32)
-DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16)
 
 /* An int8 cache row: a key's or value's `dim` values rounded to int8 against their largest
  * magnitude, then that row's float32 scale (value = scale x int8), unaligned, in its last 4
@@ -79,31 +82,11 @@ static inline float row_scale(const int8_t *row, long dim) {
     return scale;
 }
 
-static void attend_i8(const float *restrict q, const int8_t *restrict k,
-                      const int8_t *restrict v, float *restrict out, float *restrict p,
-                      long length, const long dim, float scale) {
-    const long row = ROW_I8(dim);
-    float top = -FLT_MAX;
-    for (long t = 0; t < length; t++) {
-        const int8_t *restrict kt = k + t * row;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (long d = 0; d < dim; d++) dot += q[d] * (float)kt[d];
-        p[t] = dot * row_scale(kt, dim) * scale;
-        top = p[t] > top ? p[t] : top;
-    }
-    const float total = exponentiate(p, length, top);
-    float acc[256];
-    for (long d = 0; d < dim; d++) acc[d] = 0.0f;
-    for (long t = 0; t < length; t++) {
-        const int8_t *restrict vt = v + t * row;
-        const float weight = p[t] * row_scale(vt, dim);
-#pragma omp simd
-        for (long d = 0; d < dim; d++) acc[d] += weight * (float)vt[d];
-    }
-    const float inverse = 1.0f / total;
-    for (long d = 0; d < dim; d++) out[d] = acc[d] * inverse;
-}
+static inline float from_i8(int8_t x) { return (float)x; }
+
+DEFINE_ATTEND(attend_f32, float, from_f32, ROW_PLAIN, NO_SCALE)
+DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16, ROW_PLAIN, NO_SCALE)
+DEFINE_ATTEND(attend_i8, int8_t, from_i8, ROW_I8, row_scale)
 
 /* The head size of every MusicGen checkpoint (64), vectorized by hand for AVX2: the loops above
  * reduce each key's dot product across lanes on its own and reload their sums, which held a
@@ -137,9 +120,12 @@ static inline int order_bf16(int i) {
     return 16 * pair + (lane / 4) * 8 + half * 4 + lane % 4;
 }
 
-#define DEFINE_ATTEND64(NAME, T, CHUNK, ORDER)                                                  \
+/* ROW and ROW_SCALE as for DEFINE_ATTEND; SCALED: whether the rows carry scales (int8), each
+ * four keys' scores then multiplied by their rows' scales and each value's weight by its row's */
+#define DEFINE_ATTEND64(NAME, T, CHUNK, ORDER, ROW, ROW_SCALE, SCALED)                          \
     static void NAME(const float *restrict q, const T *restrict k, const T *restrict v,         \
                      float *restrict out, float *restrict p, long length, float scale) {        \
+        const long row = ROW(HEAD);                                                             \
         float permuted[HEAD];                                                                   \
         for (int i = 0; i < HEAD; i++) permuted[i] = q[ORDER(i)] * scale;                       \
         __m256 qc[CHUNKS];                                                                      \
@@ -147,17 +133,22 @@ static inline int order_bf16(int i) {
         __m128 top4 = _mm_set1_ps(-FLT_MAX);                                                    \
         long t = 0;                                                                             \
         for (; t + 4 <= length; t += 4) {                                                       \
-            const T *kt = k + t * HEAD;                                                         \
+            const T *kt = k + t * row;                                                          \
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                         \
             for (int c = 0; c < CHUNKS; c++) {                                                  \
                 a0 = _mm256_fmadd_ps(qc[c], CHUNK(kt, c), a0);                                  \
-                a1 = _mm256_fmadd_ps(qc[c], CHUNK(kt + HEAD, c), a1);                           \
-                a2 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 2 * HEAD, c), a2);                       \
-                a3 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 3 * HEAD, c), a3);                       \
+                a1 = _mm256_fmadd_ps(qc[c], CHUNK(kt + row, c), a1);                            \
+                a2 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 2 * row, c), a2);                        \
+                a3 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 3 * row, c), a3);                        \
             }                                                                                   \
             const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); \
-            const __m128 scores =                                                               \
+            __m128 scores =                                                                     \
                 _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));     \
+            if (SCALED)                                                                         \
+                scores = _mm_mul_ps(                                                            \
+                    scores, _mm_setr_ps(ROW_SCALE(kt, HEAD), ROW_SCALE(kt + row, HEAD),         \
+                                        ROW_SCALE(kt + 2 * row, HEAD),                          \
+                                        ROW_SCALE(kt + 3 * row, HEAD)));                        \
             _mm_storeu_ps(p + t, scores);                                                       \
             top4 = _mm_max_ps(top4, scores);                                                    \
         }                                                                                       \
@@ -165,21 +156,22 @@ static inline int order_bf16(int i) {
         _mm_storeu_ps(top4s, top4);                                                             \
         float top = fmaxf(fmaxf(top4s[0], top4s[1]), fmaxf(top4s[2], top4s[3]));                \
         for (; t < length; t++) {                                                               \
+            const T *kt = k + t * row;                                                          \
             __m256 a = _mm256_setzero_ps();                                                     \
-            for (int c = 0; c < CHUNKS; c++)                                                    \
-                a = _mm256_fmadd_ps(qc[c], CHUNK(k + t * HEAD, c), a);                          \
+            for (int c = 0; c < CHUNKS; c++) a = _mm256_fmadd_ps(qc[c], CHUNK(kt, c), a);       \
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));      \
             h = _mm_hadd_ps(h, h);                                                              \
-            p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));                                            \
+            p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h)) * ROW_SCALE(kt, HEAD);                      \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
         const float total = exponentiate(p, length, top);                                      \
         __m256 acc[CHUNKS];                                                                     \
         for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();                          \
         for (long i = 0; i < length; i++) {                                                     \
-            const __m256 weight = _mm256_set1_ps(p[i]);                                         \
+            const T *vi = v + i * row;                                                          \
+            const __m256 weight = _mm256_set1_ps(p[i] * ROW_SCALE(vi, HEAD));                   \
             for (int c = 0; c < CHUNKS; c++)                                                    \
-                acc[c] = _mm256_fmadd_ps(weight, CHUNK(v + i * HEAD, c), acc[c]);               \
+                acc[c] = _mm256_fmadd_ps(weight, CHUNK(vi, c), acc[c]);                         \
         }                                                                                       \
         float sums[HEAD];                                                                       \
         for (int c = 0; c < CHUNKS; c++) _mm256_storeu_ps(sums + 8 * c, acc[c]);                \
@@ -187,68 +179,15 @@ static inline int order_bf16(int i) {
         for (int i = 0; i < HEAD; i++) out[ORDER(i)] = sums[i] * inverse;                       \
     }
 
-DEFINE_ATTEND64(attend64_f32, float, chunk_f32, order_f32)
-DEFINE_ATTEND64(attend64_bf16, uint16_t, chunk_bf16, order_bf16)
-
 /* chunk c of an int8 row, widened to float32 in order */
 static inline __m256 chunk_i8(const int8_t *row, int c) {
     const __m128i raw = _mm_loadl_epi64((const __m128i *)(row + 8 * c));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
 }
 
-/* The int8 cache, 64 values a row: as DEFINE_ATTEND64, with each key's four-key score vector
- * and each value's weight multiplied by their rows' scales. */
-static void attend64_i8(const float *restrict q, const int8_t *restrict k,
-                        const int8_t *restrict v, float *restrict out, float *restrict p,
-                        long length, float scale) {
-    const long row = ROW_I8(HEAD);
-    __m256 qc[CHUNKS];
-    for (int c = 0; c < CHUNKS; c++) qc[c] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * c),
-                                                           _mm256_set1_ps(scale));
-    __m128 top4 = _mm_set1_ps(-FLT_MAX);
-    long t = 0;
-    for (; t + 4 <= length; t += 4) {
-        const int8_t *kt = k + t * row;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int c = 0; c < CHUNKS; c++) {
-            a0 = _mm256_fmadd_ps(qc[c], chunk_i8(kt, c), a0);
-            a1 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + row, c), a1);
-            a2 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + 2 * row, c), a2);
-            a3 = _mm256_fmadd_ps(qc[c], chunk_i8(kt + 3 * row, c), a3);
-        }
-        const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-        const __m128 dots =
-            _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
-        const __m128 scales =
-            _mm_setr_ps(row_scale(kt, HEAD), row_scale(kt + row, HEAD),
-                        row_scale(kt + 2 * row, HEAD), row_scale(kt + 3 * row, HEAD));
-        const __m128 scores = _mm_mul_ps(dots, scales);
-        _mm_storeu_ps(p + t, scores);
-        top4 = _mm_max_ps(top4, scores);
-    }
-    float top4s[4];
-    _mm_storeu_ps(top4s, top4);
-    float top = fmaxf(fmaxf(top4s[0], top4s[1]), fmaxf(top4s[2], top4s[3]));
-    for (; t < length; t++) {
-        const int8_t *kt = k + t * row;
-        __m256 a = _mm256_setzero_ps();
-        for (int c = 0; c < CHUNKS; c++) a = _mm256_fmadd_ps(qc[c], chunk_i8(kt, c), a);
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        h = _mm_hadd_ps(h, h);
-        p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h)) * row_scale(kt, HEAD);
-        top = p[t] > top ? p[t] : top;
-    }
-    const float total = exponentiate(p, length, top);
-    __m256 acc[CHUNKS];
-    for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();
-    for (long i = 0; i < length; i++) {
-        const int8_t *vi = v + i * row;
-        const __m256 weight = _mm256_set1_ps(p[i] * row_scale(vi, HEAD));
-        for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_fmadd_ps(weight, chunk_i8(vi, c), acc[c]);
-    }
-    const __m256 inverse = _mm256_set1_ps(1.0f / total);
-    for (int c = 0; c < CHUNKS; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inverse));
-}
+DEFINE_ATTEND64(attend64_f32, float, chunk_f32, order_f32, ROW_PLAIN, NO_SCALE, 0)
+DEFINE_ATTEND64(attend64_bf16, uint16_t, chunk_bf16, order_bf16, ROW_PLAIN, NO_SCALE, 0)
+DEFINE_ATTEND64(attend64_i8, int8_t, chunk_i8, order_f32, ROW_I8, row_scale, 1)
 #else /* portable: the loops above, compiled for the head size */
 static void attend64_f32(const float *q, const float *k, const float *v, float *out, float *p,
                          long length, float scale) {
