@@ -10,11 +10,18 @@ import torch
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
 from tunesmith.engine import matvec
-from tunesmith.engine.decoder import FastDecoder
-from tunesmith.engine.kernels import FbgemmInt8Projection, Int8Projection
+from tunesmith.engine.decoder import DecodeJob, FastDecoder
+from tunesmith.engine.kernels import FbgemmInt8Projection, Int8Projection, Precision
 from tunesmith.engine.loader import LoadedModel, load_model
 
 PROMPT = "80s pop track with bassy drums and synth"
+# fewer T5 tokens (5) than the tiny model has dimensions per head (8): its cross-attention runs
+# folded into its keys and values (tunesmith.engine.cross), where PROMPT's (26) reads the weights
+SHORT_PROMPT = "piano"
+
+
+def prompt_tokens(loaded: LoadedModel, prompt: str) -> int:
+    return int(loaded.processor(text=[prompt], return_tensors="pt")["input_ids"].shape[1])
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +29,19 @@ def loaded(tiny_model_dir: Path) -> LoadedModel:
     return load_model(str(tiny_model_dir), device="cpu")
 
 
-@pytest.mark.parametrize("guidance_scale", [3.0, 1.0])
+@pytest.mark.parametrize(
+    ("prompt", "guidance_scale"), [(PROMPT, 3.0), (PROMPT, 1.0), (SHORT_PROMPT, 3.0)]
+)
 def test_fp32_greedy_codes_and_logits_match_transformers(
-    loaded: LoadedModel, guidance_scale: float
+    loaded: LoadedModel, prompt: str, guidance_scale: float
 ) -> None:
     frames = 60
     steps = frames + loaded.num_codebooks - 1
-    reference = reference_scores(loaded.model, loaded.processor, PROMPT, steps, guidance_scale)
+    reference = reference_scores(loaded.model, loaded.processor, prompt, steps, guidance_scale)
     decoder = FastDecoder(loaded.model, "fp32", loaded.device)
-    # the compiled attention kernel is what runs wherever a C compiler is
+    # the compiled kernels are what run wherever a C compiler is
     assert all(layer.compiled_attention for layer in decoder.layers) or not shutil.which("cc")
-    ours, tokens = engine_scores(decoder, loaded.processor, PROMPT, frames, guidance_scale)
+    ours, tokens = engine_scores(decoder, loaded.processor, prompt, frames, guidance_scale)
     result = compare_scores(reference, ours)
     assert result.steps == steps
     assert result.codes_equal, result
@@ -40,6 +49,40 @@ def test_fp32_greedy_codes_and_logits_match_transformers(
     assert result.max_abs_diff <= 1e-5 * max(1.0, result.scale), result
     # and the codes really vary (a constant sequence would match trivially)
     assert len(torch.unique(tokens[0, 1 : frames + 1])) > 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_short_prompt_folds_cross_attention_into_its_keys_and_values(
+    loaded: LoadedModel, precision: Precision
+) -> None:
+    from tunesmith.engine.sampling import SamplingParams
+
+    decoder = FastDecoder(loaded.model, precision, loaded.device)
+    if not decoder.fold_cross:
+        pytest.skip("folding runs with the compiled kernels (no C compiler here)")
+    assert prompt_tokens(loaded, SHORT_PROMPT) < decoder.head_dim <= prompt_tokens(loaded, PROMPT)
+
+    def start(prompt: str) -> DecodeJob:
+        inputs = loaded.processor(text=[prompt], return_tensors="pt")
+        sampling = SamplingParams(greedy=True)
+        return decoder.start(inputs["input_ids"], inputs["attention_mask"], 30, sampling, 0)
+
+    assert start(PROMPT).folded is None
+    folded, unfolded = start(SHORT_PROMPT), start(SHORT_PROMPT)
+    assert folded.folded is not None
+    unfolded.folded = None  # the same request through the cross-attention weights
+    folded.scores, unfolded.scores = [], []
+    for _ in range(10):
+        decoder.step([folded])
+        unfolded.teacher = folded.tokens  # the same codes fed to both
+        decoder.step([unfolded])
+    ours, theirs = torch.stack(folded.scores), torch.stack(unfolded.scores)
+    assert not torch.equal(ours, theirs)  # another computation, and the same result:
+    scale = float(theirs.abs().max())
+    tolerance = 1e-5 if precision == "fp32" else 0.02  # float rounding; int8 rounds A and B
+    assert float((ours - theirs).abs().max()) <= tolerance * scale
+    if precision == "fp32":
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 
 
 def test_fp32_decoder_shares_the_models_weights(loaded: LoadedModel) -> None:

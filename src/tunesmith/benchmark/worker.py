@@ -76,7 +76,7 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
         "decode_seconds": decoded - encoded,
         "steps": job.steps,
         "audio_seconds": track.duration,
-        "weight_mb": decoder.weight_bytes / 1e6,
+        "weight_mb": decoder.step_bytes([job]) / 1e6,
         "rss_after_load_mb": after_load,
         "rss_after_run_mb": rss_mb()[0],
     }

@@ -7,7 +7,9 @@ decoder step by step:
 
 - the prompt is encoded once per request and each layer's cross-attention keys/values are
   computed once; the unconditional (classifier-free guidance) row attends to an all-masked
-  prompt, which contributes exactly zero, so it skips cross-attention altogether;
+  prompt, which contributes exactly zero, so it skips cross-attention altogether; a prompt
+  shorter than a head's size has its cross-attention weights folded into its keys and values
+  (`tunesmith.engine.cross`), which a step then reads instead of the weights;
 - the self-attention cache is preallocated per request, sized to the request's steps;
 - conditional and unconditional rows of every request in the batch go through each weight
   matrix in one call; attention runs per request on its own cache (requests in a batch have
@@ -29,7 +31,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from tunesmith.engine import attention, matvec
+from tunesmith.engine import attention, cross, matvec
+from tunesmith.engine.cross import FoldedCross
 from tunesmith.engine.kernels import (
     ACTIVATIONS,
     HALF_DTYPES,
@@ -37,6 +40,7 @@ from tunesmith.engine.kernels import (
     FbgemmInt8Projection,
     Int8Projection,
     Precision,
+    Projection,
     fastest_linear_rows,
     projection,
 )
@@ -76,7 +80,8 @@ class _Batch(NamedTuple):
     ``caches[j]`` is its ``(layers, 2, rows, H, steps + 1, hd)`` self-attention cache, ``ts[j]``
     its position, ``rows[j]`` its row count and ``cross[j]`` its ``(layers, 2, 1, H, S, hd)``
     prompt keys/values; ``stacked`` (when not None) holds every job's prompt keys/values as one
-    ``(layers, 2, J, H, S, hd)`` tensor; ``cond`` indexes each job's conditional row."""
+    ``(layers, 2, J, H, S, hd)`` tensor; ``cond`` indexes each job's conditional row;
+    ``folded[j]`` its `FoldedCross` or None (then its row goes through the weights)."""
 
     caches: list[torch.Tensor]
     ts: list[int]
@@ -84,6 +89,7 @@ class _Batch(NamedTuple):
     cross: list[torch.Tensor]
     stacked: torch.Tensor | None
     cond: torch.Tensor
+    folded: list[FoldedCross | None]
 
 
 class _Layer(torch.nn.Module):
@@ -119,7 +125,7 @@ class _Layer(torch.nn.Module):
         self.qkv, self.out, self.cross_q, self.cross_out, self.fc1, self.fc2 = projections
 
     def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        caches, ts, rows, cross, stacked, cond = batch
+        caches, ts, rows, prompts, stacked, cond, folded = batch
         d = self.hidden
         h = F.layer_norm(x, [d], self.ln1_w, self.ln1_b, 1e-5)
         x = x + self.out(self._self_attention(self.qkv(h), caches, ts, rows))
@@ -128,7 +134,7 @@ class _Layer(torch.nn.Module):
         single = len(caches) == 1
         conditional = x.narrow(0, 0, 1) if single else x.index_select(0, cond)
         hc = F.layer_norm(conditional, [d], self.ln2_w, self.ln2_b, 1e-5)
-        crossed = self.cross_out(self._cross_attention(self.cross_q(hc), cross, stacked))
+        crossed = self._prompt_attention(hc, prompts, stacked, folded)
         if single:
             x.narrow(0, 0, 1).add_(crossed)
         else:
@@ -159,16 +165,52 @@ class _Layer(torch.nn.Module):
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def _cross_attention(
-        self, q: torch.Tensor, cross: list[torch.Tensor], stacked: torch.Tensor | None
+        self, q: torch.Tensor, prompts: list[torch.Tensor], stacked: torch.Tensor | None
     ) -> torch.Tensor:
         if stacked is not None:  # one call for the batch: its prompts share a length
             kv = stacked[self.index]
             return self._attend(q, kv, kv.shape[3])
         outputs: list[torch.Tensor] = []
-        for j in range(len(cross)):
-            kv = cross[j][self.index]
+        for j in range(len(prompts)):
+            kv = prompts[j][self.index]
             outputs.append(self._attend(q[j : j + 1], kv, kv.shape[3]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _prompt_attention(
+        self,
+        hc: torch.Tensor,
+        prompts: list[torch.Tensor],
+        stacked: torch.Tensor | None,
+        folded: list[FoldedCross | None],
+    ) -> torch.Tensor:
+        """Cross-attention of each job's conditional row (``hc`` ``(J, D)``): a job with folded
+        weights through them, always (its result must not depend on its batch), the others
+        through the cross-attention weights (computed for every row when any job needs it)."""
+        rows: list[torch.Tensor] = []
+        which: list[int] = []
+        for j in range(len(folded)):
+            fold = folded[j]
+            if fold is not None:
+                rows.append(self._folded_attention(hc[j : j + 1], fold))
+                which.append(j)
+        if len(rows) == len(folded):
+            return rows[0] if len(rows) == 1 else torch.cat(rows)
+        attended = self._cross_attention(self.cross_q(hc), prompts, stacked)
+        crossed: torch.Tensor = self.cross_out(attended)
+        if len(rows) > 0:
+            crossed[which] = torch.cat(rows)
+        return crossed
+
+    def _folded_attention(self, hc: torch.Tensor, fold: FoldedCross) -> torch.Tensor:
+        """One conditional row ``(1, D)`` over its prompt through `cross.fold` 's A and B."""
+        a, a_scale, b, b_scale = fold
+        i = self.index
+        scores = torch.ops.tunesmith.matvec(hc, a[i], None if a_scale is None else a_scale[i], 0)
+        p = torch.softmax(scores.view(self.heads, -1), dim=1).view(1, -1)
+        out: torch.Tensor = torch.ops.tunesmith.matvec(
+            p, b[i], None if b_scale is None else b_scale[i], 0
+        )
+        return out
 
     def _attend(self, q: torch.Tensor, kv: torch.Tensor, length: int) -> torch.Tensor:
         """``q`` ``(n, D)`` over the first `length` positions of ``kv`` ``(2, n, H, T, hd)``
@@ -231,6 +273,7 @@ class DecodeJob:
     cache: torch.Tensor  # (layers, 2, rows, H, steps + 1, hd)
     cross: torch.Tensor  # (layers, 2, 1, H, S, hd) prompt keys and values
     generator: torch.Generator
+    folded: FoldedCross | None = field(default=None, repr=False)  # see `cross.fold`
     serial: int = 0  # unique per decoder: identifies the job in per-batch caches
     t: int = 0  # tokens[:, :t+1] are known; the next step predicts position t + 1
     # parity checks and benchmarks: record each step's guided scores, or force the codes
@@ -296,6 +339,7 @@ class FastDecoder:
             sample += [layer.fc2.weight.to(device) for layer in decoder.layers[:4]]
             linear_rows = fastest_linear_rows(sample)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # used once per request
+        self.cross_qo: list[tuple[Projection, Projection]] = []  # the layers' q/out projections
         self.layers: list[_Layer] = []
         for index, layer in enumerate(decoder.layers):
             sa, ca = layer.self_attn, layer.encoder_attn
@@ -317,11 +361,16 @@ class FastDecoder:
             ]
             self.layers.append(_Layer(index, norms, projections, self.heads, compiled_attention))
             self.cross_kv.append((cast(ca.k_proj.weight), cast(ca.v_proj.weight)))
+            self.cross_qo.append((projections[2], projections[3]))
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
         self.lm_heads = projection(heads, precision, linear_rows, compiled)
         self._stack = _script(_Stack(self.layers, norm(decoder.layer_norm), self.lm_heads))
+        # where the projections are compiled kernels, short prompts fold cross-attention's
+        # weights into their keys and values (`tunesmith.engine.cross`); the float weights
+        # are read back from the projections per request (no second copy is kept)
+        self.fold_cross = compiled and precision in ("fp32", "int8")
         self._codebook_index = torch.arange(self.num_codebooks, device=device)
         self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
         # the prompt keys/values of the current batch stacked, when all its prompts have the
@@ -335,6 +384,24 @@ class FastDecoder:
         modules = [*self.layers, self.lm_heads]
         kernels = (DenseProjection, Int8Projection, FbgemmInt8Projection)
         return sum(m.nbytes for layer in modules for m in layer.modules() if isinstance(m, kernels))
+
+    def _cross_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32."""
+        weights = []
+        for q, out in self.cross_qo:
+            if isinstance(q, FbgemmInt8Projection) or isinstance(out, FbgemmInt8Projection):
+                raise TypeError("fbgemm's int8 projections are not folded")
+            weights.append((q.dense(), out.dense()))
+        return weights
+
+    def step_bytes(self, jobs: list[DecodeJob]) -> int:
+        """Bytes of weights and folded prompts (`tunesmith.engine.cross`) a step over `jobs`
+        reads, their caches aside: the cross-attention weights only where a job is unfolded."""
+        folded = [job.folded for job in jobs if job.folded is not None]
+        total = self.weight_bytes + sum(t.nbytes for f in folded for t in f if t is not None)
+        if len(folded) == len(jobs):
+            total -= sum(q.nbytes + out.nbytes for q, out in self.cross_qo)
+        return total
 
     # -- per request ---------------------------------------------------------------------------
 
@@ -362,12 +429,16 @@ class FastDecoder:
         keep_prompt = attention_mask[0].bool()
         encoded = encoded[0, keep_prompt].to(self.dtype)  # (S, D) without padding
         shape = (1, -1, self.heads, self.head_dim)
-        cross = torch.stack(
+        prompt_kv = torch.stack(
             [
                 torch.stack([F.linear(encoded, w).view(shape).transpose(1, 2) for w in pair])
                 for pair in self.cross_kv
             ]
         )  # (layers, 2, 1, H, S, hd)
+        folded = None
+        if self.fold_cross and encoded.shape[0] < self.head_dim:
+            int8 = self.precision == "int8"
+            folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
         steps = self.steps_for(frames)
         rows = 2 if sampling.guided else 1
         row = self.head_dim + (attention.SCALE_BYTES if self.cache_dtype == torch.int8 else 0)
@@ -385,7 +456,15 @@ class FastDecoder:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)
         return DecodeJob(
-            sampling, steps, tokens, keep, cache, cross, generator, serial=next(self._serials)
+            sampling,
+            steps,
+            tokens,
+            keep,
+            cache,
+            prompt_kv,
+            generator,
+            folded=folded,
+            serial=next(self._serials),
         )
 
     def codes(self, job: DecodeJob) -> torch.Tensor:
@@ -419,6 +498,7 @@ class FastDecoder:
             [job.cross for job in jobs],
             self._stacked_cross(jobs),
             self._conditional_rows(tuple(rows)),
+            [job.folded for job in jobs],
         )
         logits = self._stack(x, batch)
         logits = logits.float().view(x.shape[0], self.num_codebooks, self.vocab_size)

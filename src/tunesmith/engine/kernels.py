@@ -41,6 +41,7 @@ __all__ = [
     "FbgemmInt8Projection",
     "Int8Projection",
     "Precision",
+    "Projection",
     "fastest_linear_rows",
     "projection",
     "resolve_precision",
@@ -100,6 +101,10 @@ class DenseProjection(torch.nn.Module):
     def nbytes(self) -> int:
         return int(self.weight.numel() * self.weight.element_size())
 
+    def dense(self) -> torch.Tensor:
+        """The float32 weight ``(out, in)`` this projection multiplies by."""
+        return self.weight.float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled:
             out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, None, self.activation)
@@ -121,11 +126,17 @@ class Int8Projection(torch.nn.Module):
         self.register_buffer("weight", packed, persistent=False)
         self.register_buffer("scale", scale, persistent=False)
         self.weight_count = weight.numel()
+        self.in_features = int(weight.shape[1])
         self.activation = activation
 
     @property
     def nbytes(self) -> int:
         return int(self.weight_count)  # one byte per weight
+
+    def dense(self) -> torch.Tensor:
+        """The float32 weight ``(out, in)`` this projection multiplies by (its int8 values
+        times their scales)."""
+        return matvec.unpack_int8(self.weight, self.scale, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, self.scale, self.activation)
@@ -161,13 +172,16 @@ class FbgemmInt8Projection(torch.nn.Module):
         return _activate(out.mul_(scale), self.activation)
 
 
+Projection = DenseProjection | Int8Projection | FbgemmInt8Projection
+
+
 def projection(
     weight: torch.Tensor,
     precision: Precision,
     linear_rows: int,
     compiled: bool,
     activation: int = 0,
-) -> DenseProjection | Int8Projection | FbgemmInt8Projection:
+) -> Projection:
     """The projection module for `weight` at `precision` (its dtype converted as needed),
     ending in `activation` (an `ACTIVATIONS` code, 0 for none); `compiled`: the compiled kernels
     are available (CPU)."""

@@ -20,7 +20,7 @@ import torch
 
 from tunesmith.engine import native
 
-__all__ = ["available", "pack_int8"]
+__all__ = ["available", "pack_int8", "unpack_int8"]
 
 
 def available() -> bool:
@@ -41,3 +41,10 @@ def pack_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded[:outputs, :size] = torch.round(weight / scale[:, None])
     tiles = padded.to(torch.int8).view(padded.shape[0] // _TILE, _TILE, -1, _CHUNK)
     return tiles.transpose(1, 2).contiguous(), scale.contiguous()
+
+
+def unpack_int8(packed: torch.Tensor, scale: torch.Tensor, size: int) -> torch.Tensor:
+    """The float32 weight ``(N, size)`` that `pack_int8` 's ``packed, scale`` stand for."""
+    tiles, chunks = packed.shape[0], packed.shape[1]
+    rows = packed.transpose(1, 2).reshape(tiles * _TILE, chunks * _CHUNK)
+    return rows[: scale.shape[0], :size].float() * scale[:, None]
