@@ -66,6 +66,13 @@ def _int8_rows(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([rounded, scale], dim=-1)
 
 
+def _int16_steps(query: torch.Tensor) -> torch.Tensor:
+    """`query` ``(..., hd)`` rounded to int16 steps of its largest magnitude / 32767, as the
+    kernel rounds it against int8 keys (csrc/decode_attention.c, `round_query`)."""
+    top = query.abs().amax(dim=-1, keepdim=True)
+    return torch.round(query * (32767.0 / top)) * (top / 32767.0)
+
+
 def _self_attention_case(
     jobs: list[tuple[int, int]], dim: int, dtype: torch.dtype, seed: int
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
@@ -103,6 +110,8 @@ def _expected_self_attention(
         cache[layer, :, :, :, t] = _int8_rows(kv) if cache.dtype == torch.int8 else kv
         exact = _values(cache[layer, :, :, :, : t + 1])
         query = qkv[row : row + rows, : heads * dim].view(rows, heads, 1, dim)
+        if cache.dtype == torch.int8:
+            query = _int16_steps(query)
         out = F.scaled_dot_product_attention(query, exact[0], exact[1])
         outputs.append(out.reshape(rows, heads * dim))
         written.append(cache)

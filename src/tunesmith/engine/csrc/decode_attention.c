@@ -38,16 +38,43 @@ static inline float exponentiate(float *restrict p, long length, float top) {
     return total;
 }
 
+/* Rounds q (dim <= 256 values) to int16 steps of its largest magnitude / 32767 (`rounded`);
+ * returns the step. Against int8 keys (a step of 1/127 of theirs) the query's rounding is ~1 %
+ * of the keys', and it lets a key's products be summed exactly in integers (`scores64_i8`). */
+static inline float round_query(const float *restrict q, long dim, int16_t *restrict rounded) {
+    float largest = 0.0f;
+    for (long d = 0; d < dim; d++) largest = fmaxf(largest, fabsf(q[d]));
+    const float inverse = largest > 0.0f ? 32767.0f / largest : 0.0f;
+    for (long d = 0; d < dim; d++) rounded[d] = (int16_t)lrintf(q[d] * inverse);
+    return largest / 32767.0f;
+}
+
+/* The query a cache's keys are scored against: itself for float32 and bfloat16; for int8
+ * caches, its int16 steps (`round_query`) as floats, in `buffer`. */
+static inline const float *query_plain(const float *q, long dim, float *buffer) {
+    (void)dim, (void)buffer;
+    return q;
+}
+
+static inline const float *query_int16(const float *q, long dim, float *buffer) {
+    int16_t rounded[256];
+    const float step = round_query(q, dim, rounded);
+    for (long d = 0; d < dim; d++) buffer[d] = (float)rounded[d] * step;
+    return buffer;
+}
+
 /* Cache rows: `ROW(dim)` values apart, each scaled by `ROW_SCALE(row, dim)` (int8, below; 1 for
  * float32 and bfloat16, whose rows are their values). */
 #define ROW_PLAIN(dim) (dim)
 #define NO_SCALE(row, dim) 1.0f
 
-#define DEFINE_ATTEND(NAME, T, LOAD, ROW, ROW_SCALE)                                            \
+#define DEFINE_ATTEND(NAME, T, LOAD, ROW, ROW_SCALE, QUERY)                                     \
     static inline __attribute__((always_inline)) void NAME(                                     \
-        const float *restrict q, const T *restrict k, const T *restrict v,                      \
+        const float *restrict q_in, const T *restrict k, const T *restrict v,                   \
         float *restrict out, float *restrict p, long length, const long dim, float scale) {     \
         const long row = ROW(dim);                                                              \
+        float buffer[256];                                                                      \
+        const float *restrict q = QUERY(q_in, dim, buffer);                                     \
         float top = -FLT_MAX;                                                                   \
         for (long t = 0; t < length; t++) {                                                     \
             const T *restrict kt = k + t * row;                                                 \
@@ -84,9 +111,9 @@ static inline float row_scale(const int8_t *row, long dim) {
 
 static inline float from_i8(int8_t x) { return (float)x; }
 
-DEFINE_ATTEND(attend_f32, float, from_f32, ROW_PLAIN, NO_SCALE)
-DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16, ROW_PLAIN, NO_SCALE)
-DEFINE_ATTEND(attend_i8, int8_t, from_i8, ROW_I8, row_scale)
+DEFINE_ATTEND(attend_f32, float, from_f32, ROW_PLAIN, NO_SCALE, query_plain)
+DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16, ROW_PLAIN, NO_SCALE, query_plain)
+DEFINE_ATTEND(attend_i8, int8_t, from_i8, ROW_I8, row_scale, query_int16)
 
 /* The head size of every MusicGen checkpoint (64), vectorized by hand for AVX2: the loops above
  * reduce each key's dot product across lanes on its own and reload their sums, which held a
@@ -120,11 +147,12 @@ static inline int order_bf16(int i) {
     return 16 * pair + (lane / 4) * 8 + half * 4 + lane % 4;
 }
 
-/* ROW and ROW_SCALE as for DEFINE_ATTEND; SCALED: whether the rows carry scales (int8), each
- * four keys' scores then multiplied by their rows' scales and each value's weight by its row's */
-#define DEFINE_ATTEND64(NAME, T, CHUNK, ORDER, ROW, ROW_SCALE, SCALED)                          \
-    static void NAME(const float *restrict q, const T *restrict k, const T *restrict v,         \
-                     float *restrict out, float *restrict p, long length, float scale) {        \
+/* Scores of float32 or bfloat16 keys (ROW values apart): p[t] = scale * q . k_t, each four
+ * keys' products reduced together; returns the largest. (`values`: see `scores64_i8`.) */
+#define DEFINE_SCORES64(NAME, T, CHUNK, ORDER, ROW)                                             \
+    static float NAME(const float *restrict q, const T *restrict k, float *restrict p,          \
+                      long length, float scale, const T *values) {                              \
+        (void)values;                                                                           \
         const long row = ROW(HEAD);                                                             \
         float permuted[HEAD];                                                                   \
         for (int i = 0; i < HEAD; i++) permuted[i] = q[ORDER(i)] * scale;                       \
@@ -142,13 +170,8 @@ static inline int order_bf16(int i) {
                 a3 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 3 * row, c), a3);                        \
             }                                                                                   \
             const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); \
-            __m128 scores =                                                                     \
+            const __m128 scores =                                                               \
                 _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));     \
-            if (SCALED)                                                                         \
-                scores = _mm_mul_ps(                                                            \
-                    scores, _mm_setr_ps(ROW_SCALE(kt, HEAD), ROW_SCALE(kt + row, HEAD),         \
-                                        ROW_SCALE(kt + 2 * row, HEAD),                          \
-                                        ROW_SCALE(kt + 3 * row, HEAD)));                        \
             _mm_storeu_ps(p + t, scores);                                                       \
             top4 = _mm_max_ps(top4, scores);                                                    \
         }                                                                                       \
@@ -161,10 +184,18 @@ static inline int order_bf16(int i) {
             for (int c = 0; c < CHUNKS; c++) a = _mm256_fmadd_ps(qc[c], CHUNK(kt, c), a);       \
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));      \
             h = _mm_hadd_ps(h, h);                                                              \
-            p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h)) * ROW_SCALE(kt, HEAD);                      \
+            p[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));                                            \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
-        const float total = exponentiate(p, length, top);                                      \
+        return top;                                                                             \
+    }
+
+/* out = sum_t p[t] v_t / total over `length` value rows (ROW values apart, each scaled by
+ * ROW_SCALE), the sums in eight registers. */
+#define DEFINE_VALUES64(NAME, T, CHUNK, ORDER, ROW, ROW_SCALE)                                  \
+    static void NAME(const T *restrict v, const float *restrict p, long length, float total,    \
+                     float *restrict out) {                                                     \
+        const long row = ROW(HEAD);                                                             \
         __m256 acc[CHUNKS];                                                                     \
         for (int c = 0; c < CHUNKS; c++) acc[c] = _mm256_setzero_ps();                          \
         for (long i = 0; i < length; i++) {                                                     \
@@ -179,15 +210,125 @@ static inline int order_bf16(int i) {
         for (int i = 0; i < HEAD; i++) out[ORDER(i)] = sums[i] * inverse;                       \
     }
 
+#define DEFINE_ATTEND64(NAME, T, SCORES, VALUES)                                                \
+    static void NAME(const float *restrict q, const T *restrict k, const T *restrict v,         \
+                     float *restrict out, float *restrict p, long length, float scale) {        \
+        const float top = SCORES(q, k, p, length, scale, v);                                    \
+        VALUES(v, p, length, exponentiate(p, length, top), out);                                \
+    }
+
 /* chunk c of an int8 row, widened to float32 in order */
 static inline __m256 chunk_i8(const int8_t *row, int c) {
     const __m128i raw = _mm_loadl_epi64((const __m128i *)(row + 8 * c));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
 }
 
-DEFINE_ATTEND64(attend64_f32, float, chunk_f32, order_f32, ROW_PLAIN, NO_SCALE, 0)
-DEFINE_ATTEND64(attend64_bf16, uint16_t, chunk_bf16, order_bf16, ROW_PLAIN, NO_SCALE, 0)
-DEFINE_ATTEND64(attend64_i8, int8_t, chunk_i8, order_f32, ROW_I8, row_scale, 1)
+/* the dot products of an int16 query (4 x 16 values) with the int8 key at `kt`, summed exactly
+ * in eight int32 lanes (64 products of at most 32767 x 127 each: no overflow) */
+static inline __m256i dot_i8(const __m256i qc[4], const int8_t *kt) {
+    __m256i sum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(kt + 16 * c));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(qc[c], _mm256_cvtepi8_epi16(raw)));
+    }
+    return sum;
+}
+
+/* Scores of int8 keys: the query in int16 steps (`round_query`), each key's 64 products
+ * summed exactly in int32 with vpmaddwd, eight keys' sums reduced together, then scaled by the
+ * query's step and the key's scale. A key costs half the instructions of widening it to float
+ * (which held this pass to ~13 GB/s a core, below what two cores read from memory).
+ *
+ * Meanwhile the rows of `values` the next pass reads are prefetched into L2, so two streams
+ * are in flight from memory instead of one: in a decode step the cache comes from memory (the
+ * step's weights have streamed through L3 since), and there one layer at position 1400 took
+ * 422-427 us against 455 (two threads, median of 5 rounds, interleaved; 214 against 224 at
+ * position 700). */
+static float scores64_i8(const float *restrict q, const int8_t *restrict k, float *restrict p,
+                         long length, float scale, const int8_t *values) {
+    const long row = ROW_I8(HEAD);
+    int16_t rounded[HEAD];
+    const float step = round_query(q, HEAD, rounded) * scale;
+    __m256i qc[4];
+    for (int c = 0; c < 4; c++) qc[c] = _mm256_loadu_si256((const __m256i *)(rounded + 16 * c));
+    float top = -FLT_MAX;
+    long t = 0;
+    for (; t + 8 <= length; t += 8) {
+        const int8_t *kt = k + t * row;
+        for (long b = 0; b < 8 * row; b += 64)
+            _mm_prefetch((const char *)(values + t * row + b), _MM_HINT_T1);
+        __m256i s[8];
+        for (int r = 0; r < 8; r++) s[r] = dot_i8(qc, kt + r * row);
+        /* hadd thrice: lane r of each 128-bit half holds key r's (then r + 4's) half sums */
+        const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]),
+                                             _mm256_hadd_epi32(s[2], s[3]));
+        const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]),
+                                             _mm256_hadd_epi32(s[6], s[7]));
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                              _mm256_permute2x128_si256(h0, h1, 0x31));
+        _mm256_storeu_ps(p + t, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(step)));
+        for (int r = 0; r < 8; r++) {
+            p[t + r] *= row_scale(kt + r * row, HEAD);
+            top = p[t + r] > top ? p[t + r] : top;
+        }
+    }
+    for (; t < length; t++) {
+        const int8_t *kt = k + t * row;
+        const __m256i s = dot_i8(qc, kt);
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_hadd_epi32(h, h);
+        h = _mm_hadd_epi32(h, h);
+        p[t] = (float)_mm_cvtsi128_si32(h) * step * row_scale(kt, HEAD);
+        top = p[t] > top ? p[t] : top;
+    }
+    return top;
+}
+
+DEFINE_SCORES64(scores64_f32, float, chunk_f32, order_f32, ROW_PLAIN)
+DEFINE_SCORES64(scores64_bf16, uint16_t, chunk_bf16, order_bf16, ROW_PLAIN)
+DEFINE_VALUES64(values64_f32, float, chunk_f32, order_f32, ROW_PLAIN, NO_SCALE)
+DEFINE_VALUES64(values64_bf16, uint16_t, chunk_bf16, order_bf16, ROW_PLAIN, NO_SCALE)
+DEFINE_VALUES64(values64_i8_ymm, int8_t, chunk_i8, order_f32, ROW_I8, row_scale)
+
+/* The int8 values' pass in 512-bit registers where the CPU has AVX-512: sixteen values widened
+ * and converted per instruction instead of eight. Each value's products are summed in the same
+ * order as in `values64_i8_ymm`, so the outputs are identical. Widening held the 256-bit pass
+ * to ~11 cycles a position (its 8 vpmovsxbd all issue on one port); the score pass, in
+ * integers, took ~8. */
+__attribute__((target("avx512f"))) static void values64_i8_zmm(const int8_t *restrict v,
+                                                               const float *restrict p,
+                                                               long length, float total,
+                                                               float *restrict out) {
+    const long row = ROW_I8(HEAD);
+    __m512 acc[HEAD / 16];
+    for (int c = 0; c < HEAD / 16; c++) acc[c] = _mm512_setzero_ps();
+    for (long i = 0; i < length; i++) {
+        const int8_t *vi = v + i * row;
+        const __m512 weight = _mm512_set1_ps(p[i] * row_scale(vi, HEAD));
+        for (int c = 0; c < HEAD / 16; c++) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(vi + 16 * c));
+            acc[c] = _mm512_fmadd_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw)), acc[c]);
+        }
+    }
+    float sums[HEAD];
+    for (int c = 0; c < HEAD / 16; c++) _mm512_storeu_ps(sums + 16 * c, acc[c]);
+    const float inverse = 1.0f / total;
+    for (int i = 0; i < HEAD; i++) out[i] = sums[i] * inverse;
+}
+
+typedef void (*values_i8_fn)(const int8_t *, const float *, long, float, float *);
+static values_i8_fn chosen_values_i8 = NULL; /* NULL: not chosen yet (a benign race) */
+
+static void values64_i8(const int8_t *restrict v, const float *restrict p, long length,
+                        float total, float *restrict out) {
+    if (chosen_values_i8 == NULL)
+        chosen_values_i8 = __builtin_cpu_supports("avx512f") ? values64_i8_zmm : values64_i8_ymm;
+    chosen_values_i8(v, p, length, total, out);
+}
+
+DEFINE_ATTEND64(attend64_f32, float, scores64_f32, values64_f32)
+DEFINE_ATTEND64(attend64_bf16, uint16_t, scores64_bf16, values64_bf16)
+DEFINE_ATTEND64(attend64_i8, int8_t, scores64_i8, values64_i8)
 #else /* portable: the loops above, compiled for the head size */
 static void attend64_f32(const float *q, const float *k, const float *v, float *out, float *p,
                          long length, float scale) {
