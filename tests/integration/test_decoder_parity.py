@@ -149,7 +149,7 @@ def test_the_step_runs_as_torchscript_and_matches_its_eager_self(loaded: LoadedM
     decoder = FastDecoder(loaded.model, "int8", loaded.device)
     scripted = decoder._stack
     assert isinstance(scripted, torch.jit.ScriptModule)  # an eager fallback would be slow
-    eager = _Stack(decoder.layers, [scripted.ln_w, scripted.ln_b], decoder.lm_heads)
+    eager = _Stack(decoder.layers, decoder.lm_heads)
     inputs = loaded.processor(text=[PROMPT], padding=True, return_tensors="pt")
     runs = []
     for stack in (scripted, eager):

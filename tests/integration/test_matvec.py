@@ -161,6 +161,54 @@ def test_a_projection_ends_in_its_activation_with_or_without_the_kernel(
     assert torch.equal(fbgemm(x), F.gelu(FbgemmInt8Projection(w)(x), approximate="tanh"))
 
 
+@pytest.mark.parametrize("kernel", ["compiled-f32", "compiled-int8", "linear", "fbgemm"])
+def test_a_projection_begins_with_its_layer_norm_and_adds_the_residual(
+    kernel: str, request: pytest.FixtureRequest
+) -> None:
+    if kernel.startswith("compiled"):
+        request.getfixturevalue("compiled_kernels")
+    x, w = _inputs(3, 96, 80)
+    x = x * 4 + 1  # rows far from mean 0, variance 1: the norm has work to do
+    generator = torch.Generator().manual_seed(7)
+    norm = [torch.randn(80, generator=generator), torch.randn(80, generator=generator)]
+    residual = torch.randn(3, 96, generator=generator)
+    module = {
+        "compiled-f32": lambda n: DenseProjection(w, 0, compiled=True, norm=n),
+        "compiled-int8": lambda n: Int8Projection(w, norm=n),
+        "linear": lambda n: DenseProjection(w, 4, compiled=False, norm=n),
+        "fbgemm": lambda n: FbgemmInt8Projection(w, norm=n),
+    }[kernel]
+    normed = F.layer_norm(x, [80], norm[0], norm[1], 1e-5)
+    expected = module(None)(normed) + residual  # the same kernel on torch's layer norm
+    fused = module(norm)
+    for got in (fused(x, residual), torch.jit.script(fused)(x, residual)):
+        # the compiled norm sums in double: its rows differ from torch's by a float32 rounding
+        # or two, which the products carry (int8: rounded again to int16 steps, ~1e-5)
+        bound = (4e-5 if kernel.endswith("int8") else 8 * U) * expected.abs().max()
+        torch.testing.assert_close(got, expected, rtol=0, atol=float(bound))
+    assert not torch.allclose(fused(x), module(None)(x), atol=1e-3)  # the norm changed x
+
+
+@pytest.mark.usefixtures("compiled_kernels")
+def test_the_fused_arguments_are_checked() -> None:
+    x, w = _inputs(2, 8, 32)
+    op = torch.ops.tunesmith.matvec
+    with pytest.raises(ValueError, match="weight and bias, or neither"):
+        op(x, w, None, 0, torch.ones(32), None)
+    with pytest.raises(ValueError, match="32 values"):
+        op(x, w, None, 0, torch.ones(31), torch.zeros(31))
+    with pytest.raises(ValueError, match="residual must be"):
+        op(x, w, None, 0, None, None, torch.zeros(2, 9))
+    a, b = torch.randn(1, 12, 32), torch.randn(1, 32, 12)
+    fold = torch.ops.tunesmith.folded_attention
+    with pytest.raises(ValueError, match="one float32 row"):
+        fold(x, a, None, b, None, 0, 4, torch.ones(32), torch.zeros(32))
+    with pytest.raises(ValueError, match="for layer 1"):
+        fold(x[:1], a, None, b, None, 1, 4, torch.ones(32), torch.zeros(32))
+    with pytest.raises(ValueError, match="12 scores for 5 heads"):
+        fold(x[:1], a, None, b, None, 0, 5, torch.ones(32), torch.zeros(32))
+
+
 @pytest.mark.usefixtures("compiled_kernels")
 def test_the_modules_use_the_op_eagerly_and_scripted() -> None:
     x, w = _inputs(3, 130, 200)

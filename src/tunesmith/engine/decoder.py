@@ -95,19 +95,17 @@ class _Batch(NamedTuple):
 class _Layer(torch.nn.Module):
     """One decoder layer's step for a batch of jobs (TorchScript-able: see `FastDecoder`).
 
-    ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `_Batch`)."""
+    ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `_Batch`). The layer
+    norms begin the projections after them (qkv, cross_q, fc1: see
+    `tunesmith.engine.kernels`); out and fc2 add the residual."""
 
-    ln1_w: torch.Tensor
-    ln1_b: torch.Tensor
-    ln2_w: torch.Tensor
-    ln2_b: torch.Tensor
-    ln3_w: torch.Tensor
-    ln3_b: torch.Tensor
+    cross_norm_weight: torch.Tensor
+    cross_norm_bias: torch.Tensor
 
     def __init__(
         self,
         index: int,
-        norms: list[torch.Tensor],
+        cross_norm: list[torch.Tensor],
         projections: Sequence[torch.nn.Module],
         heads: int,
         compiled_attention: bool,
@@ -116,32 +114,28 @@ class _Layer(torch.nn.Module):
         self.index = index
         self.compiled_attention = compiled_attention  # the kernels of `attention`
         self.heads = heads
-        self.hidden = int(norms[0].shape[0])
+        self.hidden = int(cross_norm[0].shape[0])
         self.head_dim = self.hidden // heads
-        names = ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "ln3_w", "ln3_b")
-        for name, norm in zip(names, norms, strict=True):
-            self.register_buffer(name, norm, persistent=False)
+        # cross-attention's layer norm, for the folded path (cross_q holds it too)
+        self.register_buffer("cross_norm_weight", cross_norm[0], persistent=False)
+        self.register_buffer("cross_norm_bias", cross_norm[1], persistent=False)
         # fc1 ends in the activation (see `tunesmith.engine.kernels.ACTIVATIONS`)
         self.qkv, self.out, self.cross_q, self.cross_out, self.fc1, self.fc2 = projections
 
     def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
         caches, ts, rows, prompts, stacked, cond, folded = batch
-        d = self.hidden
-        h = F.layer_norm(x, [d], self.ln1_w, self.ln1_b, 1e-5)
-        x = x + self.out(self._self_attention(self.qkv(h), caches, ts, rows))
+        x = self.out(self._self_attention(self.qkv(x), caches, ts, rows), x)
         # the conditional rows attend to the prompt (one job: row 0, a view, no copy); the
         # unconditional rows attend to an all-masked prompt, which adds exactly zero
         single = len(caches) == 1
         conditional = x.narrow(0, 0, 1) if single else x.index_select(0, cond)
-        hc = F.layer_norm(conditional, [d], self.ln2_w, self.ln2_b, 1e-5)
-        crossed = self._prompt_attention(hc, prompts, stacked, folded)
+        crossed = self._prompt_attention(conditional, prompts, stacked, folded)
         if single:
             x.narrow(0, 0, 1).add_(crossed)
         else:
             x.index_add_(0, cond, crossed)
-        h = F.layer_norm(x, [d], self.ln3_w, self.ln3_b, 1e-5)
-        mlp: torch.Tensor = self.fc2(self.fc1(h))
-        return x + mlp
+        out: torch.Tensor = self.fc2(self.fc1(x), x)
+        return out
 
     def _self_attention(
         self, qkv: torch.Tensor, caches: list[torch.Tensor], ts: list[int], rows: list[int]
@@ -201,14 +195,19 @@ class _Layer(torch.nn.Module):
             crossed[which] = torch.cat(rows)
         return crossed
 
-    def _folded_attention(self, hc: torch.Tensor, fold: FoldedCross) -> torch.Tensor:
+    def _folded_attention(self, conditional: torch.Tensor, fold: FoldedCross) -> torch.Tensor:
         """One conditional row ``(1, D)`` over its prompt through `cross.fold` 's A and B."""
         a, a_scale, b, b_scale = fold
-        i = self.index
-        scores = torch.ops.tunesmith.matvec(hc, a[i], None if a_scale is None else a_scale[i], 0)
-        p = torch.softmax(scores.view(self.heads, -1), dim=1).view(1, -1)
-        out: torch.Tensor = torch.ops.tunesmith.matvec(
-            p, b[i], None if b_scale is None else b_scale[i], 0
+        out: torch.Tensor = torch.ops.tunesmith.folded_attention(
+            conditional,
+            a,
+            a_scale,
+            b,
+            b_scale,
+            self.index,
+            self.heads,
+            self.cross_norm_weight,
+            self.cross_norm_bias,
         )
         return out
 
@@ -227,24 +226,17 @@ class _Layer(torch.nn.Module):
 
 
 class _Stack(torch.nn.Module):
-    """Every layer, the final layer norm and the LM heads: embedded rows in, logits out."""
+    """Every layer, then the LM heads (which begin with the final layer norm): embedded rows
+    in, logits out."""
 
-    ln_w: torch.Tensor
-    ln_b: torch.Tensor
-
-    def __init__(
-        self, layers: list[_Layer], final_norm: list[torch.Tensor], heads: torch.nn.Module
-    ) -> None:
+    def __init__(self, layers: list[_Layer], heads: torch.nn.Module) -> None:
         super().__init__()
         self.layers = torch.nn.ModuleList(layers)
-        self.register_buffer("ln_w", final_norm[0], persistent=False)
-        self.register_buffer("ln_b", final_norm[1], persistent=False)
         self.lm_heads = heads
 
     def forward(self, x: torch.Tensor, batch: _Batch) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, batch)
-        x = F.layer_norm(x, [x.shape[1]], self.ln_w, self.ln_b, 1e-5)
         logits: torch.Tensor = self.lm_heads(x)
         return logits
 
@@ -348,25 +340,27 @@ class FastDecoder:
                 _share(qkv, [sa.q_proj, sa.k_proj, sa.v_proj])
             weights = [qkv, sa.out_proj.weight, ca.q_proj.weight, ca.out_proj.weight]
             weights += [layer.fc1.weight, layer.fc2.weight]
+            weights = [w.to(device) for w in weights]
+            # each layer norm begins the projection after it (none before out and fc2)
+            cross_norm = norm(layer.encoder_attn_layer_norm)
+            norms = [norm(layer.self_attn_layer_norm), None, cross_norm, None]
+            norms += [norm(layer.final_layer_norm), None]
+            activations = [0, 0, 0, 0, activation, 0]
             projections = [
-                projection(w.to(device), precision, linear_rows, compiled) for w in weights[:4]
+                projection(w, precision, linear_rows, compiled, act, n)
+                for w, act, n in zip(weights, activations, norms, strict=True)
             ]
-            fc1, fc2 = (w.to(device) for w in weights[4:])
-            projections.append(projection(fc1, precision, linear_rows, compiled, activation))
-            projections.append(projection(fc2, precision, linear_rows, compiled))
-            norms = [
-                *norm(layer.self_attn_layer_norm),
-                *norm(layer.encoder_attn_layer_norm),
-                *norm(layer.final_layer_norm),
-            ]
-            self.layers.append(_Layer(index, norms, projections, self.heads, compiled_attention))
+            self.layers.append(
+                _Layer(index, cross_norm, projections, self.heads, compiled_attention)
+            )
             self.cross_kv.append((cast(ca.k_proj.weight), cast(ca.v_proj.weight)))
             self.cross_qo.append((projections[2], projections[3]))
         heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(device)
         if precision == "fp32":
             _share(heads, list(model.decoder.lm_heads))
-        self.lm_heads = projection(heads, precision, linear_rows, compiled)
-        self._stack = _script(_Stack(self.layers, norm(decoder.layer_norm), self.lm_heads))
+        final_norm = norm(decoder.layer_norm)
+        self.lm_heads = projection(heads, precision, linear_rows, compiled, 0, final_norm)
+        self._stack = _script(_Stack(self.layers, self.lm_heads))
         # where the projections are compiled kernels, short prompts fold cross-attention's
         # weights into their keys and values (`tunesmith.engine.cross`); the float weights
         # are read back from the projections per request (no second copy is kept)

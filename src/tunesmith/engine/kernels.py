@@ -20,8 +20,10 @@ kernel reads fastest:
   input columns fixed at +1 and -1 (against zero weights) pin the range.
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 
-A projection can end in the decoder's activation (`ACTIVATIONS`): the compiled kernel applies
-it to its products before returning, the others with `F.gelu` after.
+A projection can begin with the layer norm before it (``norm``: weight and bias, eps 1e-5),
+end in the decoder's activation (`ACTIVATIONS`), and add a residual to its result: the
+compiled operator does all three in the one call (no torch operator between), the others with
+`F.layer_norm`, `F.gelu` and an addition.
 """
 
 import logging
@@ -66,6 +68,26 @@ def _activate(y: torch.Tensor, activation: int) -> torch.Tensor:
     return y
 
 
+def _normalize(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The projection's layer norm with torch, for the uncompiled kernels (none: `x`)."""
+    if weight is None or bias is None:
+        return x
+    return F.layer_norm(x, [x.shape[1]], weight, bias, 1e-5)
+
+
+def _finish(y: torch.Tensor, activation: int, residual: torch.Tensor | None) -> torch.Tensor:
+    """`activation`, then the residual added, with torch, for the uncompiled kernels."""
+    y = _activate(y, activation)
+    return y if residual is None else y + residual
+
+
+def _register_norm(module: torch.nn.Module, norm: list[torch.Tensor] | None) -> None:
+    module.register_buffer("norm_weight", None if norm is None else norm[0], persistent=False)
+    module.register_buffer("norm_bias", None if norm is None else norm[1], persistent=False)
+
+
 def resolve_precision(precision: str, device: torch.device) -> Precision:
     """``auto`` is fp32 on the CPU (exact) and fp16 on CUDA; int8 is CPU-only, halves CUDA-only."""
     from tunesmith.errors import ConfigError
@@ -85,14 +107,22 @@ class DenseProjection(torch.nn.Module):
     """``y = x @ W.T`` (no bias) for a float weight ``W`` of shape ``(out, in)``."""
 
     weight: torch.Tensor
+    norm_weight: torch.Tensor | None
+    norm_bias: torch.Tensor | None
     compiled: bool  # the compiled kernel (CPU float32), whatever the row count
     linear_rows: int  # otherwise inputs of up to this many rows use `F.linear`, larger ``mm``
 
     def __init__(
-        self, weight: torch.Tensor, linear_rows: int, compiled: bool = False, activation: int = 0
+        self,
+        weight: torch.Tensor,
+        linear_rows: int,
+        compiled: bool = False,
+        activation: int = 0,
+        norm: list[torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight.detach().contiguous(), persistent=False)
+        _register_norm(self, norm)
         self.linear_rows = linear_rows
         self.compiled = compiled
         self.activation = activation
@@ -105,13 +135,16 @@ class DenseProjection(torch.nn.Module):
         """The float32 weight ``(out, in)`` this projection multiplies by."""
         return self.weight.float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self.compiled:
-            out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, None, self.activation)
+            out: torch.Tensor = torch.ops.tunesmith.matvec(
+                x, self.weight, None, self.activation, self.norm_weight, self.norm_bias, residual
+            )
             return out
+        x = _normalize(x, self.norm_weight, self.norm_bias)
         if x.shape[0] <= self.linear_rows:
-            return _activate(F.linear(x, self.weight), self.activation)
-        return _activate(torch.mm(self.weight, x.t()).t(), self.activation)
+            return _finish(F.linear(x, self.weight), self.activation, residual)
+        return _finish(torch.mm(self.weight, x.t()).t(), self.activation, residual)
 
 
 class Int8Projection(torch.nn.Module):
@@ -119,12 +152,17 @@ class Int8Projection(torch.nn.Module):
 
     weight: torch.Tensor
     scale: torch.Tensor
+    norm_weight: torch.Tensor | None
+    norm_bias: torch.Tensor | None
 
-    def __init__(self, weight: torch.Tensor, activation: int = 0) -> None:
+    def __init__(
+        self, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         packed, scale = matvec.pack_int8(weight)
         self.register_buffer("weight", packed, persistent=False)
         self.register_buffer("scale", scale, persistent=False)
+        _register_norm(self, norm)
         self.weight_count = weight.numel()
         self.in_features = int(weight.shape[1])
         self.activation = activation
@@ -138,8 +176,10 @@ class Int8Projection(torch.nn.Module):
         times their scales)."""
         return matvec.unpack_int8(self.weight, self.scale, self.in_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.tunesmith.matvec(x, self.weight, self.scale, self.activation)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.tunesmith.matvec(
+            x, self.weight, self.scale, self.activation, self.norm_weight, self.norm_bias, residual
+        )
         return out
 
 
@@ -148,9 +188,14 @@ class FbgemmInt8Projection(torch.nn.Module):
     compiled kernel is unavailable."""
 
     pins: torch.Tensor
+    norm_weight: torch.Tensor | None
+    norm_bias: torch.Tensor | None
 
-    def __init__(self, weight: torch.Tensor, activation: int = 0) -> None:
+    def __init__(
+        self, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
+        _register_norm(self, norm)
         out_features, in_features = weight.shape
         padded = torch.zeros(out_features, in_features + _PAD)
         padded[:, :in_features] = weight.detach().float()
@@ -165,11 +210,12 @@ class FbgemmInt8Projection(torch.nn.Module):
     def nbytes(self) -> int:
         return int(self.weight_count)  # one byte per weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = _normalize(x, self.norm_weight, self.norm_bias)
         scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
         rows = torch.cat([x / scale, self.pins.expand(x.shape[0], -1)], dim=1)
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self.packed, True)
-        return _activate(out.mul_(scale), self.activation)
+        return _finish(out.mul_(scale), self.activation, residual)
 
 
 Projection = DenseProjection | Int8Projection | FbgemmInt8Projection
@@ -181,17 +227,20 @@ def projection(
     linear_rows: int,
     compiled: bool,
     activation: int = 0,
+    norm: list[torch.Tensor] | None = None,
 ) -> Projection:
     """The projection module for `weight` at `precision` (its dtype converted as needed),
-    ending in `activation` (an `ACTIVATIONS` code, 0 for none); `compiled`: the compiled kernels
-    are available (CPU)."""
+    beginning with the layer norm `norm` (its weight and bias, in the activations' dtype) if
+    given and ending in `activation` (an `ACTIVATIONS` code, 0 for none); `compiled`: the
+    compiled kernels are available (CPU)."""
     if precision == "int8":
         if compiled:
-            return Int8Projection(weight, activation)
-        return FbgemmInt8Projection(weight, activation)
+            return Int8Projection(weight, activation, norm)
+        return FbgemmInt8Projection(weight, activation, norm)
     if precision in HALF_DTYPES:
-        return DenseProjection(weight.to(HALF_DTYPES[precision]), ALWAYS_LINEAR, False, activation)
-    return DenseProjection(weight, linear_rows, compiled, activation)
+        half = weight.to(HALF_DTYPES[precision])
+        return DenseProjection(half, ALWAYS_LINEAR, False, activation, norm)
+    return DenseProjection(weight, linear_rows, compiled, activation, norm)
 
 
 def fastest_linear_rows(weights: list[torch.Tensor], rows: int = 2) -> int:

@@ -6,12 +6,13 @@ flags; one already there is used without a compiler (the container image builds 
 
 - the kernels, ``csrc/*.c``, compiled with the system C compiler (``$CC``, else ``cc``) and
   loaded with ctypes;
-- the operators ``tunesmith::matvec``, ``tunesmith::decode_attention`` and
-  ``tunesmith::self_attention``, ``csrc/ops.cpp``, compiled with the C++ compiler (``$CXX``,
-  else ``c++``) against torch's headers and loaded into torch once per process. The TorchScript
-  decoder step calls them directly: an operator implemented in Python cost ~20 us a call (and
-  the GIL) where these take ~4 us, over ~190 calls a step. The kernels are bound to them by
-  address, so a rebuilt kernel library (a portable build) can be bound in its place.
+- the operators ``tunesmith::matvec``, ``tunesmith::folded_attention``,
+  ``tunesmith::decode_attention`` and ``tunesmith::self_attention``, ``csrc/ops.cpp``, compiled
+  with the C++ compiler (``$CXX``, else ``c++``) against torch's headers and loaded into torch
+  once per process. The TorchScript decoder step calls them directly: an operator implemented
+  in Python cost ~20 us a call (and the GIL) where these take ~4 us, over ~190 calls a step.
+  The kernels are bound to them by address, so a rebuilt kernel library (a portable build) can
+  be bound in its place.
 
 The operators' schemas are defined here at import, so the decoder scripts whether or not the
 libraries build. Where either is missing, `library` is None and every caller uses torch's
@@ -55,7 +56,10 @@ _ENTRIES: dict[str, list[type]] = {
 }
 # the operators' schemas: their CPU kernels are csrc/ops.cpp's
 _SCHEMAS = (
-    "matvec(Tensor x, Tensor weight, Tensor? scale, int activation=0) -> Tensor",
+    "matvec(Tensor x, Tensor weight, Tensor? scale, int activation=0, Tensor? norm_weight=None,"
+    " Tensor? norm_bias=None, Tensor? residual=None) -> Tensor",
+    "folded_attention(Tensor x, Tensor a, Tensor? a_scale, Tensor b, Tensor? b_scale, int layer,"
+    " int heads, Tensor norm_weight, Tensor norm_bias) -> Tensor",
     "decode_attention(Tensor query, Tensor cache, int length) -> Tensor",
     "self_attention(Tensor qkv, Tensor(a!)[] caches, int[] ts, int layer) -> Tensor",
 )

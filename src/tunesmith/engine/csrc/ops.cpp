@@ -16,8 +16,10 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -53,11 +55,47 @@ bool cache_type(const at::Tensor &cache) {
     return cache.scalar_type() == at::kFloat || cache.scalar_type() == at::kBFloat16;
 }
 
+at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
+                   const std::optional<at::Tensor> &scale, int64_t activation);
+
+// Each row of x (rows, K) layer-normalized as F.layer_norm does with eps 1e-5 (mean and
+// variance over the row, then weight and bias): a new contiguous tensor. The sums are in double,
+// so a row may differ from torch's in its last bits.
+at::Tensor layer_norm_rows(const at::Tensor &x, const at::Tensor &weight, const at::Tensor &bias) {
+    const int64_t rows = x.size(0), size = x.size(1);
+    TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat &&
+                          weight.is_contiguous() && bias.is_contiguous() &&
+                          weight.numel() == size && bias.numel() == size,
+                      "layer norm weight and bias must be contiguous float32 of ", size,
+                      " values, not ", weight.sizes(), " and ", bias.sizes());
+    at::Tensor out = at::empty_like(x);
+    const float *in = x.const_data_ptr<float>(), *w = weight.const_data_ptr<float>(),
+                *b = bias.const_data_ptr<float>();
+    float *o = out.mutable_data_ptr<float>();
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = in + r * size;
+        double total = 0.0;
+        for (int64_t k = 0; k < size; k++) total += row[k];
+        const double mean = total / static_cast<double>(size);
+        double squares = 0.0;
+        for (int64_t k = 0; k < size; k++) squares += (row[k] - mean) * (row[k] - mean);
+        const float centre = static_cast<float>(mean);
+        const float rstd = static_cast<float>(1.0 / std::sqrt(squares / size + 1e-5));
+        for (int64_t k = 0; k < size; k++) o[r * size + k] = (row[k] - centre) * rstd * w[k] + b[k];
+    }
+    return out;
+}
+
 // x (rows, K) float32 times weight (N, K) transposed; weight float32, or int8 packed by
 // tunesmith.engine.matvec.pack_int8 with its (N,) float32 scales; then the activation
-// (tunesmith.engine.kernels.ACTIVATIONS).
+// (tunesmith.engine.kernels.ACTIVATIONS). With norm_weight and norm_bias, x is layer-normalized
+// first (`layer_norm_rows`); with a residual (rows, N), it is added to the result. Fusing them
+// here saves the decoder step ~120 torch operators (each a few microseconds to dispatch).
 at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
-                  const std::optional<at::Tensor> &scale, int64_t activation) {
+                  const std::optional<at::Tensor> &scale, int64_t activation,
+                  const std::optional<at::Tensor> &norm_weight,
+                  const std::optional<at::Tensor> &norm_bias,
+                  const std::optional<at::Tensor> &residual) {
     TORCH_CHECK(kernels.matvec_f32 != nullptr && x_in.device().is_cpu(),
                 "matvec needs the compiled kernels and CPU tensors");
     TORCH_CHECK_VALUE(0 <= activation && activation <= kActivations, "unknown activation ",
@@ -66,7 +104,27 @@ at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
                       "matvec takes float32 rows (rows, K), not ", x_in.scalar_type(), " ",
                       x_in.sizes());
     TORCH_CHECK_VALUE(weight.is_contiguous(), "matvec takes a contiguous weight");
-    const at::Tensor x = x_in.contiguous();
+    TORCH_CHECK_VALUE(norm_weight.has_value() == norm_bias.has_value(),
+                      "matvec takes both a layer norm's weight and bias, or neither");
+    const at::Tensor x = norm_weight.has_value()
+                             ? layer_norm_rows(x_in.contiguous(), *norm_weight, *norm_bias)
+                             : x_in.contiguous();
+    at::Tensor y = project(x, weight, scale, activation);
+    if (residual.has_value()) {
+        TORCH_CHECK_VALUE(residual->scalar_type() == at::kFloat && residual->is_contiguous() &&
+                              residual->sizes() == y.sizes(),
+                          "the residual must be contiguous float32 ", y.sizes(), ", not ",
+                          residual->scalar_type(), " ", residual->sizes());
+        float *out = y.mutable_data_ptr<float>();
+        const float *add = residual->const_data_ptr<float>();
+        for (int64_t i = 0; i < y.numel(); i++) out[i] += add[i];
+    }
+    return y;
+}
+
+// The product of contiguous float32 rows x and a weight, as `matvec` describes.
+at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
+                   const std::optional<at::Tensor> &scale, int64_t activation) {
     const int64_t rows = x.size(0), size = x.size(1);
     if (weight.scalar_type() == at::kFloat && !scale.has_value()) {
         TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == size, "bad shapes: x ",
@@ -93,6 +151,42 @@ at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
                           outputs, static_cast<int>(activation));
     TORCH_CHECK(!failed, "matvec could not allocate its rounded rows");
     return y;
+}
+
+// One conditional row's cross-attention through the weights folded into its prompt
+// (tunesmith.engine.cross): x (1, D) layer-normalized, scores = x A^T (H * S) with A = a[layer],
+// a softmax over each head's S scores, then p B^T (1, D) with B^T = b[layer]. a and b are
+// stacked per layer as matvec takes its weights (int8 with their scales, or float32 without).
+at::Tensor folded_attention(const at::Tensor &x, const at::Tensor &a,
+                            const std::optional<at::Tensor> &a_scale, const at::Tensor &b,
+                            const std::optional<at::Tensor> &b_scale, int64_t layer,
+                            int64_t heads, const at::Tensor &norm_weight,
+                            const at::Tensor &norm_bias) {
+    TORCH_CHECK(kernels.matvec_f32 != nullptr && x.device().is_cpu(),
+                "folded_attention needs the compiled kernels and CPU tensors");
+    TORCH_CHECK_VALUE(x.dim() == 2 && x.size(0) == 1 && x.scalar_type() == at::kFloat,
+                      "folded_attention takes one float32 row (1, D), not ", x.scalar_type(),
+                      " ", x.sizes());
+    TORCH_CHECK_VALUE(a.dim() >= 3 && b.dim() >= 3 && 0 <= layer && layer < a.size(0) &&
+                          layer < b.size(0) && heads > 0,
+                      "bad folded weights ", a.sizes(), " and ", b.sizes(), " for layer ", layer);
+    const auto pick = [layer](const std::optional<at::Tensor> &t) {
+        return t.has_value() ? std::optional<at::Tensor>(t->select(0, layer)) : std::nullopt;
+    };
+    const at::Tensor h = layer_norm_rows(x.contiguous(), norm_weight, norm_bias);
+    at::Tensor scores = project(h, a.select(0, layer), pick(a_scale), 0);
+    const int64_t total = scores.size(1), length = total / heads;
+    TORCH_CHECK_VALUE(length * heads == total && length > 0, total, " scores for ", heads,
+                      " heads");
+    float *p = scores.mutable_data_ptr<float>();
+    for (int64_t head = 0; head < heads; head++, p += length) {  // softmax, as torch's
+        float top = p[0];
+        for (int64_t s = 1; s < length; s++) top = std::max(top, p[s]);
+        float sum = 0.0f;
+        for (int64_t s = 0; s < length; s++) sum += (p[s] = std::exp(p[s] - top));
+        for (int64_t s = 0; s < length; s++) p[s] /= sum;
+    }
+    return project(scores, b.select(0, layer), pick(b_scale), 0);
 }
 
 // query (rows, H, hd) over cache[0/1, :, :, :length] of a contiguous (2, rows, H, T, hd) cache.
@@ -196,6 +290,7 @@ extern "C" void tunesmith_bind_kernels(void *const *entries) {
 
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {
     m.impl("matvec", TORCH_FN(matvec));
+    m.impl("folded_attention", TORCH_FN(folded_attention));
     m.impl("decode_attention", TORCH_FN(decode_attention));
     m.impl("self_attention", TORCH_FN(self_attention));
 }
