@@ -492,7 +492,7 @@ class FastDecoder:
             [job.cross for job in jobs],
             self._stacked_cross(jobs),
             self._conditional_rows(tuple(rows)),
-            self._folded(jobs),
+            [job.folded for job in jobs],
         )
         logits = self._stack(x, batch)
         logits = logits.float().view(x.shape[0], self.num_codebooks, self.vocab_size)
@@ -518,19 +518,6 @@ class FastDecoder:
             firsts = [sum(rows[:i]) for i in range(len(rows))]
             index = self._cond_index[rows] = torch.tensor(firsts, device=self.device)
         return index
-
-    def _folded(self, jobs: list[DecodeJob]) -> list[FoldedCross | None]:
-        """Each job's folded cross-attention weights for this step, or None: its row goes
-        through the weights. An int8 job keeps to its path whatever its batch: its folded
-        weights are rounded to int8 apart from the projections', so the two paths give other
-        codes, and a request's codes must not depend on its batch. In float32 the two differ
-        by float rounding only, so a batch takes whichever reads fewer bytes: the folded
-        weights while the batch's prompts together are shorter than a head's size."""
-        folded = [job.folded for job in jobs]
-        if self.precision == "int8" or len(jobs) == 1:
-            return folded
-        fewer = sum(job.cross.shape[4] for job in jobs) < self.head_dim
-        return folded if fewer and None not in folded else [None] * len(jobs)
 
     def _stacked_cross(self, jobs: list[DecodeJob]) -> torch.Tensor | None:
         """The batch's prompt keys/values as one ``(layers, 2, J, H, S, hd)`` tensor when the
