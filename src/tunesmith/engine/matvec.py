@@ -9,11 +9,13 @@ rounded to int16 per row (fbgemm rounds them to 8 bits per call) and the product
 exactly. Each output is computed the same way whatever the other rows, so a row's result does
 not depend on what it is batched with.
 
-The TorchScript decoder step calls it as the operator ``tunesmith::matvec(x, weight, scale)``
-(``csrc/ops.cpp``, see `tunesmith.engine.native`): ``x`` ``(rows, K)`` float32 times a weight
-``(N, K)`` transposed -> ``(rows, N)`` float32, the weight float32 ``(N, K)`` with ``scale``
-None, or int8 as `pack_int8` lays it out with its ``scale``. A wrong input raises ValueError;
-`available` says whether the compiled kernels could be had.
+The TorchScript decoder step calls it as the operator ``tunesmith::matvec(x, weight, scale,
+activation, norm_weight, norm_bias, residual)`` (``csrc/ops.cpp``, see `tunesmith.engine.native`):
+``x`` ``(rows, K)`` float32, layer-normalized first when given a norm's weight and bias, times a
+weight ``(N, K)`` transposed -> ``(rows, N)`` float32, then the activation and the residual
+added; the weight float32 ``(N, K)`` with ``scale`` None, or int8 as `pack_int8` lays it out
+with its ``scale``. A wrong input raises ValueError; `available` says whether the compiled
+kernels could be had.
 """
 
 import torch
