@@ -20,6 +20,8 @@ For musicgen-small with a 12-token prompt, a step reads 9.4 MB of these per requ
 instead of 50 MB of weights, and 38 MB instead of 201 MB in float32.
 """
 
+from collections.abc import Iterable
+
 import torch
 
 from tunesmith.engine import matvec
@@ -33,13 +35,13 @@ FoldedCross = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tenso
 
 def fold(
     cross: torch.Tensor,
-    weights: list[tuple[torch.Tensor, torch.Tensor]],
+    weights: Iterable[tuple[torch.Tensor, torch.Tensor]],
     int8: bool,
     dtype: torch.dtype,
 ) -> FoldedCross:
     """`cross`: one request's prompt keys/values ``(layers, 2, 1, H, S, hd)``; `weights`: each
-    layer's float ``q_proj`` and ``out_proj`` weights ``(D, D)``. Returns `FoldedCross`: int8
-    packed with scales if `int8`, else in `dtype` without scales."""
+    layer's float ``q_proj`` and ``out_proj`` weights ``(D, D)``, in layer order. Returns
+    `FoldedCross`: int8 packed with scales if `int8`, else in `dtype` without scales."""
     heads, length, head_dim = cross.shape[3:]
     scale = head_dim**-0.5
     a_parts, b_parts = [], []

@@ -24,7 +24,7 @@ decoder step by step:
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -172,24 +172,25 @@ class _Layer(torch.nn.Module):
 
     def _prompt_attention(
         self,
-        hc: torch.Tensor,
+        conditional: torch.Tensor,
         prompts: list[torch.Tensor],
         stacked: torch.Tensor | None,
         folded: list[FoldedCross | None],
     ) -> torch.Tensor:
-        """Cross-attention of each job's conditional row (``hc`` ``(J, D)``): a job with folded
-        weights through them, always (its result must not depend on its batch), the others
-        through the cross-attention weights (computed for every row when any job needs it)."""
+        """Cross-attention of each job's conditional row (``(J, D)``, before the layer norm):
+        a job with folded weights through them, always (its result must not depend on its
+        batch), the others through the cross-attention weights (computed for every row when any
+        job needs them)."""
         rows: list[torch.Tensor] = []
         which: list[int] = []
         for j in range(len(folded)):
             fold = folded[j]
             if fold is not None:
-                rows.append(self._folded_attention(hc[j : j + 1], fold))
+                rows.append(self._folded_attention(conditional[j : j + 1], fold))
                 which.append(j)
         if len(rows) == len(folded):
             return rows[0] if len(rows) == 1 else torch.cat(rows)
-        attended = self._cross_attention(self.cross_q(hc), prompts, stacked)
+        attended = self._cross_attention(self.cross_q(conditional), prompts, stacked)
         crossed: torch.Tensor = self.cross_out(attended)
         if len(rows) > 0:
             crossed[which] = torch.cat(rows)
@@ -379,14 +380,13 @@ class FastDecoder:
         kernels = (DenseProjection, Int8Projection, FbgemmInt8Projection)
         return sum(m.nbytes for layer in modules for m in layer.modules() if isinstance(m, kernels))
 
-    def _cross_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32."""
-        weights = []
+    def _cross_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32, one
+        layer at a time (int8: 8 MB of float weights alive at once, not 200 MB)."""
         for q, out in self.cross_qo:
             if isinstance(q, FbgemmInt8Projection) or isinstance(out, FbgemmInt8Projection):
                 raise TypeError("fbgemm's int8 projections are not folded")
-            weights.append((q.dense(), out.dense()))
-        return weights
+            yield q.dense(), out.dense()
 
     def step_bytes(self, jobs: list[DecodeJob]) -> int:
         """Bytes of weights and folded prompts (`tunesmith.engine.cross`) a step over `jobs`
