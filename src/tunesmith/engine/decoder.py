@@ -36,9 +36,7 @@ from tunesmith.engine.cross import FoldedCross
 from tunesmith.engine.kernels import (
     ACTIVATIONS,
     HALF_DTYPES,
-    DenseProjection,
     FbgemmInt8Projection,
-    Int8Projection,
     Precision,
     Projection,
     fastest_linear_rows,
@@ -377,8 +375,8 @@ class FastDecoder:
     def weight_bytes(self) -> int:
         """Bytes of decoder weights a step reads (projections and heads)."""
         modules = [*self.layers, self.lm_heads]
-        kernels = (DenseProjection, Int8Projection, FbgemmInt8Projection)
-        return sum(m.nbytes for layer in modules for m in layer.modules() if isinstance(m, kernels))
+        parts = [m for module in modules for m in module.modules() if isinstance(m, Projection)]
+        return sum(part.nbytes for part in parts)
 
     def _cross_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32, one

@@ -434,8 +434,6 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
     memcpy(row + dim, &scale, sizeof scale);
 }
 
-static inline long row_plain(long dim) { return dim; }
-
 #define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE_ROW, ROW)                           \
     int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,         \
              const long *steps, const long *rows, long heads, long dim, float scale) {          \
@@ -482,7 +480,7 @@ static inline long row_plain(long dim) { return dim; }
         return failed;                                                                          \
     }
 
-DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, attend64_f32, store_row_f32, row_plain)
+DEFINE_SELF_ENTRY(self_attention_f32, float, attend_f32, attend64_f32, store_row_f32, ROW_PLAIN)
 DEFINE_SELF_ENTRY(self_attention_bf16, uint16_t, attend_bf16, attend64_bf16, store_row_bf16,
-                  row_plain)
+                  ROW_PLAIN)
 DEFINE_SELF_ENTRY(self_attention_i8, int8_t, attend_i8, attend64_i8, store_row_i8, ROW_I8)
