@@ -74,7 +74,7 @@ def s3_env(
 
 
 # =================================================================================================
-# Compiled kernels: csrc/*.c bound to the tunesmith:: torch operators (tunesmith.engine.native).
+# Compiled kernels: csrc/*.c bound to the tunesmith:: torch operators (engine.kernels.build).
 #
 #   compiled_kernels  function  built (or taken from the cache) and bound; skips without compilers
 # =================================================================================================
@@ -82,11 +82,11 @@ def s3_env(
 
 @pytest.fixture
 def compiled_kernels() -> None:
-    from tunesmith.engine import native
+    from tunesmith.engine import kernels
 
     if shutil.which("cc") is None or shutil.which("c++") is None:
         pytest.skip("no C and C++ compilers")
-    assert native.available()
+    assert kernels.available()
 
 
 # =================================================================================================

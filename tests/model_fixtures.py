@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tunesmith.benchmark.random_model import save_random_musicgen
 from tunesmith.engine import MusicGenEngine
-from tunesmith.engine.random_model import save_random_musicgen
 
 
 @pytest.fixture(scope="session")

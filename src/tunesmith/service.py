@@ -16,7 +16,7 @@ import anyio.to_thread
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
 from tunesmith.engine import CONTENT_TYPES, GenerationParams, MusicGenEngine, encode_audio
-from tunesmith.engine.musicgen import ProgressCallback
+from tunesmith.engine.engine import ProgressCallback
 from tunesmith.schema import MAX_SEED, GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunesmith.engine.codec import AudioDecoder
+from tunesmith.engine.audio.codec import AudioDecoder
 from tunesmith.engine.loader import load_model
 
 

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
-from tunesmith.engine import attention, native
-from tunesmith.engine.decoder import FastDecoder
+from tunesmith.engine import kernels
+from tunesmith.engine.kernels import attention
+from tunesmith.engine.kernels import build as native
 from tunesmith.engine.loader import load_model
+from tunesmith.engine.model.decoder import FastDecoder
 
 
 @pytest.mark.usefixtures("compiled_kernels")
@@ -22,7 +24,7 @@ from tunesmith.engine.loader import load_model
 def test_kernel_matches_torch_attention(
     rows: int, length: int, dim: int, dtype: torch.dtype
 ) -> None:
-    assert attention.available()
+    assert kernels.available()
     generator = torch.Generator().manual_seed(length)
     cache = (torch.randn(2, rows, 4, 600, dim, generator=generator) * 3).to(dtype)
     query = torch.randn(rows, 4, dim, generator=generator) * 3
@@ -216,11 +218,11 @@ def test_a_built_kernel_is_reused_without_a_compiler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fresh_kernel_state(monkeypatch, tmp_path)
-    assert attention.available()
+    assert kernels.available()
     built = list((tmp_path / "tunesmith").glob("kernels-*.so"))
     assert len(built) == 1
     _fresh_kernel_state(monkeypatch, tmp_path)
     monkeypatch.setenv("CC", "no-such-compiler")
-    assert attention.available()  # what a container image without gcc does
+    assert kernels.available()  # what a container image without gcc does
     _fresh_kernel_state(monkeypatch, tmp_path / "empty")
-    assert not attention.available()  # nothing built, nothing to build with: torch's kernel
+    assert not kernels.available()  # nothing built, nothing to build with: torch's kernel

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
-from tunesmith.engine import matvec
-from tunesmith.engine.decoder import DecodeJob, FastDecoder
-from tunesmith.engine.kernels import FbgemmInt8Projection, Int8Projection, Precision
+from tunesmith.engine.kernels import build, matvec
 from tunesmith.engine.loader import LoadedModel, load_model
+from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
+from tunesmith.engine.model.projections import FbgemmInt8Projection, Int8Projection, Precision
 
 PROMPT = "80s pop track with bassy drums and synth"
 # fewer T5 tokens (5) than the tiny model has dimensions per head (8): its cross-attention runs
-# folded into its keys and values (tunesmith.engine.cross), where PROMPT's (26) reads the weights
+# folded into its keys and values (engine.model.cross), where PROMPT's (26) reads the weights
 SHORT_PROMPT = "piano"
 
 
@@ -55,7 +55,7 @@ def test_fp32_greedy_codes_and_logits_match_transformers(
 def test_a_short_prompt_folds_cross_attention_into_its_keys_and_values(
     loaded: LoadedModel, precision: Precision
 ) -> None:
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.engine.model.sampling import SamplingParams
 
     decoder = FastDecoder(loaded.model, precision, loaded.device)
     if not decoder.fold_cross:
@@ -101,7 +101,7 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
     exact = FastDecoder(loaded.model, "fp32", loaded.device)
     scores, tokens = engine_scores(exact, loaded.processor, PROMPT, frames, 3.0)
     if kernel is FbgemmInt8Projection:  # what a machine without a C compiler runs
-        monkeypatch.setattr(matvec, "available", lambda: False)
+        monkeypatch.setattr(build, "library", lambda: None)
     quantized = FastDecoder(loaded.model, "int8", loaded.device)
     assert isinstance(quantized.layers[0].fc1, kernel)
     assert quantized.weight_bytes * 4 == pytest.approx(exact.weight_bytes, rel=0.01)
@@ -121,8 +121,8 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
 
 
 def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Path) -> None:
+    from tunesmith.benchmark.random_model import save_random_musicgen
     from tunesmith.engine import GenerationParams, MusicGenEngine
-    from tunesmith.engine.random_model import save_random_musicgen
 
     path = save_random_musicgen(tmp_path / "stereo", preset="tiny-stereo")
     stereo = load_model(str(path), device="cpu")
@@ -143,13 +143,13 @@ def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Pat
 
 
 def test_the_step_runs_as_torchscript_and_matches_its_eager_self(loaded: LoadedModel) -> None:
-    from tunesmith.engine.decoder import _Stack
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.engine.model.layers import Stack
+    from tunesmith.engine.model.sampling import SamplingParams
 
     decoder = FastDecoder(loaded.model, "int8", loaded.device)
     scripted = decoder._stack
     assert isinstance(scripted, torch.jit.ScriptModule)  # an eager fallback would be slow
-    eager = _Stack(decoder.layers, decoder.lm_heads)
+    eager = Stack(decoder.layers, decoder.lm_heads)
     inputs = loaded.processor(text=[PROMPT], padding=True, return_tensors="pt")
     runs = []
     for stack in (scripted, eager):

@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunesmith.engine import native
-from tunesmith.engine.kernels import (
-    ACTIVATIONS,
+from tunesmith.engine.kernels import ACTIVATIONS
+from tunesmith.engine.kernels import build as native
+from tunesmith.engine.kernels.matvec import pack_int8, unpack_int8
+from tunesmith.engine.model.projections import (
     DenseProjection,
     FbgemmInt8Projection,
     Int8Projection,
 )
-from tunesmith.engine.matvec import pack_int8, unpack_int8
 
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024)]  # (rows, N, K)
 U = 2.0**-24  # float32 unit roundoff
@@ -68,7 +68,7 @@ def test_int8_is_the_dequantized_product_up_to_int16_rows(
     # symmetric per-row rounding: within half a step (plus float32 rounding of w / scale)
     assert ((q * scale[:, None] - w).abs() <= scale[:, None] * (0.5 + 1e-5)).all()
     assert (q.abs().amax(dim=1) == 127).all()
-    # what folding reads back (tunesmith.engine.cross): the same dequantized weight
+    # what folding reads back (tunesmith.engine.model.cross): the same dequantized weight
     assert torch.equal(unpack_int8(packed, scale, size), q.float() * scale[:, None])
     y = torch.ops.tunesmith.matvec(x, packed, scale)
     expected = (x.double() @ q.T) * scale.double()

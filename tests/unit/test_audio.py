@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tunesmith.engine.audio import PEAK_LIMIT, encode_audio, prepare_samples
+from tunesmith.engine.audio.files import PEAK_LIMIT, encode_audio, prepare_samples
 from tunesmith.errors import GenerationFailed
 
 RATE = 32000

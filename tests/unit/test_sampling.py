@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.engine.sampling import SamplingParams, guided_logits, pick_tokens
+from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
 
 
 def scores() -> torch.Tensor:

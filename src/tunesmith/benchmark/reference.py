@@ -88,7 +88,7 @@ def engine_scores(
 
     `decoder` is a `FastDecoder`; scores are ``(steps, K, V)``, tokens ``(K, steps + 1)``.
     """
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.engine.model.sampling import SamplingParams
 
     inputs = processor(text=[prompt], padding=True, return_tensors="pt")
     sampling = SamplingParams(guidance_scale=guidance_scale, greedy=True)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp)
         model = args.model
         if model is None:
-            from tunesmith.engine.random_model import save_random_musicgen
+            from tunesmith.benchmark.random_model import save_random_musicgen
 
             _say("building the musicgen-small architecture with random weights ...")
             model = str(save_random_musicgen(out / "musicgen-small-random", preset="small"))

@@ -1,14 +1,21 @@
-"""MusicGen: loading, generation and audio encoding."""
+"""MusicGen: loading, generation and audio encoding.
+
+engine.py     the facade: `MusicGenEngine` (setup / generate / close)
+scheduler.py  batching against a small step protocol, on the one compute thread
+kernels/      the compiled kernels, their build, and the torch references
+model/        the decoder: weight conversion, projections, layers, prompts, sampling
+audio/        EnCodec decoding and file encoding
+"""
 
 from tunesmith.engine.audio import CONTENT_TYPES, encode_audio
-from tunesmith.engine.loader import LoadedModel, load_model, save_model
-from tunesmith.engine.musicgen import (
+from tunesmith.engine.engine import (
     GenerationParams,
     MusicGenEngine,
     ProgressCallback,
     Track,
     engine_for,
 )
+from tunesmith.engine.loader import LoadedModel, load_model, save_model
 
 __all__ = [
     "CONTENT_TYPES",

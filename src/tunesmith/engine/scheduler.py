@@ -22,18 +22,34 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
-from tunesmith.engine.decoder import DecodeJob, FastDecoder
 from tunesmith.errors import GenerationFailed, ModelNotReady
 
-__all__ = ["BatchScheduler", "Ticket"]
+__all__ = ["BatchScheduler", "StepDecoder", "StepJob", "Ticket"]
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]
 T = TypeVar("T")
+
+
+class StepJob(Protocol):
+    """What the scheduler reads of a job: its position, its length, whether it is done."""
+
+    @property
+    def t(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def done(self) -> bool: ...
+
+
+class StepDecoder(Protocol):
+    """What the scheduler drives: one step of every job it is given (`FastDecoder`)."""
+
+    def step(self, jobs: Sequence[Any]) -> None: ...
 
 
 class _Task:
@@ -61,7 +77,7 @@ class _Task:
 class Ticket:
     """A queued job: `wait` blocks until its codes are complete (or raises its error)."""
 
-    def __init__(self, job: DecodeJob, progress: StepCallback | None) -> None:
+    def __init__(self, job: StepJob, progress: StepCallback | None) -> None:
         self.job = job
         self.progress = progress
         self._done = threading.Event()
@@ -79,7 +95,7 @@ class Ticket:
                 log.exception("progress callback failed")
                 self.progress = None
 
-    def wait(self) -> DecodeJob:
+    def wait(self) -> StepJob:
         self._done.wait()
         if self._error is not None:
             raise self._error
@@ -87,10 +103,10 @@ class Ticket:
 
 
 class BatchScheduler:
-    """Runs `FastDecoder.step` over the in-flight jobs, and the engine's other compute
+    """Runs `StepDecoder.step` over the in-flight jobs, and the engine's other compute
     (`call`), in one background thread."""
 
-    def __init__(self, decoder: FastDecoder, max_batch: int = 8, window: float = 0.02) -> None:
+    def __init__(self, decoder: StepDecoder, max_batch: int = 8, window: float = 0.02) -> None:
         self.decoder = decoder
         self.max_batch = max_batch
         self.window = window
@@ -110,7 +126,7 @@ class BatchScheduler:
         with self._cond:
             return len(self._pending) + len(self._active)
 
-    def submit(self, job: DecodeJob, progress: StepCallback | None = None) -> Ticket:
+    def submit(self, job: StepJob, progress: StepCallback | None = None) -> Ticket:
         ticket = Ticket(job, progress)
         with self._cond:
             if self._closed:

@@ -1,10 +1,10 @@
-"""Matrix-vector kernels for the decode loop, one per precision, as TorchScript-able modules.
+"""The decoder's projections, one module per precision, as TorchScript-able modules.
 
 A decode step is a handful of activation rows (one or two per request) times ~344M weights,
 so it is bound by reading weights. Each projection holds one weight matrix in the layout its
 kernel reads fastest:
 
-- ``fp32`` (`DenseProjection`): on the CPU the compiled kernel (`tunesmith.engine.matvec`),
+- ``fp32`` (`DenseProjection`): on the CPU the compiled kernel (`tunesmith.engine.kernels`),
   which reads the weights ~1.5x faster than torch's best for two rows and ~1.2x for sixteen
   on the 2-core AVX2 CPU, from the transformers module's own tensor (no copy). Where it is
   unavailable (no C compiler), `F.linear` or ``mm(W, x.T)``, whichever streams the weight
@@ -21,9 +21,9 @@ kernel reads fastest:
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 
 A projection can begin with the layer norm before it (``norm``: weight and bias, eps 1e-5),
-end in the decoder's activation (`ACTIVATIONS`), and add a residual to its result: the
-compiled operator does all three in the one call (no torch operator between), the others with
-`F.layer_norm`, `F.gelu` and an addition.
+end in the decoder's activation (`tunesmith.engine.kernels.ACTIVATIONS`), and add a residual to
+its result: the compiled operator does all three in the one call (no torch operator between),
+the others with the torch references (`tunesmith.engine.kernels.reference`).
 """
 
 import logging
@@ -34,10 +34,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from tunesmith.engine import matvec
+from tunesmith.engine.kernels import matvec
+from tunesmith.engine.kernels.reference import finish, layer_norm
 
 __all__ = [
-    "ACTIVATIONS",
     "PRECISIONS",
     "DenseProjection",
     "FbgemmInt8Projection",
@@ -54,33 +54,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "fp16", "bf16")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
 
-# the transformers activation -> its code in csrc/matvec.c (0: none)
-ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2}
 ALWAYS_LINEAR = 1 << 30  # `linear_rows` for devices where `F.linear` is the kernel (CUDA)
-
-
-def _activate(y: torch.Tensor, activation: int) -> torch.Tensor:
-    """`activation` (an `ACTIVATIONS` code) applied with torch, for the uncompiled kernels."""
-    if activation == 1:
-        return F.gelu(y)
-    if activation == 2:
-        return F.gelu(y, approximate="tanh")
-    return y
-
-
-def _normalize(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """The projection's layer norm with torch, for the uncompiled kernels (none: `x`)."""
-    if weight is None or bias is None:
-        return x
-    return F.layer_norm(x, [x.shape[1]], weight, bias, 1e-5)
-
-
-def _finish(y: torch.Tensor, activation: int, residual: torch.Tensor | None) -> torch.Tensor:
-    """`activation`, then the residual added, with torch, for the uncompiled kernels."""
-    y = _activate(y, activation)
-    return y if residual is None else y + residual
 
 
 def _register_norm(module: torch.nn.Module, norm: list[torch.Tensor] | None) -> None:
@@ -141,10 +115,10 @@ class DenseProjection(torch.nn.Module):
                 x, self.weight, None, self.activation, self.norm_weight, self.norm_bias, residual
             )
             return out
-        x = _normalize(x, self.norm_weight, self.norm_bias)
+        x = layer_norm(x, self.norm_weight, self.norm_bias)
         if x.shape[0] <= self.linear_rows:
-            return _finish(F.linear(x, self.weight), self.activation, residual)
-        return _finish(torch.mm(self.weight, x.t()).t(), self.activation, residual)
+            return finish(F.linear(x, self.weight), self.activation, residual)
+        return finish(torch.mm(self.weight, x.t()).t(), self.activation, residual)
 
 
 class Int8Projection(torch.nn.Module):
@@ -211,11 +185,11 @@ class FbgemmInt8Projection(torch.nn.Module):
         return int(self.weight_count)  # one byte per weight
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        x = _normalize(x, self.norm_weight, self.norm_bias)
+        x = layer_norm(x, self.norm_weight, self.norm_bias)
         scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
         rows = torch.cat([x / scale, self.pins.expand(x.shape[0], -1)], dim=1)
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(rows, self.packed, True)
-        return _finish(out.mul_(scale), self.activation, residual)
+        return finish(out.mul_(scale), self.activation, residual)
 
 
 Projection = DenseProjection | Int8Projection | FbgemmInt8Projection

@@ -1,4 +1,4 @@
-"""Single-query attention over the decode cache: a small C kernel (`tunesmith.engine.native`).
+"""Single-query attention over the decode cache: a small C kernel (`tunesmith.engine.kernels`).
 
 torch's general attention kernel reads a one-query float32 cache at about half the memory
 bandwidth on the 2-core AVX2 CPU, and late in a long track the cache is as many bytes per step
@@ -18,23 +18,15 @@ decoder step calls it through two torch operators (``csrc/ops.cpp``):
   float32 or bfloat16 cache: the prompt's); returns float32 ``(rows, H, hd)``.
 
 A cache the kernel cannot read raises RuntimeError, wrong shapes ValueError. Where the compiled
-kernels are unavailable, `available` is False and the decoder uses
-`F.scaled_dot_product_attention` (the same result up to float rounding, and up to 2x slower
-late in a long track).
+kernels are unavailable the decoder uses `tunesmith.engine.kernels.reference.attend` (the same
+result up to float rounding, and up to 2x slower late in a long track).
 """
 
 import torch
 
-from tunesmith.engine import native
+from tunesmith.engine.kernels import SCALE_BYTES
 
-__all__ = ["SCALE_BYTES", "available", "int8_rows"]
-
-SCALE_BYTES = 4  # an int8 cache row ends in its float32 scale (csrc/decode_attention.c)
-
-
-def available() -> bool:
-    """Whether the compiled kernel can be used (compiling it on the first call)."""
-    return native.available()
+__all__ = ["int8_rows"]
 
 
 def int8_rows(cache: torch.Tensor) -> torch.Tensor:

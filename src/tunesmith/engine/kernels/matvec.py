@@ -10,27 +10,19 @@ exactly. Each output is computed the same way whatever the other rows, so a row'
 not depend on what it is batched with.
 
 The TorchScript decoder step calls it as the operator ``tunesmith::matvec(x, weight, scale,
-activation, norm_weight, norm_bias, residual)`` (``csrc/ops.cpp``, see `tunesmith.engine.native`):
+activation, norm_weight, norm_bias, residual)`` (``csrc/ops.cpp``, see `tunesmith.engine.kernels`):
 ``x`` ``(rows, K)`` float32, layer-normalized first when given a norm's weight and bias, times a
 weight ``(N, K)`` transposed -> ``(rows, N)`` float32, then the activation and the residual
 added; the weight float32 ``(N, K)`` with ``scale`` None, or int8 as `pack_int8` lays it out
-with its ``scale``. A wrong input raises ValueError; `available` says whether the compiled
-kernels could be had.
+with its ``scale``. A wrong input raises ValueError.
 """
 
 import torch
 
-from tunesmith.engine import native
+from tunesmith.engine.kernels import CHUNK as _CHUNK
+from tunesmith.engine.kernels import TILE as _TILE
 
-__all__ = ["available", "pack_int8", "unpack_int8"]
-
-
-def available() -> bool:
-    """Whether the compiled kernel can be used (compiling it on the first call)."""
-    return native.available()
-
-
-_TILE, _CHUNK = 4, 16  # csrc/matvec.c's int8 layout: 4 weight rows interleaved 16 at a time
+__all__ = ["pack_int8", "unpack_int8"]
 
 
 def pack_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

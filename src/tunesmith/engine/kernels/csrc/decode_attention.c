@@ -8,7 +8,7 @@
  * bound by that read, and torch's general attention kernel reads a one-query cache at about
  * half the memory bandwidth (and computes bfloat16 slowly on CPUs without AVX-512 BF16).
  *
- * Built by tunesmith.engine.native with -O3 -ffast-math -fopenmp (vectorized dot
+ * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (vectorized dot
  * products, conversions and exp); large calls split groups across torch's own OpenMP threads. The
  * head size of every MusicGen checkpoint (64) has its own AVX2 version (`DEFINE_ATTEND64`).
  */
@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "tunesmith.h"
 
 static inline float from_f32(float x) { return x; }
 
@@ -100,7 +102,7 @@ static inline const float *query_int16(const float *q, long dim, float *buffer) 
  * magnitude, then that row's float32 scale (value = scale x int8), unaligned, in its last 4
  * bytes. 68 bytes for MusicGen's 64 values against 128 in bfloat16: late in a long track the
  * cache is the larger part of what a step reads. */
-#define SCALE_BYTES 4
+#define SCALE_BYTES TS_SCALE_BYTES
 #define ROW_I8(dim) ((dim) + SCALE_BYTES)
 
 static inline float row_scale(const int8_t *row, long dim) {
@@ -370,14 +372,14 @@ static void attend64_i8(const float *q, const int8_t *k, const int8_t *v, float 
 #define DEFINE_ENTRY(NAME, T, ATTEND, ATTEND64)                                                 \
     int NAME(const float *q, const T *k, const T *v, float *out, long groups, long length,      \
              long stride, long dim, float scale) {                                              \
-        if (dim > 256) return 2;                                                                \
+        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                       \
         int failed = 0;                                                                         \
         const int parallel = groups * length * dim >= PARALLEL_WORK;                            \
         _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")        \
         for (long g = 0; g < groups; g++) {                                                     \
             float *p = malloc((size_t)length * sizeof(float));                                  \
             if (p == NULL) {                                                                    \
-                failed = 1;                                                                     \
+                failed = TS_ERROR_ALLOCATION;                                                      \
                 continue;                                                                       \
             }                                                                                   \
             const T *kg = k + g * stride, *vg = v + g * stride;                                 \
@@ -437,7 +439,7 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
 #define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE_ROW, ROW)                           \
     int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,         \
              const long *steps, const long *rows, long heads, long dim, float scale) {          \
-        if (dim > 256) return 2;                                                                \
+        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                       \
         long groups = 0, work = 0;                                                              \
         for (long j = 0; j < jobs; j++) {                                                       \
             groups += rows[j] * heads;                                                          \
@@ -445,7 +447,7 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
         }                                                                                       \
         /* per (row, head) group: its job, its row of qkv, its index among its job's groups */  \
         long *plan = malloc((size_t)(groups > 0 ? groups : 1) * 3 * sizeof(long));              \
-        if (plan == NULL) return 1;                                                             \
+        if (plan == NULL) return TS_ERROR_ALLOCATION;                                              \
         for (long j = 0, g = 0, row = 0; j < jobs; row += rows[j], j++)                         \
             for (long local = 0; local < rows[j] * heads; local++, g++) {                       \
                 plan[3 * g] = j;                                                                \
@@ -462,7 +464,7 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
             const long span = steps[j] * row_size;                                              \
             float *p = malloc((size_t)(t + 1) * sizeof(float));                                 \
             if (p == NULL) {                                                                    \
-                failed = 1;                                                                     \
+                failed = TS_ERROR_ALLOCATION;                                                      \
                 continue;                                                                       \
             }                                                                                   \
             const float *q = qkv + row * 3 * width + h * dim;                                   \

@@ -12,19 +12,21 @@
  * Every lane of every output accumulates the same products in the same order whatever the row
  * count, so a request's result does not depend on what it is batched with.
  *
- * Built by tunesmith.engine.native with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma where the
+ * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma where the
  * CPU has them; without AVX2 the portable loops below are vectorized by the compiler).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "tunesmith.h"
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
 
-#define TILE 4        /* outputs per tile: 4 weight rows x 2 activation rows of accumulators */
+#define TILE TS_TILE   /* outputs per tile: 4 weight rows x 2 activation rows of accumulators */
 #define LANES 8       /* float32 / int32 lanes per accumulator */
-#define CHUNK 16      /* int8: K per packed chunk (see below) */
+#define CHUNK TS_CHUNK /* int8: K per packed chunk (see below) */
 #define BLOCK_I8 512  /* 4 int8 weight rows (2 KB) + 16 int16 activation rows (16 KB) */
 /* int8: bytes ahead of the weight stream to prefetch. 1 KB gained 5-10 % on the AVX2 VM; on a
  * Xeon (longer memory latency) 4 KB read the decoder's weights for 2 rows in 24.1-25.2 ms
@@ -195,6 +197,10 @@ int matvec_i8_variant(int variant) {
     return 0;
 }
 
+const char *ts_kernels_isa(void) {
+    return can_run_block(2) ? "avx512-vnni" : can_run_block(1) ? "avx512vl-vnni" : "avx2";
+}
+
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
     block_q_kernel()(xa, xb, tile, k0, k1, acc);
@@ -239,6 +245,8 @@ static void dot3_f32(const float *const x[3], const float *const w[TILE], long K
 
 /* For tests: the portable build has one way to compute int8 products (variant 0). */
 int matvec_i8_variant(int variant) { return variant == -1 || variant == 0 ? 0 : 1; }
+
+const char *ts_kernels_isa(void) { return "portable"; }
 
 static void block_q(const int16_t *xa, const int16_t *xb, const int8_t *tile, long k0, long k1,
                     vi *acc) {
@@ -300,11 +308,10 @@ static void tile_f32(const float *x, long rows, const float *w, long K, long cou
  * weights have streamed through the caches). Eight outputs at a time, each eight of a row the
  * same way whatever the batch (glibc's vector erff / tanhf, from libmvec, and its scalar ones
  * round differently: a loop over all outputs would give a column one or the other depending on
- * where its row starts). Codes: tunesmith.engine.kernels.ACTIVATIONS. */
-enum { ACTIVATION_NONE = 0, ACTIVATION_GELU = 1, ACTIVATION_GELU_TANH = 2 };
+ * where its row starts). Codes: TS_ACTIVATION_* (tunesmith.h). */
 
 static inline void activate8(float *v, int activation) {
-    if (activation == ACTIVATION_GELU) {
+    if (activation == TS_ACTIVATION_GELU) {
 #pragma omp simd simdlen(8)
         for (int i = 0; i < 8; i++) v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * 0.70710678118654752f));
     } else {
@@ -318,7 +325,7 @@ static inline void activate8(float *v, int activation) {
 
 /* Within a parallel region: the threads share y's (rows, N) outputs. */
 static void activate(float *y, long rows, long N, int activation) {
-    if (activation == ACTIVATION_NONE) return;
+    if (activation == TS_ACTIVATION_NONE) return;
     const long blocks = (N + 7) / 8;
 #pragma omp for schedule(static)
     for (long b = 0; b < rows * blocks; b++) {
@@ -347,7 +354,7 @@ int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long
     return 0;
 }
 
-/* int8 weights, prepacked by tunesmith.engine.matvec as (ceil(N / 4), Kp / 16, 4, 16): tile
+/* int8 weights, prepacked by tunesmith.engine.kernels.matvec as (ceil(N / 4), Kp / 16, 4, 16): tile
  * n's four weight rows interleaved 16 values at a time, so each thread reads one sequential
  * stream (four rows read side by side ran at a third of the memory bandwidth; the packed
  * stream at ~70 %). Kp is K rounded up to 16 and N up to 4, the padding zero.

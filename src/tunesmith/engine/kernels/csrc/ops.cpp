@@ -1,15 +1,15 @@
 // torch operators over tunesmith's compiled kernels (csrc/*.c), called from the TorchScript
 // decoder step without going through Python.
 //
-// The operators' schemas are defined from Python (tunesmith.engine.native), so TorchScript can
+// The operators' schemas are defined from Python (tunesmith.engine.kernels), so TorchScript can
 // script the decoder whether or not this library builds; this file registers their CPU kernels.
 // A torch operator implemented in Python costs ~20 us per call (and takes the GIL), and a decode
 // step makes ~190 such calls; these take ~4 us. The kernels themselves live in a separate C
-// library that tunesmith.engine.native loads with ctypes and binds here with
-// `tunesmith_bind_kernels`: that library can be rebuilt and rebound within a process (a
+// library that tunesmith.engine.kernels.build loads with ctypes and binds here by name with
+// `tunesmith_bind_kernel`: that library can be rebuilt and rebound within a process (a
 // portable build, say), while torch operators can be registered only once.
 //
-// Built by tunesmith.engine.native with the C++ compiler against torch's own headers.
+// Built by tunesmith.engine.kernels.build with the C++ compiler against torch's own headers.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -19,8 +19,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
+
+#include "tunesmith.h"
 
 namespace {
 
@@ -32,7 +35,7 @@ using DecodeAttention = int (*)(const float *, const void *, const void *, float
 using SelfAttention = int (*)(const float *, float *, long, void *const *, const long *,
                               const long *, const long *, long, long, float);
 
-// The bound kernels, in the order of tunesmith.engine.native._ENTRIES.
+// The bound kernels (tunesmith_bind_kernel sets each by its name in tunesmith.h).
 struct Kernels {
     DecodeAttention decode_attention_f32 = nullptr;
     DecodeAttention decode_attention_bf16 = nullptr;
@@ -43,10 +46,10 @@ struct Kernels {
     SelfAttention self_attention_i8 = nullptr;
 } kernels;
 
-constexpr int64_t kTile = 4, kChunk = 16;  // csrc/matvec.c's packed int8 layout
-constexpr int64_t kActivations = 2;       // csrc/matvec.c: none, GELU, GELU (tanh)
-constexpr int64_t kMaxHeadDim = 256;       // the attention kernels keep a head's sums on the stack
-constexpr int64_t kScaleBytes = 4;         // an int8 cache row ends in its float32 scale
+constexpr int64_t kTile = TS_TILE, kChunk = TS_CHUNK;
+constexpr int64_t kActivations = TS_ACTIVATION_GELU_TANH;  // the largest activation code
+constexpr int64_t kMaxHeadDim = TS_MAX_HEAD_DIM;
+constexpr int64_t kScaleBytes = TS_SCALE_BYTES;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -87,8 +90,8 @@ at::Tensor layer_norm_rows(const at::Tensor &x, const at::Tensor &weight, const 
 }
 
 // x (rows, K) float32 times weight (N, K) transposed; weight float32, or int8 packed by
-// tunesmith.engine.matvec.pack_int8 with its (N,) float32 scales; then the activation
-// (tunesmith.engine.kernels.ACTIVATIONS). With norm_weight and norm_bias, x is layer-normalized
+// tunesmith.engine.kernels.matvec.pack_int8 with its (N,) float32 scales; then the activation
+// (TS_ACTIVATION_* in tunesmith.h). With norm_weight and norm_bias, x is layer-normalized
 // first (`layer_norm_rows`); with a residual (rows, N), it is added to the result. Fusing them
 // here saves the decoder step ~120 torch operators (each a few microseconds to dispatch).
 at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
@@ -154,7 +157,7 @@ at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
 }
 
 // One conditional row's cross-attention through the weights folded into its prompt
-// (tunesmith.engine.cross): x (1, D) layer-normalized, scores = x A^T (H * S) with A = a[layer],
+// (tunesmith.engine.model.cross): x (1, D) layer-normalized, scores = x A^T (H * S) with A = a[layer],
 // a softmax over each head's S scores, then p B^T (1, D) with B^T = b[layer]. a and b are
 // stacked per layer as matvec takes its weights (int8 with their scales, or float32 without).
 at::Tensor folded_attention(const at::Tensor &x, const at::Tensor &a,
@@ -216,7 +219,7 @@ at::Tensor decode_attention(const at::Tensor &query_in, const at::Tensor &cache,
     return out;
 }
 
-// One decode step's self-attention for a batch of jobs: see tunesmith.engine.attention.
+// One decode step's self-attention for a batch of jobs: see tunesmith.engine.kernels.attention.
 at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::IntArrayRef ts,
                           int64_t layer) {
     TORCH_CHECK(kernels.self_attention_f32 != nullptr && !caches.empty() &&
@@ -272,20 +275,28 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
 
 }  // namespace
 
-// Binds the kernels of a loaded csrc/*.c library (their addresses in the order of `Kernels`),
-// or unbinds them with NULL.
-extern "C" void tunesmith_bind_kernels(void *const *entries) {
-    Kernels bound;
-    if (entries != nullptr) {
-        bound.decode_attention_f32 = reinterpret_cast<DecodeAttention>(entries[0]);
-        bound.decode_attention_bf16 = reinterpret_cast<DecodeAttention>(entries[1]);
-        bound.self_attention_f32 = reinterpret_cast<SelfAttention>(entries[2]);
-        bound.self_attention_bf16 = reinterpret_cast<SelfAttention>(entries[3]);
-        bound.matvec_f32 = reinterpret_cast<MatvecF32>(entries[4]);
-        bound.matvec_i8 = reinterpret_cast<MatvecI8>(entries[5]);
-        bound.self_attention_i8 = reinterpret_cast<SelfAttention>(entries[6]);
+// Binds one kernel of a loaded csrc/*.c library by its name in tunesmith.h (NULL unbinds it).
+// Returns 0, or 1 for a name this library does not know (a kernel library newer than it).
+extern "C" int tunesmith_bind_kernel(const char *name, void *entry) {
+    const auto is = [name](const char *candidate) { return std::strcmp(name, candidate) == 0; };
+    if (is("decode_attention_f32")) {
+        kernels.decode_attention_f32 = reinterpret_cast<DecodeAttention>(entry);
+    } else if (is("decode_attention_bf16")) {
+        kernels.decode_attention_bf16 = reinterpret_cast<DecodeAttention>(entry);
+    } else if (is("self_attention_f32")) {
+        kernels.self_attention_f32 = reinterpret_cast<SelfAttention>(entry);
+    } else if (is("self_attention_bf16")) {
+        kernels.self_attention_bf16 = reinterpret_cast<SelfAttention>(entry);
+    } else if (is("self_attention_i8")) {
+        kernels.self_attention_i8 = reinterpret_cast<SelfAttention>(entry);
+    } else if (is("matvec_f32")) {
+        kernels.matvec_f32 = reinterpret_cast<MatvecF32>(entry);
+    } else if (is("matvec_i8")) {
+        kernels.matvec_i8 = reinterpret_cast<MatvecI8>(entry);
+    } else {
+        return 1;
     }
-    kernels = bound;
+    return 0;
 }
 
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {

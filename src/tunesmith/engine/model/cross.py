@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import torch
 
-from tunesmith.engine import matvec
+from tunesmith.engine.kernels import matvec
 
 __all__ = ["FoldedCross", "fold"]
 

@@ -151,7 +151,7 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tunesmith.engine.random_model DIR [--preset tiny|small]``."""
+    """``python -m tunesmith.benchmark.random_model DIR [--preset tiny|small]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Save a randomly initialised MusicGen checkpoint")

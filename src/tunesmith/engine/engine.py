@@ -22,15 +22,16 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.engine.sampling import SamplingParams
+from tunesmith.engine.model.sampling import SamplingParams
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
 if TYPE_CHECKING:
     import torch
 
     from tunesmith.config import Settings
-    from tunesmith.engine.codec import AudioDecoder
-    from tunesmith.engine.decoder import DecodeJob, FastDecoder
+    from tunesmith.engine.audio.codec import AudioDecoder
+    from tunesmith.engine.kernels import KernelStatus
+    from tunesmith.engine.model import DecodeJob, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
@@ -122,14 +123,20 @@ class MusicGenEngine:
             raise ModelUnavailable(self.load_error) from exc
 
     def _setup(self) -> None:
-        from tunesmith.engine.codec import AudioDecoder
-        from tunesmith.engine.decoder import FastDecoder, release_decoder_weights
-        from tunesmith.engine.kernels import resolve_precision
+        from tunesmith.engine.audio.codec import AudioDecoder
+        from tunesmith.engine.model import FastDecoder, release_decoder_weights, resolve_precision
         from tunesmith.engine.scheduler import BatchScheduler
 
         loaded = load_model(self.model_name, self.device_setting)
         precision = resolve_precision(self.precision_setting, loaded.device)
         decoder = FastDecoder(loaded.model, precision, loaded.device)
+        if decoder.kernels.cause is not None:  # wanted (CPU) but not had: slower, other numerics
+            log.warning(
+                "compiled kernels unavailable, the decoder runs torch's (slower, more memory): "
+                "%s. Fix: %s",
+                decoder.kernels.cause,
+                decoder.kernels.fix,
+            )
         if precision != "fp32":  # the decoder holds converted copies of its Linear weights
             release_decoder_weights(loaded.model)
         audio = AudioDecoder(loaded.model.audio_encoder)  # folds EnCodec's weight norm
@@ -138,7 +145,13 @@ class MusicGenEngine:
         self._decoder = decoder
         self._loaded = loaded
         self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
-        log.info("engine ready: %s, %s on %s", self.model_name, precision, loaded.device)
+        log.info(
+            "engine ready: %s, %s on %s, kernels %s",
+            self.model_name,
+            precision,
+            loaded.device,
+            decoder.kernels.describe(),
+        )
 
     def load_in_background(self, on_failure: Callable[[], None] | None = None) -> None:
         """`setup` in a daemon thread, so a server answers (503) while the model loads.
@@ -187,6 +200,11 @@ class MusicGenEngine:
     @property
     def precision(self) -> str:
         return self.decoder.precision
+
+    @property
+    def kernels(self) -> KernelStatus:
+        """The kernels the decoder runs (`tunesmith.engine.kernels.status`)."""
+        return self.decoder.kernels
 
     @property
     def sample_rate(self) -> int:

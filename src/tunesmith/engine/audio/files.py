@@ -9,14 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.errors import GenerationFailed
-from tunesmith.schema import AudioFormat
 
-__all__ = ["CONTENT_TYPES", "PEAK_LIMIT", "encode_audio", "prepare_samples"]
+__all__ = ["CONTENT_TYPES", "FORMATS", "PEAK_LIMIT", "encode_audio", "prepare_samples"]
 
 # Peak after limiting: -0.1 dBFS leaves headroom so 16-bit rounding never clips.
 PEAK_LIMIT: Final = 10 ** (-0.1 / 20)
 CONTENT_TYPES: Final[dict[str, str]] = {"wav": "audio/wav", "flac": "audio/flac"}
 _SOUNDFILE_FORMATS: Final = {"wav": "WAV", "flac": "FLAC"}
+FORMATS: Final = tuple(_SOUNDFILE_FORMATS)  # what `encode_audio` writes
 
 
 def prepare_samples(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -40,7 +40,7 @@ def prepare_samples(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(audio)
 
 
-def encode_audio(samples: npt.ArrayLike, sample_rate: int, fmt: AudioFormat = "wav") -> bytes:
+def encode_audio(samples: npt.ArrayLike, sample_rate: int, fmt: str = "wav") -> bytes:
     """Encode samples as 16-bit PCM WAV or FLAC bytes."""
     import soundfile
 

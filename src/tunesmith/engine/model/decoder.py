@@ -1,0 +1,367 @@
+"""tunesmith's own MusicGen decode loop over the transformers modules' weights.
+
+transformers stays the source of the model definition and the checkpoint; this module reads
+the loaded weights once into the layout the loop wants (fused q/k/v, fused LM heads, stacked
+codebook embeddings, kernels per precision, see `tunesmith.engine.kernels`) and runs the
+decoder step by step:
+
+- the prompt is encoded once per request and each layer's cross-attention keys/values are
+  computed once; the unconditional (classifier-free guidance) row attends to an all-masked
+  prompt, which contributes exactly zero, so it skips cross-attention altogether; a prompt
+  shorter than a head's size has its cross-attention weights folded into its keys and values
+  (`tunesmith.engine.model.cross`), which a step then reads instead of the weights;
+- the self-attention cache is preallocated per request, sized to the request's steps;
+- conditional and unconditional rows of every request in the batch go through each weight
+  matrix in one call; attention runs per request on its own cache (requests in a batch have
+  different lengths and positions);
+- the codebook delay pattern and sampling happen per request (`tunesmith.engine.model.sampling`);
+- the layers, final norm and heads run as one TorchScript module (`layers.Stack`), so the ~60
+  small ops per layer around the matmuls run without the Python interpreter between them.
+
+`step` takes any set of in-flight `DecodeJob` s, so requests can join and leave between steps.
+"""
+
+import itertools
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tunesmith.engine import kernels
+from tunesmith.engine.kernels import ACTIVATIONS, SCALE_BYTES
+from tunesmith.engine.model import cross
+from tunesmith.engine.model.cross import FoldedCross
+from tunesmith.engine.model.layers import Batch, Layer, Stack, script
+from tunesmith.engine.model.projections import (
+    HALF_DTYPES,
+    FbgemmInt8Projection,
+    Precision,
+    Projection,
+    fastest_linear_rows,
+    projection,
+)
+from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
+from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
+
+__all__ = ["DecodeJob", "FastDecoder", "release_decoder_weights"]
+
+log = logging.getLogger(__name__)
+
+
+def _share(fused: torch.Tensor, linears: list[Any]) -> None:
+    """Point each Linear's weight at its rows of `fused` (same values, storage shared)."""
+    start = 0
+    for linear in linears:
+        rows = linear.weight.shape[0]
+        linear.weight.data = fused[start : start + rows]
+        start += rows
+
+
+def _decoder_linears(model: Any) -> list[torch.nn.Linear]:
+    decoder = model.decoder
+    modules = [*decoder.model.decoder.layers.modules(), *decoder.lm_heads]
+    return [m for m in modules if isinstance(m, torch.nn.Linear)]
+
+
+def release_decoder_weights(model: Any) -> None:
+    """Free the transformers decoder's Linear weights once `FastDecoder` holds converted copies.
+
+    The model's decoder cannot run after this; the text encoder and EnCodec are untouched.
+    """
+    for module in _decoder_linears(model):
+        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+
+
+@dataclass
+class DecodeJob:
+    """One request's decoding state. ``tokens[k, p]`` is codebook k at position p (0 = BOS)."""
+
+    sampling: SamplingParams
+    steps: int
+    tokens: torch.Tensor  # (K, steps + 1) long
+    keep: torch.Tensor  # (K, steps + 1) bool: True where the delay pattern lets a code through
+    cache: torch.Tensor  # (layers, 2, rows, H, steps + 1, hd)
+    cross: torch.Tensor  # (layers, 2, 1, H, S, hd) prompt keys and values
+    generator: torch.Generator
+    folded: FoldedCross | None = field(default=None, repr=False)  # see `cross.fold`
+    serial: int = 0  # unique per decoder: identifies the job in per-batch caches
+    t: int = 0  # tokens[:, :t+1] are known; the next step predicts position t + 1
+    # parity checks and benchmarks: record each step's guided scores, or force the codes
+    scores: list[torch.Tensor] | None = field(default=None, repr=False)
+    teacher: torch.Tensor | None = field(default=None, repr=False)  # (K, steps + 1) codes
+
+    @property
+    def rows(self) -> int:
+        return int(self.cache.shape[2])
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.steps
+
+
+class FastDecoder:
+    """The decoder of a loaded `MusicgenForConditionalGeneration`, ready to step in batches."""
+
+    def __init__(self, model: Any, precision: Precision, device: torch.device) -> None:
+        config = model.decoder.config
+        self.model = model
+        self.device = device
+        self.precision = precision
+        self.dtype = HALF_DTYPES.get(precision, torch.float32)
+        self.kernels = kernels.status(device)
+        compiled = self.kernels.path == "compiled"
+        self.cache_dtype = self._cache_dtype(compiled)
+        self._read_config(config)
+        self._embed(model.decoder.model.decoder)
+        linear_rows = self._linear_rows(model.decoder.model.decoder, compiled)
+        self._convert_layers(model.decoder.model.decoder, linear_rows, compiled)
+        self._convert_heads(model, linear_rows, compiled)
+        self._stack = script(Stack(self.layers, self.lm_heads))
+        # where the projections are compiled kernels, short prompts fold cross-attention's
+        # weights into their keys and values (`tunesmith.engine.model.cross`); the float
+        # weights are read back from the projections per request (no second copy is kept)
+        self.fold_cross = compiled and precision in ("fp32", "int8")
+        self._codebook_index = torch.arange(self.num_codebooks, device=device)
+        self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
+        # the prompt keys/values of the current batch stacked, when all its prompts have the
+        # same length: one cross-attention call per layer instead of one per job
+        self._stacked: tuple[tuple[int, ...], torch.Tensor | None] = ((), None)
+        self._serials = itertools.count(1)
+
+    # -- conversion, once at load ----------------------------------------------------------------
+
+    def _cache_dtype(self, compiled: bool) -> torch.dtype:
+        """The self-attention cache's dtype. Late in a long track the cache is read as many
+        bytes per step as the int8 weights: int8 (already approximate) keeps it in int8 rows
+        with a scale each where the compiled kernel reads them (68 bytes a 64-value row against
+        256 in float32), else in bfloat16 where something reads that fast (a CPU with AVX-512
+        BF16; on plain AVX2 torch's bfloat16 attention is 2x slower than its float32)."""
+        if self.precision == "int8" and compiled:
+            return torch.int8
+        if self.precision == "int8" and _fast_bfloat16():
+            return torch.bfloat16
+        return self.dtype
+
+    def _read_config(self, config: Any) -> None:
+        """The decoder's shape, its activation and the codebooks' delay pattern."""
+        self.num_codebooks = int(config.num_codebooks)
+        self.vocab_size = int(config.vocab_size)
+        self.pad_token_id = int(config.pad_token_id)
+        self.hidden = int(config.hidden_size)
+        self.heads = int(config.num_attention_heads)
+        self.head_dim = self.hidden // self.heads
+        self.audio_channels = int(getattr(config, "audio_channels", 1))
+        if config.activation_function not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation {config.activation_function!r}")
+        self.activation = ACTIVATIONS[config.activation_function]
+        stereo = self.audio_channels == 2  # stereo interleaves two codebooks per delay
+        self.delays = [k // 2 if stereo else k for k in range(self.num_codebooks)]
+        self.embed_scale = math.sqrt(self.hidden) if config.scale_embedding else 1.0
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device=self.device, dtype=self.dtype)
+
+    def _norm(self, module: Any) -> list[torch.Tensor]:
+        return [self._cast(module.weight), self._cast(module.bias)]
+
+    def _embed(self, decoder: Any) -> None:
+        """The codebook embeddings stacked ``(K, V + 1, D)``, and the position table."""
+        self.embeddings = torch.stack([self._cast(e.weight) for e in decoder.embed_tokens])
+        self.positions = self._cast(decoder.embed_positions.weights)
+
+    def _linear_rows(self, decoder: Any, compiled: bool) -> int:
+        """fp32 without the compiled kernel: `F.linear` or ``mm``, timed on a few weights."""
+        if self.precision != "fp32" or compiled:
+            return 0
+        sample = [layer.fc1.weight.to(self.device) for layer in decoder.layers[:4]]
+        sample += [layer.fc2.weight.to(self.device) for layer in decoder.layers[:4]]
+        return fastest_linear_rows(sample)
+
+    def _convert_layers(self, decoder: Any, linear_rows: int, compiled: bool) -> None:
+        """Each layer's projections at this precision (q/k/v fused), each beginning with the
+        layer norm before it; the cross-attention k/v weights kept for prompt encoding."""
+        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # used once per request
+        self.cross_qo: list[tuple[Projection, Projection]] = []  # the layers' q/out projections
+        self.layers: list[Layer] = []
+        for index, layer in enumerate(decoder.layers):
+            sa, ca = layer.self_attn, layer.encoder_attn
+            qkv = torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]).to(self.device)
+            if self.precision == "fp32":  # the modules keep views of the fused copy: no duplicate
+                _share(qkv, [sa.q_proj, sa.k_proj, sa.v_proj])
+            weights = [qkv, sa.out_proj.weight, ca.q_proj.weight, ca.out_proj.weight]
+            weights += [layer.fc1.weight, layer.fc2.weight]
+            weights = [w.to(self.device) for w in weights]
+            # each layer norm begins the projection after it (none before out and fc2)
+            cross_norm = self._norm(layer.encoder_attn_layer_norm)
+            norms = [self._norm(layer.self_attn_layer_norm), None, cross_norm, None]
+            norms += [self._norm(layer.final_layer_norm), None]
+            activations = [0, 0, 0, 0, self.activation, 0]
+            projections = [
+                projection(w, self.precision, linear_rows, compiled, act, n)
+                for w, act, n in zip(weights, activations, norms, strict=True)
+            ]
+            self.layers.append(Layer(index, cross_norm, projections, self.heads, compiled))
+            self.cross_kv.append((self._cast(ca.k_proj.weight), self._cast(ca.v_proj.weight)))
+            self.cross_qo.append((projections[2], projections[3]))
+
+    def _convert_heads(self, model: Any, linear_rows: int, compiled: bool) -> None:
+        """The codebooks' LM heads fused into one projection, beginning with the final norm."""
+        heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(self.device)
+        if self.precision == "fp32":
+            _share(heads, list(model.decoder.lm_heads))
+        final_norm = self._norm(model.decoder.model.decoder.layer_norm)
+        self.lm_heads = projection(heads, self.precision, linear_rows, compiled, 0, final_norm)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of decoder weights a step reads (projections and heads)."""
+        modules = [*self.layers, self.lm_heads]
+        parts = [m for module in modules for m in module.modules() if isinstance(m, Projection)]
+        return sum(part.nbytes for part in parts)
+
+    def _cross_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32, one
+        layer at a time (int8: 8 MB of float weights alive at once, not 200 MB)."""
+        for q, out in self.cross_qo:
+            if isinstance(q, FbgemmInt8Projection) or isinstance(out, FbgemmInt8Projection):
+                raise TypeError("fbgemm's int8 projections are not folded")
+            yield q.dense(), out.dense()
+
+    def step_bytes(self, jobs: list[DecodeJob]) -> int:
+        """Bytes of weights and folded prompts (`tunesmith.engine.model.cross`) a step over `jobs`
+        reads, their caches aside: the cross-attention weights only where a job is unfolded."""
+        folded = [job.folded for job in jobs if job.folded is not None]
+        total = self.weight_bytes + sum(t.nbytes for f in folded for t in f if t is not None)
+        if len(folded) == len(jobs):
+            total -= sum(q.nbytes + out.nbytes for q, out in self.cross_qo)
+        return total
+
+    # -- per request ---------------------------------------------------------------------------
+
+    def steps_for(self, frames: int) -> int:
+        return frames + max(self.delays)
+
+    @torch.inference_mode()
+    def start(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        frames: int,
+        sampling: SamplingParams,
+        seed: int,
+    ) -> DecodeJob:
+        """Encode the prompt, compute cross-attention keys/values, allocate the cache."""
+        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+        encoded = encode_prompt(self.model, ids, mask, self.dtype)
+        prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
+        folded = None
+        if self.fold_cross and encoded.shape[0] < self.head_dim:
+            int8 = self.precision == "int8"
+            folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
+        steps = self.steps_for(frames)
+        rows = 2 if sampling.guided else 1
+        row = self.head_dim + (SCALE_BYTES if self.cache_dtype == torch.int8 else 0)
+        cache = torch.zeros(
+            (len(self.layers), 2, rows, self.heads, steps + 1, row),
+            dtype=self.cache_dtype,
+            device=self.device,
+        )
+        positions = torch.arange(steps + 1, device=self.device)
+        delays = torch.tensor(self.delays, device=self.device)[:, None]
+        keep = (positions[None, :] > delays) & (positions[None, :] <= delays + frames)
+        tokens = torch.full(
+            (self.num_codebooks, steps + 1), self.pad_token_id, dtype=torch.long, device=self.device
+        )
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return DecodeJob(
+            sampling,
+            steps,
+            tokens,
+            keep,
+            cache,
+            prompt_kv,
+            generator,
+            folded=folded,
+            serial=next(self._serials),
+        )
+
+    def codes(self, job: DecodeJob) -> torch.Tensor:
+        """The finished job's audio codes, ``(K, frames)``, with the delay pattern undone."""
+        frames = job.steps - max(self.delays)
+        return torch.stack(
+            [job.tokens[k, d + 1 : d + 1 + frames] for k, d in enumerate(self.delays)]
+        )
+
+    # -- the step ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self, jobs: list[DecodeJob]) -> None:
+        """Advance every job by one position (the caller drops jobs that are `done`)."""
+        inputs = []
+        positions = []
+        for job in jobs:
+            current = job.tokens[:, job.t]
+            inputs.append(current.expand(job.rows, -1))
+            positions.append(self.positions[job.t].expand(job.rows, -1))
+        tokens = torch.cat(inputs)  # (R, K)
+        x = self.embeddings[self._codebook_index, tokens].sum(dim=1)  # (R, D)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = x + torch.cat(positions)
+        rows = [job.rows for job in jobs]
+        batch = Batch(
+            [job.cache for job in jobs],
+            [job.t for job in jobs],
+            rows,
+            [job.cross for job in jobs],
+            self._stacked_cross(jobs),
+            self._conditional_rows(tuple(rows)),
+            [job.folded for job in jobs],
+        )
+        logits = self._stack(x, batch)
+        logits = logits.float().view(x.shape[0], self.num_codebooks, self.vocab_size)
+        row = 0
+        for job in jobs:
+            scores = guided_logits(logits[row : row + job.rows], job.sampling)
+            row += job.rows
+            if job.scores is not None:
+                job.scores.append(scores)
+            position = job.t + 1
+            if job.teacher is not None:
+                picked = job.teacher[:, position]
+            else:
+                picked = pick_tokens(scores, job.sampling, job.generator)
+            keep = job.keep[:, position]
+            job.tokens[:, position] = torch.where(keep, picked, self.pad_token_id)
+            job.t = position
+
+    def _conditional_rows(self, rows: tuple[int, ...]) -> torch.Tensor:
+        """Index of each job's conditional (first) row, cached per batch layout."""
+        index = self._cond_index.get(rows)
+        if index is None:
+            firsts = [sum(rows[:i]) for i in range(len(rows))]
+            index = self._cond_index[rows] = torch.tensor(firsts, device=self.device)
+        return index
+
+    def _stacked_cross(self, jobs: list[DecodeJob]) -> torch.Tensor | None:
+        """The batch's prompt keys/values as one ``(layers, 2, J, H, S, hd)`` tensor when the
+        batch has several jobs whose prompts share a length (rebuilt only when it changes)."""
+        key = tuple(job.serial for job in jobs)  # not id(): a freed job's id gets reused
+        if self._stacked[0] != key:
+            lengths = {job.cross.shape[4] for job in jobs}
+            stacked = None
+            if len(jobs) > 1 and len(lengths) == 1:
+                stacked = torch.cat([job.cross for job in jobs], dim=2)
+            self._stacked = (key, stacked)
+        return self._stacked[1]
+
+
+def _fast_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX)."""
+    cpu = getattr(torch._C, "_cpu", None)
+    check = getattr(cpu, "_is_avx512_bf16_supported", None)
+    return bool(check()) if check is not None else False
