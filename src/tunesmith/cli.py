@@ -1,4 +1,5 @@
-"""The ``tunesmith`` command: ``serve``, ``generate``, ``endpoint`` and ``download``.
+"""The ``tunesmith`` command: ``serve``, ``generate``, ``endpoint``, ``download``, ``kernels``
+and ``bench``.
 
 Flags mirror the ``TUNESMITH_*`` environment variables and win over them. Known failures
 (bad settings, a model that cannot be loaded, bad parameters) end with a one-line message
@@ -87,9 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tunesmith.engine import encode_audio, engine_for
+    from tunesmith.engine import engine_for
+    from tunesmith.render import render
     from tunesmith.schema import parse_generate_request
-    from tunesmith.service import params_for
 
     settings = _settings(args, ["model", "device", "precision", "max_duration"])
     output = Path(args.output) if args.output else None
@@ -99,20 +100,36 @@ def _generate(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     request = parse_generate_request(body, max_duration=settings.max_duration)
-    params = params_for(request)
     engine = engine_for(settings)
     print(f"loading {settings.model} ...", file=sys.stderr)
     engine.setup()
+    if args.verbose:
+        print(
+            f"device: {engine.loaded.device}, precision: {engine.precision}, "
+            f"kernels: {engine.kernels.describe()}",
+            file=sys.stderr,
+        )
     with tqdm(total=engine.steps_for(request.duration), unit="step", desc="decoding") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        track = engine.generate(params, progress)
-    data = encode_audio(track.samples, track.sample_rate, request.format)
-    output = output or Path(f"tunesmith-{params.seed}.{request.format}")
-    output.write_bytes(data)
-    print(f"wrote {output} ({track.duration:g} s, {track.sample_rate} Hz, seed {params.seed})")
+        audio = render(engine, request, progress=progress)
+    seed = audio.params.seed
+    output = output or Path(f"tunesmith-{seed}.{request.format}")
+    output.write_bytes(audio.data)
+    print(f"wrote {output} ({audio.duration:g} s, {audio.sample_rate} Hz, seed {seed})")
+    return 0
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from tunesmith.engine import kernels
+
+    status = kernels.status("cpu")  # builds them into the cache where they are missing
+    print(f"kernels: {status.describe()}")
+    if status.path != "compiled":
+        print(f"fix: {status.fix}", file=sys.stderr)
+        return 1 if args.require else 0
     return 0
 
 
@@ -181,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--model", help=f"HF model id (default {DEFAULT_MODEL})")
     dl.add_argument("-o", "--output", required=True, help="directory to save it in")
     dl.set_defaults(run=_download)
+    kern = commands.add_parser(
+        "kernels", help="build the compiled kernels if needed and say which kernels run"
+    )
+    kern.add_argument(
+        "--require", action="store_true", help="exit 1 unless the compiled kernels are usable"
+    )
+    kern.set_defaults(run=_kernels)
     bench = commands.add_parser(
         "bench",
         help="time the engine against transformers generate (`tunesmith bench --help`)",

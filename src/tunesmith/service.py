@@ -9,36 +9,21 @@ a failure at any point leaves no object behind.
 from __future__ import annotations
 
 import logging
-import secrets
 
 import anyio.to_thread
 
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
-from tunesmith.engine import CONTENT_TYPES, GenerationParams, MusicGenEngine, encode_audio
+from tunesmith.engine import MusicGenEngine
 from tunesmith.engine.engine import ProgressCallback
-from tunesmith.schema import MAX_SEED, GenerateRequest, GenerateResponse
+from tunesmith.render import render
+from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track
 
-__all__ = ["TrackService", "params_for"]
+__all__ = ["TrackService"]
 
 log = logging.getLogger(__name__)
-
-
-def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationParams:
-    """Engine parameters for a request; a missing seed is drawn at random (and reported)."""
-    if seed is None:
-        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    return GenerationParams(
-        prompt=request.prompt,
-        duration=request.duration,
-        seed=seed,
-        temperature=request.temperature,
-        top_k=request.top_k,
-        top_p=request.top_p,
-        guidance_scale=request.guidance_scale,
-    )
 
 
 class TrackService:
@@ -64,20 +49,18 @@ class TrackService:
         self, request: GenerateRequest, base_url: str, progress: ProgressCallback | None = None
     ) -> GenerateResponse:
         """Generate, encode and store one track (blocking)."""
-        params = params_for(request)
-        track = self.engine.generate(params, progress)
-        data = encode_audio(track.samples, track.sample_rate, request.format)
+        audio = render(self.engine, request, progress=progress)
         response = store_track(
             self.storage,
             self.settings.s3_prefix,
-            data,
-            CONTENT_TYPES[request.format],
-            fmt=request.format,
-            duration=track.duration,
-            sample_rate=track.sample_rate,
+            audio.data,
+            audio.content_type,
+            fmt=audio.format,
+            duration=audio.duration,
+            sample_rate=audio.sample_rate,
             model=self.engine.model_name,
-            seed=params.seed,
+            seed=audio.params.seed,
             base_url=base_url,
         )
-        log.info("stored %s (%.1f s, seed %d)", response.id, track.duration, params.seed)
+        log.info("stored %s (%.1f s, seed %d)", response.id, audio.duration, audio.params.seed)
         return response

@@ -20,7 +20,7 @@ from live_server import LiveServer
 from model_fixtures import GatedEngine
 from tunesmith.api import create_app
 from tunesmith.config import load_settings
-from tunesmith.engine import MusicGenEngine
+from tunesmith.engine import MusicGenEngine, kernels
 from tunesmith.storage import LocalStorage
 
 SEED_REQUEST = {"prompt": "upbeat electronic dance music with heavy bass", "duration": 2}
@@ -223,6 +223,10 @@ def test_healthz_is_503_until_the_model_is_loaded(tmp_path: Path, tiny_model_dir
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert api.generate(SEED_REQUEST).status_code == 200
+        ready = api.client.get("/healthz").json()
+        expected = {"status": "ok", "device": "cpu", "precision": "fp32", "in_flight": 0}
+        assert ready.items() >= expected.items()
+        assert ready["kernels"] == kernels.status("cpu").path
 
 
 def test_a_model_that_fails_to_load_is_reported(tmp_path: Path) -> None:

@@ -51,6 +51,39 @@ def test_generate_writes_a_track_of_the_asked_length(tiny_model_dir: Path, tmp_p
     assert (info.format, info.samplerate, info.frames) == ("FLAC", 32000, 48000)
 
 
+@pytest.mark.usefixtures("compiled_kernels")
+def test_generate_verbose_names_the_kernels_it_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    args = [
+        "generate",
+        "x",
+        "-d",
+        "1",
+        "-o",
+        str(tmp_path / "a.wav"),
+        "--model",
+        str(tiny_model_dir),
+    ]
+    done = run("-v", *args)
+    assert done.returncode == 0, done.stderr
+    assert "kernels: compiled (" in done.stderr and "precision: fp32" in done.stderr
+    # no compiler and nothing built yet: a warning naming the cause and the fix, torch's kernels
+    bare = clean_env(CC="no-such-cc", CXX="no-such-cxx", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = run("-v", *args, env=bare)
+    assert done.returncode == 0, done.stderr
+    warning = next(line for line in done.stderr.splitlines() if "WARNING" in line)
+    assert "CC=no-such-cc is not on PATH" in warning and "apt-get install gcc g++" in warning
+    assert "kernels: torch (no C compiler" in done.stderr
+    assert soundfile.info(str(tmp_path / "a.wav")).frames == 32000
+
+
+def test_kernels_command_says_why_they_are_unavailable(tmp_path: Path) -> None:
+    empty = clean_env(XDG_CACHE_HOME=str(tmp_path), CC="no-such-cc")
+    refused = run("kernels", "--require", env=empty)
+    assert refused.returncode == 1 and "kernels: torch (no C compiler" in refused.stdout
+    assert "fix: install gcc" in refused.stderr
+    assert run("kernels", env=empty).returncode == 0  # without --require it only reports
+
+
 def test_generate_refuses_bad_parameters_without_a_traceback(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from model_fixtures import GatedEngine
 from tunesmith.aws.endpoint import create_endpoint_app
 from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo
 from tunesmith.config import load_settings
-from tunesmith.engine import MusicGenEngine
+from tunesmith.engine import MusicGenEngine, kernels
 
 REQUEST = {"prompt": "calm piano melody", "duration": 2}
 JSON = {"content-type": "application/json"}
@@ -64,7 +64,9 @@ def test_ping_is_503_until_the_model_is_loaded(tiny_model_dir: Path) -> None:
         while client.get("/ping").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert client.get("/ping").json()["status"] == "ok"
+        ready = client.get("/ping").json()
+        assert ready["status"] == "ok" and ready["precision"] == "fp32"
+        assert ready["kernels"] == kernels.status("cpu").path
         assert invoke(client, REQUEST).status_code == 200
 
 

@@ -108,7 +108,12 @@ def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
     with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)"""
     body: dict[str, Any] = {"model": engine.model_name, "in_flight": in_flight}
     if engine.ready:
-        body |= {"status": "ok", "device": str(engine.loaded.device)}
+        body |= {
+            "status": "ok",
+            "device": str(engine.loaded.device),
+            "precision": engine.precision,
+            "kernels": engine.kernels.path,
+        }
         return JSONResponse(body)
     if engine.load_error is not None:
         body |= {"status": "error", "message": engine.load_error}

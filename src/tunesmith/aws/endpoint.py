@@ -35,7 +35,7 @@ from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import health_response, read_body
 from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo, audio_size_bound
 from tunesmith.config import Settings, load_settings
-from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, encode_audio, engine_for
+from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, engine_for
 from tunesmith.errors import (
     ConfigError,
     FieldError,
@@ -44,8 +44,8 @@ from tunesmith.errors import (
     TunesmithError,
     UnsupportedMediaType,
 )
+from tunesmith.render import render
 from tunesmith.schema import AudioFormat, GenerateRequest, parse_generate_request
-from tunesmith.service import params_for
 
 __all__ = [
     "DEFAULT_PORT",
@@ -180,17 +180,15 @@ class EndpointState:
 
     def render(self, request: GenerateRequest, fmt: AudioFormat) -> tuple[bytes, TrackInfo]:
         """Generate and encode one track (blocking; runs in a worker thread)."""
-        params = params_for(request)
-        track = self.engine.generate(params)
-        audio = encode_audio(track.samples, track.sample_rate, fmt)
+        audio = render(self.engine, request, fmt)
         info = TrackInfo(
-            seed=params.seed,
-            sample_rate=track.sample_rate,
-            duration=track.duration,
+            seed=audio.params.seed,
+            sample_rate=audio.sample_rate,
+            duration=audio.duration,
             format=fmt,
             model=self.engine.model_name,
         )
-        return audio, info
+        return audio.data, info
 
 
 def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = None) -> FastAPI:

@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             "GB/s (512 MB, best of 5)"
         )
         read = machine["memory_read_gbps"]
+        from tunesmith.engine import kernels
+
+        kernel_status = kernels.status("cpu")
+        figures["kernels"] = kernel_status.path
+        _say(f"kernels: {kernel_status.describe()}")
         duration = ["--duration", str(args.duration)]
         _say(f"clip {args.duration:g} s, prompt and weights shared by every run; greedy decoding")
 

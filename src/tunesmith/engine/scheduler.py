@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from tunesmith.errors import GenerationFailed, ModelNotReady
@@ -49,7 +49,7 @@ class StepJob(Protocol):
 class StepDecoder(Protocol):
     """What the scheduler drives: one step of every job it is given (`FastDecoder`)."""
 
-    def step(self, jobs: Sequence[Any]) -> None: ...
+    def step(self, jobs: list[Any]) -> None: ...
 
 
 class _Task:
