@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
-from tunesmith.engine.kernels import build, matvec
+from tunesmith.engine.kernels import build
 from tunesmith.engine.loader import LoadedModel, load_model
 from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
 from tunesmith.engine.model.projections import FbgemmInt8Projection, Int8Projection, Precision
