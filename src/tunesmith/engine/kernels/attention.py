@@ -1,9 +1,9 @@
 """Single-query attention over the decode cache: a small C kernel (`tunesmith.engine.kernels`).
 
-torch's general attention kernel reads a one-query float32 cache at about half the memory
-bandwidth on the 2-core AVX2 CPU, and late in a long track the cache is as many bytes per step
-as the int8 weights. ``csrc/decode_attention.c`` reads each cached value once. The TorchScript
-decoder step calls it through two torch operators (``csrc/ops.cpp``):
+torch's general attention kernel reads a one-query float32 cache well below the memory
+bandwidth, and late in a long track the cache is as many bytes per step as the int8 weights.
+``csrc/decode_attention.c`` reads each cached value once. The TorchScript decoder step calls it
+through two torch operators (``csrc/ops.cpp``):
 
 - ``tunesmith::self_attention(qkv, caches, ts, layer)``: one decode step's self-attention for
   a batch of jobs, writing the step's keys/values, in one call per layer. ``qkv`` ``(R, 3D)``
@@ -19,7 +19,7 @@ decoder step calls it through two torch operators (``csrc/ops.cpp``):
 
 A cache the kernel cannot read raises RuntimeError, wrong shapes ValueError. Where the compiled
 kernels are unavailable the decoder uses `tunesmith.engine.kernels.reference.attend` (the same
-result up to float rounding, and up to 2x slower late in a long track).
+result up to float rounding, and slower late in a long track).
 """
 
 import torch

@@ -8,9 +8,9 @@ flags; one already there is used without a compiler (the container image builds 
   loaded with ctypes;
 - the operators (``csrc/ops.cpp``), compiled with the C++ compiler (``$CXX``, else ``c++``)
   against torch's headers and loaded into torch once per process. The TorchScript decoder step
-  calls them directly: an operator implemented in Python costs ~20 us a call (and the GIL)
-  where these take ~4 us. The kernels are bound to them by name, so a rebuilt kernel library
-  (a portable build) can be bound in their place.
+  calls them directly: an operator implemented in Python costs far more a call (and takes the
+  GIL). The kernels are bound to them by name, so a rebuilt kernel library (a portable build)
+  can be bound in their place.
 
 Whatever stops a build is kept as a `Failure` (what went wrong, and how to fix it) for
 `tunesmith.engine.kernels.status` to report.

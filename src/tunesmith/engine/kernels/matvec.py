@@ -1,20 +1,18 @@
 """``y = x @ W.T`` for a few activation rows: the compiled kernel in ``csrc/matvec.c``.
 
 A decode step multiplies one or two rows per request by every decoder weight once, so it is
-bound by reading the weights. Measured on the 2-core AVX2 CPU over musicgen-small's 344M decoder
-weights with two rows (memory bandwidth allows ~59 ms in float32, ~16 ms in int8): torch's
-``mm(W, x.T)`` 120-136 ms, this kernel 85-90 ms in float32; fbgemm's dynamic int8 40-50 ms,
-this kernel 22-31 ms on its prepacked int8 layout (`pack_int8`). For int8 the activations are
-rounded to int16 per row (fbgemm rounds them to 8 bits per call) and the products summed
-exactly. Each output is computed the same way whatever the other rows, so a row's result does
-not depend on what it is batched with.
+bound by reading the weights. This kernel reads them closer to the memory bandwidth than
+torch's ``mm(W, x.T)`` in float32, and than fbgemm's dynamic int8 on its own prepacked int8
+layout (`pack_int8`). For int8 the activations are rounded to int16 per row (fbgemm rounds them
+to 8 bits per call) and the products summed exactly. Each output is computed the same way
+whatever the other rows, so a row's result does not depend on what it is batched with.
 
 The TorchScript decoder step calls it as the operator ``tunesmith::matvec(x, weight, scale,
-activation, norm_weight, norm_bias, residual)`` (``csrc/ops.cpp``, see `tunesmith.engine.kernels`):
-``x`` ``(rows, K)`` float32, layer-normalized first when given a norm's weight and bias, times a
-weight ``(N, K)`` transposed -> ``(rows, N)`` float32, then the activation and the residual
-added; the weight float32 ``(N, K)`` with ``scale`` None, or int8 as `pack_int8` lays it out
-with its ``scale``. A wrong input raises ValueError.
+activation, norm_weight, norm_bias, residual)`` (``csrc/ops.cpp``, see
+`tunesmith.engine.kernels`): ``x`` ``(rows, K)`` float32, layer-normalized first when given a
+norm's weight and bias, times a weight ``(N, K)`` transposed -> ``(rows, N)`` float32, then the
+activation and the residual added; the weight float32 ``(N, K)`` with ``scale`` None, or int8
+as `pack_int8` lays it out with its ``scale``. A wrong input raises ValueError.
 """
 
 import torch

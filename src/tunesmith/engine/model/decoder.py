@@ -2,8 +2,8 @@
 
 transformers stays the source of the model definition and the checkpoint; this module reads
 the loaded weights once into the layout the loop wants (fused q/k/v, fused LM heads, stacked
-codebook embeddings, kernels per precision, see `tunesmith.engine.kernels`) and runs the
-decoder step by step:
+codebook embeddings, projections per precision, see `tunesmith.engine.model.projections`)
+and runs the decoder step by step:
 
 - the prompt is encoded once per request and each layer's cross-attention keys/values are
   computed once; the unconditional (classifier-free guidance) row attends to an all-masked
@@ -138,7 +138,7 @@ class FastDecoder:
         bytes per step as the int8 weights: int8 (already approximate) keeps it in int8 rows
         with a scale each where the compiled kernel reads them (68 bytes a 64-value row against
         256 in float32), else in bfloat16 where something reads that fast (a CPU with AVX-512
-        BF16; on plain AVX2 torch's bfloat16 attention is 2x slower than its float32)."""
+        BF16; on plain AVX2 torch's bfloat16 attention is slower than its float32)."""
         if self.precision == "int8" and compiled:
             return torch.int8
         if self.precision == "int8" and _fast_bfloat16():
@@ -224,7 +224,7 @@ class FastDecoder:
 
     def _cross_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's cross-attention ``q_proj`` and ``out_proj`` weights in float32, one
-        layer at a time (int8: 8 MB of float weights alive at once, not 200 MB)."""
+        layer at a time (int8: one layer's float weights alive at once, not every layer's)."""
         for q, out in self.cross_qo:
             if isinstance(q, FbgemmInt8Projection) or isinstance(out, FbgemmInt8Projection):
                 raise TypeError("fbgemm's int8 projections are not folded")

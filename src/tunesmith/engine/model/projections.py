@@ -5,12 +5,10 @@ so it is bound by reading weights. Each projection holds one weight matrix in th
 kernel reads fastest:
 
 - ``fp32`` (`DenseProjection`): on the CPU the compiled kernel (`tunesmith.engine.kernels`),
-  which reads the weights ~1.5x faster than torch's best for two rows and ~1.2x for sixteen
-  on the 2-core AVX2 CPU, from the transformers module's own tensor (no copy). Where it is
-  unavailable (no C compiler), `F.linear` or ``mm(W, x.T)``, whichever streams the weight
-  faster on this CPU for the row count (`fastest_linear_rows` measures it once at load: on a
-  plain AVX2 CPU ``mm(W, x.T)`` reads a decoder-sized weight 2.5x faster than `F.linear` for
-  two rows; with AVX-512 `F.linear` wins at two rows).
+  which reads the weights faster than torch's best, from the transformers module's own tensor
+  (no copy). Where it is unavailable (no C compiler), `F.linear` or ``mm(W, x.T)``, whichever
+  streams the weight faster on this CPU for the row count (`fastest_linear_rows` measures it
+  once at load: which one wins depends on the CPU's vector units).
 - ``int8`` (`Int8Projection`): int8 weights per output channel in the compiled kernel's packed
   layout, activations rounded to int16 per row: a quarter of the bytes to read. CPU only. Where
   the compiled kernel is unavailable, `FbgemmInt8Projection`: fbgemm dynamic quantization, the

@@ -4,13 +4,13 @@
  * cached positions, softmax, out = sum_t p_t V_t. K and V are `length` rows of `dim` values,
  * `stride` values apart from one group to the next, float32 or bfloat16 (read as the top half
  * of a float32); the self-attention cache can also be int8 (`ROW_I8`). One pass over K and one
- * over V, reading each cached value once: decoding is
- * bound by that read, and torch's general attention kernel reads a one-query cache at about
- * half the memory bandwidth (and computes bfloat16 slowly on CPUs without AVX-512 BF16).
+ * over V, reading each cached value once: decoding is bound by that read, and torch's general
+ * attention kernel reads a one-query cache well below the memory bandwidth (and computes
+ * bfloat16 slowly on CPUs without AVX-512 BF16).
  *
  * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (vectorized dot
- * products, conversions and exp); large calls split groups across torch's own OpenMP threads. The
- * head size of every MusicGen checkpoint (64) has its own AVX2 version (`DEFINE_ATTEND64`).
+ * products, conversions and exp); large calls split groups across torch's own OpenMP threads.
+ * The head size of every MusicGen checkpoint (64) has its own AVX2 version (`DEFINE_ATTEND64`).
  */
 #include <float.h>
 #include <math.h>
@@ -86,7 +86,7 @@ static inline const float *query_int16(const float *q, long dim, float *buffer) 
             p[t] = dot * ROW_SCALE(kt, dim) * scale;                                            \
             top = p[t] > top ? p[t] : top;                                                      \
         }                                                                                       \
-        const float total = exponentiate(p, length, top);                                      \
+        const float total = exponentiate(p, length, top);                                       \
         float acc[256];                                                                         \
         for (long d = 0; d < dim; d++) acc[d] = 0.0f;                                           \
         for (long t = 0; t < length; t++) {                                                     \
@@ -118,12 +118,12 @@ DEFINE_ATTEND(attend_bf16, uint16_t, from_bf16, ROW_PLAIN, NO_SCALE, query_plain
 DEFINE_ATTEND(attend_i8, int8_t, from_i8, ROW_I8, row_scale, query_int16)
 
 /* The head size of every MusicGen checkpoint (64), vectorized by hand for AVX2: the loops above
- * reduce each key's dot product across lanes on its own and reload their sums, which held a
- * 16-row batch's float32 cache to ~14 GB/s and a bfloat16 one to ~7 (compute-bound). Here four
- * keys' dot products are reduced together (one horizontal tree per four keys), the values'
- * sums stay in eight registers, and bfloat16 is widened sixteen values per two unpacks: a key's
- * 64 values are held in a fixed lane order (`order_bf16`), the query permuted to match and the
- * output permuted back. */
+ * reduce each key's dot product across lanes on its own and reload their sums, which leaves
+ * them compute-bound on a batch's cache, float32 and bfloat16 alike. Here four keys' dot
+ * products are reduced together (one horizontal tree per four keys), the values' sums stay in
+ * eight registers, and bfloat16 is widened sixteen values per two unpacks: a key's 64 values
+ * are held in a fixed lane order (`order_bf16`), the query permuted to match and the output
+ * permuted back. */
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
@@ -171,7 +171,8 @@ static inline int order_bf16(int i) {
                 a2 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 2 * row, c), a2);                        \
                 a3 = _mm256_fmadd_ps(qc[c], CHUNK(kt + 3 * row, c), a3);                        \
             }                                                                                   \
-            const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); \
+            const __m256 pairs =                                                                \
+                _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));                 \
             const __m128 scores =                                                               \
                 _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));     \
             _mm_storeu_ps(p + t, scores);                                                       \
@@ -196,8 +197,7 @@ static inline int order_bf16(int i) {
  * ROW_SCALE), the sums in eight registers. PREFETCH: the rows of `next` (the keys the thread
  * reads next, or NULL) are prefetched into L2 meanwhile, a line a row (int8 rows: 68 bytes).
  * With the score pass's prefetch of the values, a thread keeps two streams in flight from
- * memory throughout: one layer at position 1400 took 376-422 us against 427-445 without (int8,
- * two threads, median of 5 rounds, interleaved, two runs; 163-232 against 192-257 at 700). */
+ * memory throughout. */
 #define DEFINE_VALUES64(NAME, T, CHUNK, ORDER, ROW, ROW_SCALE, PREFETCH)                        \
     static void NAME(const T *restrict v, const float *restrict p, long length, float total,    \
                      float *restrict out, const T *next) {                                      \
@@ -247,13 +247,11 @@ static inline __m256i dot_i8(const __m256i qc[4], const int8_t *kt) {
 /* Scores of int8 keys: the query in int16 steps (`round_query`), each key's 64 products
  * summed exactly in int32 with vpmaddwd, eight keys' sums reduced together, then scaled by the
  * query's step and the key's scale. A key costs half the instructions of widening it to float
- * (which held this pass to ~13 GB/s a core, below what two cores read from memory).
+ * (which leaves this pass compute-bound, slower than the cores read from memory).
  *
  * Meanwhile the rows of `values` the next pass reads are prefetched into L2, so two streams
  * are in flight from memory instead of one: in a decode step the cache comes from memory (the
- * step's weights have streamed through L3 since), and there one layer at position 1400 took
- * 422-427 us against 455 (two threads, median of 5 rounds, interleaved; 214 against 224 at
- * position 700). */
+ * step's weights have streamed through L3 since). */
 static float scores64_i8(const float *restrict q, const int8_t *restrict k, float *restrict p,
                          long length, float scale, const int8_t *values) {
     const long row = ROW_I8(HEAD);
@@ -302,9 +300,9 @@ DEFINE_VALUES64(values64_i8_ymm, int8_t, chunk_i8, order_f32, ROW_I8, row_scale,
 
 /* The int8 values' pass in 512-bit registers where the CPU has AVX-512: sixteen values widened
  * and converted per instruction instead of eight. Each value's products are summed in the same
- * order as in `values64_i8_ymm`, so the outputs are identical. Widening held the 256-bit pass
- * to ~11 cycles a position (its 8 vpmovsxbd all issue on one port); the score pass, in
- * integers, took ~8. */
+ * order as in `values64_i8_ymm`, so the outputs are identical. Widening bounds the 256-bit
+ * pass (its eight vpmovsxbd a position all issue on one port), leaving it slower than the
+ * score pass in integers. */
 __attribute__((target("avx512f"))) static void values64_i8_zmm(const int8_t *restrict v,
                                                                const float *restrict p,
                                                                long length, float total,
@@ -360,26 +358,25 @@ static void attend64_i8(const float *q, const int8_t *k, const int8_t *v, float 
 }
 #endif
 
-/* Below this many cached values the work is smaller than waking a second thread costs (on a
- * 2-vCPU VM a sleeping OpenMP thread took ~250 us to join a region): cross-attention over a
- * prompt, and self-attention in a track's first steps, run on the calling thread alone. Above
- * it two threads read the cache, which comes from memory (the step's weights have streamed
- * through the caches since): int8, one request at position 100 (2^17.7 values), 121-144 us a
- * layer against 209-213 us on one thread. */
+/* Below this many cached values the work is smaller than waking a sleeping OpenMP thread
+ * costs: cross-attention over a prompt, and self-attention in a track's first steps, run on the
+ * calling thread alone. Above it the threads share the read of the cache, which comes from
+ * memory (the step's weights have streamed through the caches since). */
 #define PARALLEL_WORK (1L << 14)
 
-/* Both entry points return 0, 1 if a scores buffer could not be allocated, 2 if dim > 256. */
+/* Both entry points return 0, TS_ERROR_ALLOCATION if a scores buffer could not be allocated,
+ * TS_ERROR_HEAD_DIM if dim > TS_MAX_HEAD_DIM. */
 #define DEFINE_ENTRY(NAME, T, ATTEND, ATTEND64)                                                 \
     int NAME(const float *q, const T *k, const T *v, float *out, long groups, long length,      \
              long stride, long dim, float scale) {                                              \
-        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                       \
+        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                    \
         int failed = 0;                                                                         \
         const int parallel = groups * length * dim >= PARALLEL_WORK;                            \
         _Pragma("omp parallel for schedule(static) reduction(| : failed) if (parallel)")        \
         for (long g = 0; g < groups; g++) {                                                     \
             float *p = malloc((size_t)length * sizeof(float));                                  \
             if (p == NULL) {                                                                    \
-                failed = TS_ERROR_ALLOCATION;                                                      \
+                failed = TS_ERROR_ALLOCATION;                                                   \
                 continue;                                                                       \
             }                                                                                   \
             const T *kg = k + g * stride, *vg = v + g * stride;                                 \
@@ -404,8 +401,9 @@ DEFINE_ENTRY(decode_attention_bf16, uint16_t, attend_bf16, attend64_bf16)
  * position ts[j]; each (row, head) then attends over positions 0..ts[j] and writes its `dim`
  * outputs to `out` (rows, heads * dim). bfloat16 caches store keys and values rounded to
  * nearest even, as torch's conversion does, int8 caches as `ROW_I8` says (T is then
- * ROW_I8(dim) bytes a position); each attends over the stored values. Returns 0, 1 if a scores
- * buffer could not be allocated, 2 if dim > 256. */
+ * ROW_I8(dim) bytes a position); each attends over the stored values. Returns 0,
+ * TS_ERROR_ALLOCATION if a scores buffer could not be allocated, TS_ERROR_HEAD_DIM if
+ * dim > TS_MAX_HEAD_DIM. */
 static inline float store_f32(float x) { return x; }
 
 static inline uint16_t store_bf16(float x) {
@@ -416,9 +414,9 @@ static inline uint16_t store_bf16(float x) {
     return (uint16_t)(bits >> 16);
 }
 
-#define DEFINE_STORE_ROW(NAME, T, STORE)                                                       \
-    static inline void NAME(const float *restrict x, T *restrict row, long dim) {             \
-        for (long d = 0; d < dim; d++) row[d] = STORE(x[d]);                                   \
+#define DEFINE_STORE_ROW(NAME, T, STORE)                                                        \
+    static inline void NAME(const float *restrict x, T *restrict row, long dim) {               \
+        for (long d = 0; d < dim; d++) row[d] = STORE(x[d]);                                    \
     }
 
 DEFINE_STORE_ROW(store_row_f32, float, store_f32)
@@ -436,10 +434,10 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
     memcpy(row + dim, &scale, sizeof scale);
 }
 
-#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE_ROW, ROW)                           \
+#define DEFINE_SELF_ENTRY(NAME, T, ATTEND, ATTEND64, STORE_ROW, ROW)                            \
     int NAME(const float *qkv, float *out, long jobs, T *const *caches, const long *ts,         \
              const long *steps, const long *rows, long heads, long dim, float scale) {          \
-        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                       \
+        if (dim > TS_MAX_HEAD_DIM) return TS_ERROR_HEAD_DIM;                                    \
         long groups = 0, work = 0;                                                              \
         for (long j = 0; j < jobs; j++) {                                                       \
             groups += rows[j] * heads;                                                          \
@@ -447,7 +445,7 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
         }                                                                                       \
         /* per (row, head) group: its job, its row of qkv, its index among its job's groups */  \
         long *plan = malloc((size_t)(groups > 0 ? groups : 1) * 3 * sizeof(long));              \
-        if (plan == NULL) return TS_ERROR_ALLOCATION;                                              \
+        if (plan == NULL) return TS_ERROR_ALLOCATION;                                           \
         for (long j = 0, g = 0, row = 0; j < jobs; row += rows[j], j++)                         \
             for (long local = 0; local < rows[j] * heads; local++, g++) {                       \
                 plan[3 * g] = j;                                                                \
@@ -464,16 +462,17 @@ static inline void store_row_i8(const float *restrict x, int8_t *restrict row, l
             const long span = steps[j] * row_size;                                              \
             float *p = malloc((size_t)(t + 1) * sizeof(float));                                 \
             if (p == NULL) {                                                                    \
-                failed = TS_ERROR_ALLOCATION;                                                      \
+                failed = TS_ERROR_ALLOCATION;                                                   \
                 continue;                                                                       \
             }                                                                                   \
             const float *q = qkv + row * 3 * width + h * dim;                                   \
             T *k = caches[j] + local * span, *v = k + rows[j] * heads * span;                   \
-            STORE_ROW(q + width, k + t * row_size, dim); /* the step's key and value */        \
+            STORE_ROW(q + width, k + t * row_size, dim); /* the step's key and value */         \
             STORE_ROW(q + 2 * width, v + t * row_size, dim);                                    \
             float *o = out + row * width + h * dim;                                             \
             if (dim == 64)                                                                      \
-                ATTEND64(q, k, v, o, p, t + 1, scale, local + 1 < rows[j] * heads ? k + span : NULL); \
+                ATTEND64(q, k, v, o, p, t + 1, scale,                                           \
+                         local + 1 < rows[j] * heads ? k + span : NULL);                        \
             else                                                                                \
                 ATTEND(q, k, v, o, p, t + 1, dim, scale);                                       \
             free(p);                                                                            \

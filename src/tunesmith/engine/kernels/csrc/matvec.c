@@ -5,15 +5,16 @@
  * optionally followed by a GELU (`activate`).
  *
  * A decode step multiplies a few rows (two per guided request) by every weight once, so it is
- * bound by reading the weights: torch's mm reads a decoder-sized float32 weight at about half
- * the memory bandwidth of the 2-core AVX2 CPU for two rows. Here each thread streams its own
- * contiguous block of outputs, four weight rows at a time, against two activation rows held in
- * registers (8 accumulators); further pairs of rows re-read the tile's weight rows from cache.
- * Every lane of every output accumulates the same products in the same order whatever the row
- * count, so a request's result does not depend on what it is batched with.
+ * bound by reading the weights: torch's mm reads a decoder-sized float32 weight for two rows
+ * well below the memory bandwidth. Here each thread streams its own contiguous block of
+ * outputs, four weight rows at a time, against two activation rows held in registers (8
+ * accumulators); further pairs of rows re-read the tile's weight rows from cache. Every lane of
+ * every output accumulates the same products in the same order whatever the row count, so a
+ * request's result does not depend on what it is batched with.
  *
- * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma where the
- * CPU has them; without AVX2 the portable loops below are vectorized by the compiler).
+ * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma
+ * where the CPU has them; without AVX2 the portable loops below are vectorized by the
+ * compiler).
  */
 #include <math.h>
 #include <stdint.h>
@@ -25,12 +26,11 @@
 #endif
 
 #define TILE TS_TILE   /* outputs per tile: 4 weight rows x 2 activation rows of accumulators */
-#define LANES 8       /* float32 / int32 lanes per accumulator */
+#define LANES 8        /* float32 / int32 lanes per accumulator */
 #define CHUNK TS_CHUNK /* int8: K per packed chunk (see below) */
-#define BLOCK_I8 512  /* 4 int8 weight rows (2 KB) + 16 int16 activation rows (16 KB) */
-/* int8: bytes ahead of the weight stream to prefetch. 1 KB gained 5-10 % on the AVX2 VM; on a
- * Xeon (longer memory latency) 4 KB read the decoder's weights for 2 rows in 24.1-25.2 ms
- * against 27.8-28.6 with 1 KB (min of 8, interleaved, two runs), 16 rows unchanged. */
+#define BLOCK_I8 512   /* 4 int8 weight rows (2 KB) + 16 int16 activation rows (16 KB) */
+/* int8: bytes ahead of the weight stream to prefetch, far enough to cover the longer memory
+ * latency of server CPUs. */
 #define PREFETCH_I8 4096
 
 /* Below this many weights a call runs on the calling thread (waking the second costs more). */
@@ -109,10 +109,9 @@ static inline vi load16_i8(const int8_t *p) {
 }
 #define MADD(acc, x, w) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
 /* vpdpwssd (AVX-512 VNNI): the pairs' products added to the accumulator in one instruction,
- * the same integers. A batch's int8 rows are compute-bound: over the decoder's weights on a Xeon
- * with VNNI, 16 rows took 68 ms against 86 (min of 6, interleaved; medians 84 and 102); 2 rows,
- * bound by memory, the same. Chosen when the CPU has it (`block_q`), so one build serves CPUs
- * with and without. */
+ * the same integers. A batch's int8 rows are compute-bound, so fewer instructions speed up many
+ * rows (a few rows stay bound by memory). Chosen when the CPU has it (`block_q`), so one build
+ * serves CPUs with and without. */
 #define MADD_VNNI(acc, x, w) acc = _mm256_dpwssd_epi32(acc, x, w)
 
 /* The same for int16 rows against a packed int8 tile, over k in [k0, k1) (vpmaddwd: 16 weights
@@ -142,11 +141,8 @@ DEFINE_BLOCK_Q(block_q_vnni, MADD_VNNI, __attribute__((target("avx512f,avx512vl,
 /* The same with 512-bit vpdpwssd (AVX-512 VNNI and BW): each register holds two weight rows'
  * 16 values (one 32-byte load of the packed chunk, widened), against a row's 16 activations in
  * both halves, so a chunk takes half the multiply-add instructions. Stored, the accumulators
- * are the 256-bit loop's (a's rows 0-3, then b's), and the integer sums are the same. On the
- * Xeon, over the decoder's weights: 16 rows 75.5 ms against 86.6, 6 rows 31.8 against 36.5,
- * 2 rows (bound by memory) 19.5 against 19.7 (min of 6, interleaved). Widening each block of
- * weights once for all the rows and taking rows four at a time was tried as well: 5 % faster
- * for 16 rows, 10-15 % slower for 4 and 6, not kept. */
+ * are the 256-bit loop's (a's rows 0-3, then b's), and the integer sums are the same. Batches
+ * gain most; a few rows stay bound by memory. */
 #define TARGET_ZMM __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 TARGET_ZMM static void block_q_zmm(const int16_t *xa, const int16_t *xb, const int8_t *tile,
                                    long k0, long k1, vi *acc) {
@@ -277,9 +273,8 @@ static void store_f32(const float *const x[3], long stored, const float *const w
  * rows at `w` (count rows, K apart; a short tile repeats its last row and drops those sums).
  * Rows go three at a time (`dot3_f32`) and the rest two at a time (four as two pairs): every
  * lane of every output accumulates the same products in the same order either way. Each group
- * of rows runs over the whole of K: cutting K into L1-sized blocks (as int8 does) measured
- * 8-15 % slower here for 2 and for 16 rows (float32 rows stream from L2 fast enough, and each
- * block costs a reload of the accumulators). */
+ * of rows runs over the whole of K: unlike int8, float32 gains nothing from L1-sized blocks of
+ * K (its rows stream from L2 fast enough, and each block costs a reload of the accumulators). */
 static void tile_f32(const float *x, long rows, const float *w, long K, long count, float *y,
                      long N) {
     const float *wj[TILE];
@@ -304,11 +299,11 @@ static void tile_f32(const float *x, long rows, const float *w, long K, long cou
 }
 
 /* The activation applied to the products, fused into the call (an elementwise torch op after a
- * matvec cost 60-100 us for 2 x 4096 values: its code and data come back from memory after the
- * weights have streamed through the caches). Eight outputs at a time, each eight of a row the
- * same way whatever the batch (glibc's vector erff / tanhf, from libmvec, and its scalar ones
- * round differently: a loop over all outputs would give a column one or the other depending on
- * where its row starts). Codes: TS_ACTIVATION_* (tunesmith.h). */
+ * matvec is slow for its size: its code and data come back from memory after the weights have
+ * streamed through the caches). Eight outputs at a time, each eight of a row the same way
+ * whatever the batch (glibc's vector erff / tanhf, from libmvec, and its scalar ones round
+ * differently: a loop over all outputs would give a column one or the other depending on where
+ * its row starts). Codes: TS_ACTIVATION_* (tunesmith.h). */
 
 static inline void activate8(float *v, int activation) {
     if (activation == TS_ACTIVATION_GELU) {
@@ -354,17 +349,17 @@ int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long
     return 0;
 }
 
-/* int8 weights, prepacked by tunesmith.engine.kernels.matvec as (ceil(N / 4), Kp / 16, 4, 16): tile
- * n's four weight rows interleaved 16 values at a time, so each thread reads one sequential
- * stream (four rows read side by side ran at a third of the memory bandwidth; the packed
- * stream at ~70 %). Kp is K rounded up to 16 and N up to 4, the padding zero.
+/* int8 weights, prepacked by tunesmith.engine.kernels.matvec as (ceil(N / 4), Kp / 16, 4, 16):
+ * tile n's four weight rows interleaved 16 values at a time, so each thread reads one sequential
+ * stream (four rows read side by side use the memory bandwidth far worse). Kp is K rounded up to
+ * 16 and N up to 4, the padding zero.
  *
  * Each activation row is rounded to int16 against its own max-abs, and the products summed
- * exactly in int32 (widening each weight to float costs twice the instructions, and the CPU has
- * time for about one of the two at memory speed). The int16 step is chosen so that no int32
- * lane can overflow: Kp / 8 products of at most 127 * limit each; lanes are totalled in 64
- * bits. Integer sums are exact, so every output is the same whatever the row count, the order
- * or the threads. */
+ * exactly in int32 (widening each weight to float costs twice the instructions, more than the
+ * CPU has time for at memory speed). The int16 step is chosen so that no int32 lane can
+ * overflow: Kp / 8 products of at most 127 * limit each; lanes are totalled in 64 bits. Integer
+ * sums are exact, so every output is the same whatever the row count, the order or the
+ * threads. */
 static long int16_limit(long Kp) {
     long limit = 2147483647L / (Kp / 8 * 127 + 1);
     return limit < 32767 ? limit : 32767;

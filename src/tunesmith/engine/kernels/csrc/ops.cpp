@@ -3,9 +3,9 @@
 //
 // The operators' schemas are defined from Python (tunesmith.engine.kernels), so TorchScript can
 // script the decoder whether or not this library builds; this file registers their CPU kernels.
-// A torch operator implemented in Python costs ~20 us per call (and takes the GIL), and a decode
-// step makes ~190 such calls; these take ~4 us. The kernels themselves live in a separate C
-// library that tunesmith.engine.kernels.build loads with ctypes and binds here by name with
+// A torch operator implemented in Python costs far more per call (and takes the GIL), and a
+// decode step makes ~190 such calls. The kernels themselves live in a separate C library that
+// tunesmith.engine.kernels.build loads with ctypes and binds here by name with
 // `tunesmith_bind_kernel`: that library can be rebuilt and rebound within a process (a
 // portable build, say), while torch operators can be registered only once.
 //
@@ -93,7 +93,7 @@ at::Tensor layer_norm_rows(const at::Tensor &x, const at::Tensor &weight, const 
 // tunesmith.engine.kernels.matvec.pack_int8 with its (N,) float32 scales; then the activation
 // (TS_ACTIVATION_* in tunesmith.h). With norm_weight and norm_bias, x is layer-normalized
 // first (`layer_norm_rows`); with a residual (rows, N), it is added to the result. Fusing them
-// here saves the decoder step ~120 torch operators (each a few microseconds to dispatch).
+// here saves the decoder step ~120 torch operators, each dispatched on its own.
 at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
                   const std::optional<at::Tensor> &scale, int64_t activation,
                   const std::optional<at::Tensor> &norm_weight,
@@ -157,9 +157,10 @@ at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
 }
 
 // One conditional row's cross-attention through the weights folded into its prompt
-// (tunesmith.engine.model.cross): x (1, D) layer-normalized, scores = x A^T (H * S) with A = a[layer],
-// a softmax over each head's S scores, then p B^T (1, D) with B^T = b[layer]. a and b are
-// stacked per layer as matvec takes its weights (int8 with their scales, or float32 without).
+// (tunesmith.engine.model.cross): x (1, D) layer-normalized, scores = x A^T (H * S) with
+// A = a[layer], a softmax over each head's S scores, then p B^T (1, D) with B^T = b[layer].
+// a and b are stacked per layer as matvec takes its weights (int8 with their scales, or
+// float32 without).
 at::Tensor folded_attention(const at::Tensor &x, const at::Tensor &a,
                             const std::optional<at::Tensor> &a_scale, const at::Tensor &b,
                             const std::optional<at::Tensor> &b_scale, int64_t layer,
@@ -238,7 +239,8 @@ at::Tensor self_attention(const at::Tensor &qkv, at::TensorList caches, c10::Int
     const int64_t heads = first.size(3);
     TORCH_CHECK_VALUE(qkv.size(1) == 3 * heads * dim, "qkv has ", qkv.size(1),
                       " columns, not 3 x ", heads, " heads x ", dim);
-    TORCH_CHECK_VALUE(0 < dim && dim <= kMaxHeadDim, "head size ", dim, " is not in 1..", kMaxHeadDim);
+    TORCH_CHECK_VALUE(0 < dim && dim <= kMaxHeadDim, "head size ", dim, " is not in 1..",
+                      kMaxHeadDim);
     const size_t count = caches.size();
     std::vector<void *> pointers(count);
     std::vector<long> positions(count), steps(count), rows(count);

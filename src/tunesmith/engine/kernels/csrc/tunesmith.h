@@ -15,7 +15,7 @@
 #define TS_TILE 4
 #define TS_CHUNK 16
 
-/* The activation a projection ends in (tunesmith.engine.model.projections.ACTIVATIONS). */
+/* The activation a projection ends in (tunesmith.engine.kernels.ACTIVATIONS). */
 #define TS_ACTIVATION_NONE 0
 #define TS_ACTIVATION_GELU 1
 #define TS_ACTIVATION_GELU_TANH 2
