@@ -4,6 +4,7 @@ Requests are queued as prepared `DecodeJob` s. When the decoder is idle, the fir
 waits up to a short collection window for company; after that, queued requests join the
 running batch at the next step (up to ``max_batch``), and a request that finishes leaves it
 without stalling the others. Each request keeps its own duration, seed and sampling params.
+A step that raises is run again job by job, so only a request that fails alone fails.
 
 The decode thread is also the engine's only compute thread: `call` runs other work there
 (encoding a prompt, a chunk of EnCodec decoding), one task between two steps. Every thread
@@ -47,7 +48,15 @@ class StepJob(Protocol):
 
 
 class StepDecoder(Protocol):
-    """What the scheduler drives: one step of every job it is given (`FastDecoder`)."""
+    """What the scheduler drives: one step of every job it is given (`FastDecoder`).
+
+    `step` advances each job by one position, never a job that is `done`. A step that raises
+    leaves every job either advanced by exactly one or as it was, ready to be stepped again:
+    `FastDecoder` rewrites the cache slot of the position it is at and moves a job's `t` last,
+    once its token is written, so a failure in the shared forward pass advances no job and one
+    in a job's sampling advances only the jobs sampled before it. The scheduler reads which
+    jobs moved, and steps each of the others alone to find out which of them fails by itself.
+    """
 
     def step(self, jobs: list[Any]) -> None: ...
 
@@ -95,8 +104,10 @@ class Ticket:
                 log.exception("progress callback failed")
                 self.progress = None
 
-    def wait(self) -> StepJob:
-        self._done.wait()
+    def wait(self, timeout: float | None = None) -> StepJob:
+        """The finished job; raises its error, or `TimeoutError` after `timeout` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the job did not finish within {timeout} s")
         if self._error is not None:
             raise self._error
         return self.job
@@ -206,25 +217,50 @@ class BatchScheduler:
 
     def _step(self, batch: list[Ticket]) -> None:
         """One decode step of `batch`; finished (or failed) tickets leave it."""
-        try:
-            self.decoder.step([ticket.job for ticket in batch])
-        except Exception as exc:
-            log.exception("decode step failed for a batch of %d", len(batch))
-            error = GenerationFailed(f"generation failed: {exc}")
-            with self._cond:
-                self._active = [t for t in self._active if t not in batch]
-            for ticket in batch:
-                ticket._finish(error)
-            return
-        self.steps_run += 1
-        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        stepped, failed = self._advance(batch)
         finished = []
-        for ticket in batch:
+        for ticket in stepped:
             ticket._report()
             if ticket.job.done:
                 finished.append(ticket)
-        if finished:
+        leaving = finished + [ticket for ticket, _ in failed]
+        if leaving:
             with self._cond:
-                self._active = [t for t in self._active if not t.job.done]
-            for ticket in finished:
-                ticket._finish()
+                self._active = [t for t in self._active if t not in leaving]
+        for ticket, error in failed:
+            ticket._finish(error)
+        for ticket in finished:
+            ticket._finish()
+
+    def _advance(
+        self, batch: list[Ticket]
+    ) -> tuple[list[Ticket], list[tuple[Ticket, GenerationFailed]]]:
+        """Step `batch` once: the tickets that advanced, and those that failed with their error.
+
+        When a batched step raises, the jobs it left where they were are stepped one by one,
+        so a job that cannot be decoded fails alone and the others keep their step."""
+        before = [ticket.job.t for ticket in batch]
+        try:
+            self.decoder.step([ticket.job for ticket in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("decode step failed")
+                return [], [(batch[0], GenerationFailed(f"generation failed: {exc}"))]
+            log.warning(
+                "decode step failed for a batch of %d (%s): stepping its jobs alone",
+                len(batch),
+                exc,
+            )
+            stepped: list[Ticket] = []
+            failed: list[tuple[Ticket, GenerationFailed]] = []
+            for ticket, t in zip(batch, before, strict=True):
+                if ticket.job.t != t:  # advanced before the step raised: not to be run twice
+                    stepped.append(ticket)
+                    continue
+                ok, errors = self._advance([ticket])
+                stepped += ok
+                failed += errors
+            return stepped, failed
+        self.steps_run += 1
+        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        return batch, []
