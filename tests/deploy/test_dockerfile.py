@@ -32,7 +32,7 @@ class Stage:
         return parsed
 
     def env(self) -> dict[str, str]:
-        found = {}
+        found: dict[str, str] = {}
         for keyword, value in self.instructions:
             if keyword == "ENV":
                 found.update(re.findall(r"(\w+)=(\S+)", value))
@@ -65,10 +65,11 @@ def parse() -> tuple[list[str], dict[str, Stage]]:
 
 def test_the_stages_and_their_order() -> None:
     global_args, stages = parse()
-    assert list(stages) == ["base", "weights", "engine", "lambda", "endpoint"]
+    assert list(stages) == ["base", "model", "weights", "engine", "lambda", "endpoint"]
     assert list(stages)[-1] == "endpoint"  # a plain `docker build` makes the SageMaker image
     assert global_args == ["BASE_IMAGE=python:3.11-slim-bookworm"]  # a CUDA base can be given
     assert stages["base"].base == "${BASE_IMAGE}"
+    assert stages["model"].base == "scratch" and not stages["model"].instructions
     assert {stages[s].base for s in ("weights", "engine")} == {"base"}
     assert {stages[s].base for s in ("lambda", "endpoint")} == {"engine"}
 
@@ -81,8 +82,10 @@ def test_torch_is_pinned_and_installed_before_the_project() -> None:
         a.startswith("TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")
         for a in base.text("ARG")
     )
+    assert "TORCH_FIND_LINKS=" in base.text("ARG")  # empty: the index alone
     (torch,) = [r for r in base.text("RUN") if "torch==" in r]
     assert '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in torch
+    assert '${TORCH_FIND_LINKS:+--find-links "${TORCH_FIND_LINKS}"}' in torch
     engine_runs = stages["engine"].text("RUN")
     assert any(r.startswith("pip install .") for r in engine_runs)  # torch is already there
     assert not any("torch" in r.split("&&")[0] for r in engine_runs)
@@ -93,6 +96,29 @@ def test_the_cdk_build_arguments_are_the_dockerfiles() -> None:
     declared = {a.split("=")[0] for s in stages.values() for a in s.text("ARG")}
     for variant in ("serverless", "realtime", "lambda"):
         assert set(engine_image_args(DeployConfig(variant=variant))) <= declared
+
+
+def test_a_local_checkpoint_replaces_the_download() -> None:
+    """`--build-context model=DIR --build-arg MODEL=/opt/model` (scripts/build-image)."""
+    _, stages = parse()
+    weights, engine = stages["weights"], stages["engine"]
+    assert "--from=model / /opt/model/" in weights.text("COPY")
+    (fetch,) = weights.text("RUN")
+    # a path is checked, an id downloaded, nothing at all left for /opt/ml/model
+    assert '"") ;;' in fetch and '/*) test -f "${MODEL}/config.json"' in fetch
+    assert fetch.index("/*)") < fetch.index("snapshot_download")
+    assert "chmod -R a+rX /opt/model" in fetch  # readable by the endpoint's own user
+    assert "--from=weights /opt/model /opt/model" in engine.text("COPY")
+
+
+def test_the_build_script_passes_only_declared_arguments() -> None:
+    global_args, stages = parse()
+    declared = {a.split("=")[0] for a in global_args}
+    declared |= {a.split("=")[0] for s in stages.values() for a in s.text("ARG")}
+    script = (DEPLOY.parent / "scripts/build-image").read_text()
+    passed = set(re.findall(r'--build-arg "?(\w+)=', script))
+    assert {"BASE_IMAGE", "MODEL", "TORCH_FIND_LINKS", "TORCH_VERSION"} <= passed <= declared
+    assert '--build-context "model=' in script and '--target "$target"' in script
 
 
 def test_the_build_context_is_only_what_the_image_installs(synths: dict[str, Synth]) -> None:
@@ -147,11 +173,12 @@ def test_the_lambda_stage_runs_the_handler_with_the_runtime_interface_client() -
 def test_the_engine_image_carries_the_compiled_kernels() -> None:
     _, stages = parse()
     engine = stages["engine"]
-    cache = engine.env()["XDG_CACHE_HOME"]  # where tunesmith.engine.native looks
-    build = [r for r in engine.text("RUN") if "native.available()" in r]
+    cache = engine.env()["XDG_CACHE_HOME"]  # where the kernels' build looks
+    build = [r for r in engine.text("RUN") if "tunesmith kernels" in r]
     assert len(build) == 1
-    # compiled with a compiler that is removed again, readable by the endpoint's own user
+    # compiled (or the build fails) with a compiler that is removed again, readable by the
+    # endpoint's own user
     assert "install -y --no-install-recommends gcc g++" in build[0]
-    assert build[0].index("assert native.available()") < build[0].index("purge -y")
+    assert build[0].index("tunesmith kernels --require") < build[0].index("purge -y")
     assert f"chmod -R a+rX {cache}" in build[0]
     assert "XDG_CACHE_HOME" not in {**stages["lambda"].env(), **stages["endpoint"].env()}
