@@ -94,7 +94,13 @@ def _tokenizer(vocab_size: int) -> Any:
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
     unigram.train_from_iterator(_CORPUS * 4, trainer)
-    vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
+    # the trainer's scores vary in their last digits, and ties in order, from run to run:
+    # rounded and sorted, the same checkpoint comes out byte for byte (an image built from
+    # it reuses its cached layers)
+    pieces = json.loads(unigram.to_str())["model"]["vocab"]
+    special = len(trainer.special_tokens)
+    rounded = [(piece, round(score, 3)) for piece, score in pieces[special:]]
+    vocab = [tuple(p) for p in pieces[:special]] + sorted(rounded, key=lambda p: (-p[1], p[0]))
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
