@@ -26,7 +26,7 @@ from constructs import Construct
 from tunesmith_deploy.bundling import REPO_ROOT, LocalPipBundling, docker_command
 from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.model_endpoint import ModelEndpoint, engine_image_args
-from tunesmith_deploy.nag import acknowledge, arn_finding
+from tunesmith_deploy.nag import acknowledge, wildcard_finding
 from tunesmith_deploy.request_model import request_schema
 
 __all__ = ["HANDLER", "RUNTIME", "GenerateService", "gateway_errors"]
@@ -120,9 +120,10 @@ class GenerateService(Construct):
             actions.append("s3:GetObject")
         if actions:  # async and public: SageMaker writes the track, the function only queues
             role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[tracks]))
+            policy = role.node.find_child("DefaultPolicy")
             acknowledge(
-                role.node.find_child("DefaultPolicy"),
-                arn_finding(bucket, f"/{config.prefix}*"),
+                policy,
+                wildcard_finding(policy, tracks),
                 "Every track gets a fresh random key, so the grant names the track prefix and "
                 "nothing outside it. Delete removes a track whose upload failed; get signs "
                 "presigned URLs.",

@@ -25,7 +25,7 @@ from constructs import Construct
 from tunesmith_deploy.bucket import FAILURE_PREFIX
 from tunesmith_deploy.bundling import REPO_ROOT
 from tunesmith_deploy.config import DeployConfig
-from tunesmith_deploy.nag import acknowledge, arn_finding
+from tunesmith_deploy.nag import acknowledge, wildcard_finding
 
 __all__ = ["ModelEndpoint", "engine_image_args"]
 
@@ -72,10 +72,11 @@ class ModelEndpoint(Construct):
                 actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"], resources=[log_group]
             )
         )
+        log_streams = f"{log_group}:log-stream:*"
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[f"{log_group}:log-stream:*"],
+                resources=[log_streams],
             )
         )
         self.role.add_to_policy(
@@ -85,17 +86,18 @@ class ModelEndpoint(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"}},
             )
         )
-        if config.variant == "async":
+        answers = (
+            [bucket.arn_for_objects(f"{prefix}*") for prefix in (config.prefix, FAILURE_PREFIX)]
+            if config.variant == "async"
+            else []
+        )
+        if answers:
             self.role.add_to_policy(
                 iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[
-                        bucket.arn_for_objects(f"{config.prefix}*"),
-                        bucket.arn_for_objects(f"{FAILURE_PREFIX}*"),
-                    ],
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"], resources=answers
                 )
             )
-        self._acknowledge_role(config, bucket, name)
+        self._acknowledge_role(log_streams, answers)
 
         environment = {
             "TUNESMITH_MAX_DURATION": f"{config.max_duration:g}",
@@ -166,7 +168,7 @@ class ModelEndpoint(Construct):
             ),
         )
 
-    def _acknowledge_role(self, config: DeployConfig, bucket: s3.IBucket, name: str) -> None:
+    def _acknowledge_role(self, log_streams: str, answers: list[str]) -> None:
         policy = self.role.node.find_child("DefaultPolicy")
         acknowledge(
             policy,
@@ -174,18 +176,18 @@ class ModelEndpoint(Construct):
             "ecr:GetAuthorizationToken has no resource-level permissions, and "
             "cloudwatch:PutMetricData is limited by its namespace condition instead.",
         )
+        # The ids are rendered from the granted ARNs: a concrete region (cdk synth) or the
+        # region token (an environment-agnostic stack) shows in the finding as it is.
         acknowledge(
             policy,
-            f"IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
-            f"log-group:/aws/sagemaker/Endpoints/{name}:log-stream:*]",
+            wildcard_finding(policy, log_streams),
             "SageMaker names the endpoint's log streams after its instances; the grant is "
             "limited to this endpoint's log group.",
         )
-        if config.variant == "async":
-            for prefix in (config.prefix, FAILURE_PREFIX):
-                acknowledge(
-                    policy,
-                    arn_finding(bucket, f"/{prefix}*"),
-                    "Asynchronous answers get a fresh key per request: put is allowed under "
-                    "this prefix only.",
-                )
+        for objects in answers:
+            acknowledge(
+                policy,
+                wildcard_finding(policy, objects),
+                "Asynchronous answers get a fresh key per request: put is allowed under "
+                "this prefix only.",
+            )

@@ -7,12 +7,13 @@ them without acknowledging: synthesis then fails listing every finding, for a re
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Any, Final
 
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
-__all__ = ["ACKNOWLEDGED", "acknowledge", "arn_finding"]
+__all__ = ["ACKNOWLEDGED", "acknowledge", "flatten_reference", "wildcard_finding"]
 
 ACKNOWLEDGED: Final = "tunesmith:nag-acknowledged"
 
@@ -26,13 +27,34 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     Validations.of(scope).acknowledge(Acknowledgment(id=finding, reason=reason))
 
 
-def arn_finding(resource: IConstruct, suffix: str, attribute: str = "Arn") -> str:
-    """The finding id cdk-nag gives a wildcard resource built on `resource`'s ARN.
+def wildcard_finding(scope: IConstruct, resource: str) -> str:
+    """The id of the IAM5 finding cdk-nag reports for `resource` in a policy in `scope`'s stack.
 
-    cdk-nag names ``{"Fn::Join": ["", [{"Fn::GetAtt": [id, "Arn"]}, "/music-output/*"]]}`` as
-    ``IAM5[Resource::<id.Arn>/music-output/*]``.
+    `resource` is the string the policy statement was given (tokens and all), so the id follows
+    whatever the stack's environment makes of it: ``Stack.of(x).format_arn`` gives
+    ``<AWS::Region>`` in an environment-agnostic stack and ``eu-west-1`` where ``cdk synth``
+    supplies the region; ``bucket.arn_for_objects("p/*")`` gives ``<TracksXXXX.Arn>/p/*``.
     """
-    stack = Stack.of(resource)
-    child = resource.node.default_child or resource
-    logical_id = stack.resolve(stack.get_logical_id(child))  # type: ignore[arg-type]
-    return f"IAM5[Resource::<{logical_id}.{attribute}>{suffix}]"
+    return f"IAM5[Resource::{flatten_reference(Stack.of(scope).resolve(resource))}]"
+
+
+def flatten_reference(value: Any) -> str:
+    """A resolved CloudFormation value as cdk-nag flattens it (its ``flattenCfnReference``)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.replace("${", "<").replace("}", ">")  # Fn::Sub placeholders
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            delimiter, items = value["Fn::Join"]
+            return str(delimiter).join(flatten_reference(item) for item in items)
+        if "Fn::Sub" in value:
+            return flatten_reference(value["Fn::Sub"])
+        if "Fn::GetAtt" in value:
+            resource, attribute = value["Fn::GetAtt"]
+            return f"<{flatten_reference(resource)}.{flatten_reference(attribute)}>"
+        if "Fn::ImportValue" in value:
+            return flatten_reference(value["Fn::ImportValue"])
+        if "Ref" in value:
+            return f"<{flatten_reference(value['Ref'])}>"
+    return json.dumps(value, separators=(",", ":"))
