@@ -5,11 +5,4 @@ sts        session  the StsStandin the CLI asks for the account (127.0.0.1)
 net_guard  session  the node preload that refuses and logs any non-loopback destination
 """
 
-import pytest
-
 from cdk_synth import net_guard, sts, synths  # noqa: F401
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # until pyproject.toml lists it (tests/deploy/test_image.py)
-    config.addinivalue_line("markers", "image: builds and runs the container image (buildah)")
