@@ -70,7 +70,7 @@ def test_generate_verbose_names_the_kernels_it_runs(tiny_model_dir: Path, tmp_pa
     bare = clean_env(CC="no-such-cc", CXX="no-such-cxx", XDG_CACHE_HOME=str(tmp_path / "cache"))
     done = run("-v", *args, env=bare)
     assert done.returncode == 0, done.stderr
-    warning = next(line for line in done.stderr.splitlines() if "WARNING" in line)
+    warning = next(line for line in done.stderr.splitlines() if "WARNING tunesmith" in line)
     assert "CC=no-such-cc is not on PATH" in warning and "apt-get install gcc g++" in warning
     assert "kernels: torch (no C compiler" in done.stderr
     assert soundfile.info(str(tmp_path / "a.wav")).frames == 32000
