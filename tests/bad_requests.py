@@ -25,7 +25,10 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "a", "top_k": 100000}, "top_k"),
     ({"prompt": "a", "top_p": 2}, "top_p"),
     ({"prompt": "a", "guidance_scale": "high"}, "guidance_scale"),
-    ({"prompt": "a", "format": "mp3"}, "format"),
+    ({"prompt": "a", "format": "aac"}, "format"),
+    ({"prompt": "a", "normalization": "x"}, "normalization"),
+    ({"prompt": "a", "loudness_lufs": -80}, "loudness_lufs"),
+    ({"prompt": "a", "loudness_lufs": 0}, "loudness_lufs"),
     ({"prompt": "a", "duraton": 5}, "duraton"),
 ]
 

@@ -12,11 +12,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from tunesmith import __version__
 from tunesmith.config import DEFAULT_MODEL, Settings, load_settings
 from tunesmith.errors import TunesmithError
+from tunesmith.schema import AudioFormat, Normalization
 
 __all__ = ["main"]
 
@@ -96,7 +97,8 @@ def _generate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     fmt = args.format or (output.suffix.lstrip(".").lower() if output and output.suffix else "wav")
     body: dict[str, Any] = {"prompt": args.prompt, "duration": args.duration, "format": fmt}
-    for name in ("seed", "temperature", "top_k", "top_p", "guidance_scale"):
+    names = ("seed", "temperature", "top_k", "top_p", "guidance_scale")
+    for name in (*names, "normalization", "loudness_lufs"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     request = parse_generate_request(body, max_duration=settings.max_duration)
@@ -174,8 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate one track to a file")
     gen.add_argument("prompt", help="what the music should sound like")
     gen.add_argument("-d", "--duration", type=float, default=10.0, help="seconds (default 10)")
-    gen.add_argument("-o", "--output", help="output file (.wav or .flac)")
-    gen.add_argument("--format", choices=["wav", "flac"], help="default: from -o, else wav")
+    gen.add_argument("-o", "--output", help="output file (.wav, .flac, .mp3, .ogg or .opus)")
+    formats = list(get_args(AudioFormat))
+    gen.add_argument("--format", choices=formats, help="default: from -o, else wav")
+    gen.add_argument(
+        "--normalization",
+        choices=list(get_args(Normalization)),
+        help="default peak; every strategy stays under -1 dBTP",
+    )
+    gen.add_argument(
+        "--loudness-lufs",
+        dest="loudness_lufs",
+        type=float,
+        help="target for --normalization loudness (default -14)",
+    )
     gen.add_argument("--seed", type=int)
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--top-k", dest="top_k", type=int)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from tunesmith.engine import CONTENT_TYPES, GenerationParams, MusicGenEngine, encode_audio
+from tunesmith.engine import (
+    CONTENT_TYPES,
+    GenerationParams,
+    MusicGenEngine,
+    encode_audio,
+    encoded_rate,
+)
 from tunesmith.engine.engine import ProgressCallback
 from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest
 
@@ -15,7 +21,9 @@ __all__ = ["RenderedAudio", "params_for", "render"]
 
 @dataclass(frozen=True)
 class RenderedAudio:
-    """One finished track, encoded: its bytes and what a caller reports about it."""
+    """One finished track, encoded: its bytes and what a caller reports about it.
+
+    `sample_rate` is the file's (48 kHz for Opus), not necessarily the model's."""
 
     data: bytes
     content_type: str
@@ -54,11 +62,13 @@ def render(
     params = params_for(request)
     track = engine.generate(params, progress)
     return RenderedAudio(
-        data=encode_audio(track.samples, track.sample_rate, fmt),
+        data=encode_audio(
+            track.samples, track.sample_rate, fmt, request.normalization, request.loudness_lufs
+        ),
         content_type=CONTENT_TYPES[fmt],
         format=fmt,
         params=params,
         duration=track.duration,
-        sample_rate=track.sample_rate,
+        sample_rate=encoded_rate(fmt, track.sample_rate),
         channels=int(track.samples.shape[1]),
     )

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "AudioFormat",
+    "Normalization",
     "GenerateAccepted",
     "GenerateRequest",
     "GenerateResponse",
@@ -28,7 +29,10 @@ __all__ = [
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
 MIN_DURATION = 1.0
-AudioFormat = Literal["wav", "flac"]
+MIN_LOUDNESS_LUFS = -70.0  # BS.1770's absolute gate: anything quieter measures as silence
+MAX_LOUDNESS_LUFS = -1.0  # louder could not stay under the -1 dBTP ceiling
+AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
+Normalization = Literal["peak", "loudness", "rms", "clip", "none"]
 
 
 class GenerateRequest(BaseModel):
@@ -59,6 +63,18 @@ class GenerateRequest(BaseModel):
         3.0, ge=0, le=20.0, allow_inf_nan=False, description="Classifier-free guidance; <=1 off"
     )
     format: AudioFormat = "wav"
+    normalization: Normalization = Field(
+        "peak",
+        description="audiocraft's strategies: peak, loudness (BS.1770), rms, clip or none; "
+        "never louder than -1 dBTP",
+    )
+    loudness_lufs: float = Field(
+        -14.0,
+        ge=MIN_LOUDNESS_LUFS,
+        le=MAX_LOUDNESS_LUFS,
+        allow_inf_nan=False,
+        description="Target integrated loudness for normalization 'loudness'",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -79,6 +95,7 @@ class GenerateResponse(BaseModel):
     public_url: str
     duration: float
     sample_rate: int
+    channels: int
     format: AudioFormat
     model: str
     seed: int

@@ -58,6 +58,7 @@ class TrackService:
             fmt=audio.format,
             duration=audio.duration,
             sample_rate=audio.sample_rate,
+            channels=audio.channels,
             model=self.engine.model_name,
             seed=audio.params.seed,
             base_url=base_url,

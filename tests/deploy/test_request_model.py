@@ -27,6 +27,11 @@ GOOD_BODIES: list[dict[str, Any]] = [
     {"prompt": "lo-fi", "seed": MAX_SEED},
     {"prompt": "jazz", "seed": None, "temperature": 0.01, "top_k": 0, "top_p": 1},
     {"prompt": "jazz", "guidance_scale": 0, "top_k": 2048, "temperature": 10},
+    *({"prompt": "a", "format": fmt} for fmt in ("wav", "mp3", "ogg", "opus")),
+    *({"prompt": "a", "normalization": n} for n in ("peak", "rms", "clip", "none")),
+    {"prompt": "a", "normalization": "loudness", "loudness_lufs": -70},
+    {"prompt": "a", "normalization": "loudness", "loudness_lufs": -1.0},
+    {"prompt": "a", "normalization": "loudness", "loudness_lufs": -23.5},
 ]
 
 

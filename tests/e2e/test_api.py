@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyloudnorm
 import pytest
 import soundfile
 
@@ -21,6 +23,7 @@ from model_fixtures import GatedEngine
 from tunesmith.api import create_app
 from tunesmith.config import load_settings
 from tunesmith.engine import MusicGenEngine, kernels
+from tunesmith.engine.audio import CEILING, true_peak
 from tunesmith.storage import LocalStorage
 
 SEED_REQUEST = {"prompt": "upbeat electronic dance music with heavy bass", "duration": 2}
@@ -65,12 +68,13 @@ def test_seed_request_returns_a_playable_track(api: Api) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {
-        "id", "s3_url", "public_url", "duration", "sample_rate", "format", "model", "seed",
+        "id", "s3_url", "public_url", "duration", "sample_rate", "channels", "format", "model",
+        "seed",
     }  # fmt: skip
     assert body["s3_url"] is None  # local storage
     assert body["public_url"] == f"{api.base_url}/files/music-output/{body['id']}.wav"
     assert (body["duration"], body["sample_rate"], body["format"]) == (2.0, 32000, "wav")
-    assert isinstance(body["seed"], int)
+    assert body["channels"] == 1 and isinstance(body["seed"], int)
 
     audio = httpx.get(body["public_url"])
     assert audio.status_code == 200
@@ -90,6 +94,47 @@ def test_same_seed_gives_the_same_file_and_flac_works(api: Api) -> None:
     assert a.content == b.content
     other = api.generate({**request, "seed": 1235}).json()
     assert httpx.get(other["public_url"]).content != a.content
+
+
+FORMATS = {  # format: (Content-Type, soundfile's format name, file rate)
+    "wav": ("audio/wav", "WAV", 32000),
+    "flac": ("audio/flac", "FLAC", 32000),
+    "mp3": ("audio/mpeg", "MP3", 32000),
+    "ogg": ("audio/ogg", "OGG", 32000),
+    "opus": ("audio/ogg; codecs=opus", "OGG", 48000),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_is_stored_with_its_extension_and_type_and_decodes_back(
+    api: Api, fmt: str
+) -> None:
+    content_type, soundfile_format, rate = FORMATS[fmt]
+    response = api.generate({**SEED_REQUEST, "format": fmt, "seed": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["format"], body["sample_rate"], body["channels"]) == (fmt, rate, 1)
+    assert body["public_url"].endswith(f"/music-output/{body['id']}.{fmt}")
+    assert stored_files(api.root) == [api.root / "music-output" / f"{body['id']}.{fmt}"]
+    audio = httpx.get(body["public_url"])
+    assert audio.headers["content-type"] == content_type
+    info = soundfile.info(io.BytesIO(audio.content))
+    assert (info.format, info.samplerate, info.channels, info.frames) == (
+        soundfile_format, rate, 1, 2 * rate,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("normalization", ["peak", "loudness", "rms", "clip", "none"])
+def test_every_normalization_stays_under_minus_one_dbtp(api: Api, normalization: str) -> None:
+    request = {**SEED_REQUEST, "seed": 5, "normalization": normalization, "loudness_lufs": -20}
+    body = api.generate(request).json()
+    samples, rate = soundfile.read(io.BytesIO(httpx.get(body["public_url"]).content))
+    assert float(abs(samples).max()) <= CEILING  # the sample peak, for every strategy
+    if normalization in ("clip", "none"):
+        return  # sample-local: intersample peaks are not bounded (README, API table)
+    assert 20 * math.log10(true_peak(samples[:, None])) <= -1.0 + 1e-3
+    if normalization == "loudness":
+        assert pyloudnorm.Meter(rate).integrated_loudness(samples) == pytest.approx(-20, abs=0.5)
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)

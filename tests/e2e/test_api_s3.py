@@ -68,3 +68,32 @@ def test_storage_failure_is_a_502_and_leaves_nothing(
         assert s3_bucket in response.json()["message"]
         s3_env.create_bucket(s3_bucket)
         assert keys(s3_env, s3_bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "rate"),
+    [
+        ("flac", "audio/flac", 32000),
+        ("mp3", "audio/mpeg", 32000),
+        ("ogg", "audio/ogg", 32000),
+        ("opus", "audio/ogg; codecs=opus", 48000),
+    ],
+)
+def test_every_format_is_stored_with_its_extension_and_content_type(
+    s3_env: SeaweedS3,
+    s3_bucket: str,
+    tiny_engine: MusicGenEngine,
+    fmt: str,
+    content_type: str,
+    rate: int,
+) -> None:
+    with start(tiny_engine, s3_bucket) as client:
+        body = client.post("/generate", json={**SEED_REQUEST, "format": fmt}).json()
+        key = f"music-output/{body['id']}.{fmt}"
+        assert body["s3_url"] == f"s3://{s3_bucket}/{key}" and keys(s3_env, s3_bucket) == [key]
+        head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
+        assert head["ContentType"] == content_type
+        fetched = httpx.get(body["public_url"])
+        assert fetched.headers["content-type"] == content_type
+        info = soundfile.info(io.BytesIO(fetched.content))
+        assert (info.samplerate, info.channels, info.frames) == (rate, 1, 3 * rate)

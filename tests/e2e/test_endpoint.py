@@ -21,10 +21,11 @@ from model_fixtures import GatedEngine
 from tunesmith.aws.endpoint import create_endpoint_app
 from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo
 from tunesmith.config import load_settings
-from tunesmith.engine import MusicGenEngine, kernels
+from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, kernels
 
 REQUEST = {"prompt": "calm piano melody", "duration": 2}
 JSON = {"content-type": "application/json"}
+SOUNDFILE_FORMAT = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "ogg": "OGG", "opus": "OGG"}
 
 
 @contextmanager
@@ -87,7 +88,7 @@ def test_invocation_answers_16_bit_wav_with_metadata_in_the_header(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
     info = TrackInfo.from_attributes(response.headers[CUSTOM_ATTRIBUTES_HEADER])
-    assert info == TrackInfo(7, 32000, 2.0, "wav", str(tiny_model_dir))
+    assert info == TrackInfo(7, 32000, 1, 2.0, "wav", str(tiny_model_dir))
     audio = soundfile.info(io.BytesIO(response.content))
     assert (audio.format, audio.subtype, audio.samplerate, audio.frames) == (
         "WAV", "PCM_16", 32000, 64000,
@@ -140,6 +141,11 @@ def test_a_missing_content_type_is_415(client: httpx.Client) -> None:
         ("audio/flac;q=0, audio/*", None, "audio/wav"),
         ("audio/flac", "flac", "audio/flac"),
         ("*/*", "flac", "audio/flac"),
+        ("audio/mpeg", None, "audio/mpeg"),
+        ("audio/ogg", None, "audio/ogg"),
+        ("audio/ogg; codecs=opus", None, "audio/ogg; codecs=opus"),
+        ("audio/ogg", "opus", "audio/ogg; codecs=opus"),
+        ("*/*", "mp3", "audio/mpeg"),
     ],
 )
 def test_accept_chooses_among_audio_types(
@@ -150,9 +156,11 @@ def test_accept_chooses_among_audio_types(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == answered
     info = TrackInfo.from_attributes(response.headers[CUSTOM_ATTRIBUTES_HEADER])
-    assert f"audio/{info.format}" == answered
-    expected = "FLAC" if answered == "audio/flac" else "WAV"
-    assert soundfile.info(io.BytesIO(response.content)).format == expected
+    assert CONTENT_TYPES[info.format] == answered
+    decoded = soundfile.info(io.BytesIO(response.content))
+    assert decoded.format == SOUNDFILE_FORMAT[info.format]
+    assert (decoded.samplerate, decoded.channels) == (info.sample_rate, info.channels)
+    assert decoded.frames == round(2.0 * info.sample_rate)
 
 
 @pytest.mark.parametrize(

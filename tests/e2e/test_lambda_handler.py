@@ -125,6 +125,25 @@ def test_seed_request_is_stored_in_s3_and_answered_like_the_local_api(
     assert json.loads(invocation["body"])["prompt"] == REQUEST["prompt"]
 
 
+def test_opus_with_loudness_travels_through_the_endpoint_and_is_stored_as_opus(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    request = {**REQUEST, "format": "opus", "normalization": "loudness", "loudness_lufs": -20}
+    status, _, body = call(proxy_event(request))
+    assert status == 200, body
+    assert (body["format"], body["sample_rate"], body["channels"]) == ("opus", 48000, 1)
+    key = f"music-output/{body['id']}.opus"
+    assert stored(s3_env, s3_bucket) == [key]
+    head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
+    assert head["ContentType"] == "audio/ogg; codecs=opus"
+    (invocation,) = sagemaker.calls
+    sent = json.loads(invocation["body"])
+    assert (sent["normalization"], sent["loudness_lufs"]) == ("loudness", -20)
+    info = soundfile.info(io.BytesIO(httpx.get(body["public_url"]).content))
+    assert (info.samplerate, info.frames) == (48000, 96000)
+
+
 def test_base64_body_presigned_url_flac_and_a_fixed_seed(
     lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
 ) -> None:

@@ -19,6 +19,7 @@ def test_seed_request_takes_defaults() -> None:
     assert request.duration == 30.0
     assert (request.temperature, request.top_k, request.top_p) == (1.0, 250, 0.0)
     assert (request.guidance_scale, request.format, request.seed) == (3.0, "wav", None)
+    assert (request.normalization, request.loudness_lufs) == ("peak", -14.0)
 
 
 def test_all_optional_fields_are_taken() -> None:
@@ -31,11 +32,14 @@ def test_all_optional_fields_are_taken() -> None:
             "top_k": 0,
             "top_p": 0.9,
             "guidance_scale": 1,
-            "format": "flac",
+            "format": "opus",
+            "normalization": "loudness",
+            "loudness_lufs": -23,
         }
     )
     assert request.prompt == "calm piano"
-    assert (request.seed, request.top_k, request.top_p, request.format) == (7, 0, 0.9, "flac")
+    assert (request.seed, request.top_k, request.top_p, request.format) == (7, 0, 0.9, "opus")
+    assert (request.normalization, request.loudness_lufs) == ("loudness", -23.0)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +66,13 @@ def test_all_optional_fields_are_taken() -> None:
         ({"prompt": "a", "top_k": -1}, "top_k"),
         ({"prompt": "a", "top_p": 1.5}, "top_p"),
         ({"prompt": "a", "guidance_scale": -1}, "guidance_scale"),
-        ({"prompt": "a", "format": "mp3"}, "format"),
+        ({"prompt": "a", "format": "aac"}, "format"),
+        ({"prompt": "a", "format": "MP3"}, "format"),
+        ({"prompt": "a", "normalization": "x"}, "normalization"),
+        ({"prompt": "a", "normalization": None}, "normalization"),
+        ({"prompt": "a", "loudness_lufs": -71}, "loudness_lufs"),
+        ({"prompt": "a", "loudness_lufs": 0}, "loudness_lufs"),
+        ({"prompt": "a", "loudness_lufs": "-14"}, "loudness_lufs"),
         ({"prompt": "a", "durration": 10}, "durration"),
     ],
 )

@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 8080
 MODEL_DIR: Final = Path("/opt/ml/model")
 _JSON: Final = "application/json"
-_FORMATS: Final[tuple[AudioFormat, ...]] = ("wav", "flac")  # preference order among equals
+# preference order among equals: lossless first, then by how widely it plays
+_FORMATS: Final[tuple[AudioFormat, ...]] = ("wav", "flac", "mp3", "ogg", "opus")
 
 
 def endpoint_port(flag: int | None, environ: Mapping[str, str] = os.environ) -> int:
@@ -89,30 +90,46 @@ def endpoint_settings(overrides: Mapping[str, Any], model_dir: Path = MODEL_DIR)
     return load_settings(**given)
 
 
+def _media(value: str) -> tuple[str, frozenset[str]]:
+    """A media type or range as its lowercased type and its non-``q`` parameters."""
+    media, *params = (part.strip() for part in value.split(";"))
+    kept = frozenset(
+        p.replace(" ", "").lower() for p in params if p and p.split("=", 1)[0].strip() != "q"
+    )
+    return media.lower(), kept
+
+
 def acceptable_formats(accept: str | None) -> list[AudioFormat]:
     """The audio formats an ``Accept`` header admits, most preferred first.
 
-    No header (or ``*/*``, ``audio/*``) admits both, WAV first. As in RFC 9110, the most
-    specific range that matches a type gives its weight, and weight 0 excludes it.
+    No header (or ``*/*``, ``audio/*``) admits all, WAV first. As in RFC 9110, the most
+    specific range that matches a type gives its weight, and weight 0 excludes it; a range's
+    parameters must all be the type's (``audio/ogg`` admits Vorbis and Opus, and
+    ``audio/ogg; codecs=opus`` Opus only).
     """
     if accept is None or not accept.strip():
-        return ["wav", "flac"]
-    ranges: list[tuple[str, float]] = []
+        return list(_FORMATS)
+    ranges: list[tuple[str, frozenset[str], float]] = []
     for item in accept.split(","):
-        media, *params = (part.strip() for part in item.split(";"))
+        media, params = _media(item)
         weight = 1.0
-        for param in params:
+        for param in item.split(";")[1:]:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
                 try:
                     weight = float(value)
                 except ValueError:
                     weight = 0.0
-        ranges.append((media.lower(), weight))
+        ranges.append((media, params, weight))
     ranked: dict[AudioFormat, float] = {}
     for fmt in _FORMATS:
-        specificity = {CONTENT_TYPES[fmt]: 3, "audio/*": 2, "*/*": 1}
-        matches = [(specificity[m], w) for m, w in ranges if m in specificity]
+        own, own_params = _media(CONTENT_TYPES[fmt])
+        matches = []
+        for media, params, weight in ranges:
+            if media == own and params <= own_params:
+                matches.append((3 + len(params), weight))
+            elif media in ("audio/*", "*/*") and not params:
+                matches.append((2 if media == "audio/*" else 1, weight))
         if matches and (weight := max(matches)[1]) > 0:
             ranked[fmt] = weight
     return sorted(ranked, key=lambda f: -ranked[f])  # stable: WAV first among equals
@@ -124,7 +141,9 @@ def _choose_format(request: GenerateRequest, accept: str | None) -> AudioFormat:
     if not admitted:
         raise NotAcceptable(
             [FieldError("accept", f"{accept!r} admits no audio type this endpoint produces")],
-            "this endpoint answers with audio/wav or audio/flac; the Accept header admits neither",
+            "this endpoint answers with "
+            + ", ".join(CONTENT_TYPES[f] for f in _FORMATS)
+            + "; the Accept header admits none of them",
         )
     if "format" not in request.model_fields_set:
         return admitted[0]
@@ -164,9 +183,10 @@ class EndpointState:
         loaded = self.engine.loaded  # ModelNotReady (503) while loading
         frames = round(request.duration * loaded.sample_rate)
         limit = self.settings.max_response_bytes
-        if audio_size_bound(fmt, frames, loaded.audio_channels) <= limit:
+        rate, channels = loaded.sample_rate, loaded.audio_channels
+        if audio_size_bound(fmt, frames, channels, rate) <= limit:
             return
-        per_second = audio_size_bound(fmt, loaded.sample_rate, loaded.audio_channels)
+        per_second = audio_size_bound(fmt, rate, channels, rate)
         longest = int(limit / per_second * 10) / 10
         raise ResponseTooLarge(
             [
@@ -184,6 +204,7 @@ class EndpointState:
         info = TrackInfo(
             seed=audio.params.seed,
             sample_rate=audio.sample_rate,
+            channels=audio.channels,
             duration=audio.duration,
             format=fmt,
             model=self.engine.model_name,

@@ -133,6 +133,7 @@ class GenerateFunction:
             fmt=info.format,
             duration=info.duration,
             sample_rate=info.sample_rate,
+            channels=info.channels,
             model=info.model,
             seed=info.seed,
         )

@@ -7,7 +7,7 @@ model/        the decoder: weight conversion, projections, layers, prompts, samp
 audio/        EnCodec decoding and file encoding
 """
 
-from tunesmith.engine.audio import CONTENT_TYPES, encode_audio
+from tunesmith.engine.audio import CONTENT_TYPES, encode_audio, encoded_rate
 from tunesmith.engine.engine import (
     GenerationParams,
     MusicGenEngine,
@@ -25,6 +25,7 @@ __all__ = [
     "ProgressCallback",
     "Track",
     "encode_audio",
+    "encoded_rate",
     "engine_for",
     "load_model",
     "save_model",

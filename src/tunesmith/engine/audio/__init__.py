@@ -1,6 +1,26 @@
 """Audio: EnCodec decoding of the model's codes (`codec`) and encoding samples to files
 (`files`)."""
 
-from tunesmith.engine.audio.files import CONTENT_TYPES, PEAK_LIMIT, encode_audio, prepare_samples
+from tunesmith.engine.audio.files import (
+    CEILING,
+    CONTENT_TYPES,
+    DEFAULT_LOUDNESS_LUFS,
+    FORMATS,
+    NORMALIZATIONS,
+    encode_audio,
+    encoded_rate,
+    prepare_samples,
+    true_peak,
+)
 
-__all__ = ["CONTENT_TYPES", "PEAK_LIMIT", "encode_audio", "prepare_samples"]
+__all__ = [
+    "CEILING",
+    "CONTENT_TYPES",
+    "DEFAULT_LOUDNESS_LUFS",
+    "FORMATS",
+    "NORMALIZATIONS",
+    "encode_audio",
+    "encoded_rate",
+    "prepare_samples",
+    "true_peak",
+]

@@ -1,8 +1,23 @@
-"""Turning model output samples into a file: checked finite, peak-limited, 16-bit encoded."""
+"""Turning model output samples into a file: checked finite, normalized, encoded in-process.
+
+Normalization follows audiocraft's ``audio_write`` strategies, with one rule on top: nothing
+leaves louder than -1 dBTP (`CEILING`).
+
+* ``peak``, ``rms``, ``loudness`` apply one gain to the whole track: the strategy's gain (true
+  peak to -1 dBTP; mono-mix RMS to -18 dBFS; BS.1770 integrated loudness to the target), then,
+  if the true peak (4x oversampled, as BS.1770's meter) would still exceed -1 dBTP, less gain.
+* ``clip`` and ``none`` never look ahead: each output sample depends on its input sample
+  alone, so a stream of the track can equal the file. Samples beyond +-`CEILING` are clipped
+  (-1 dBFS sample peak); samples within it are kept exactly. Intersample peaks are not
+  bounded there: that needs the neighbourhood of every sample.
+
+This module knows nothing of the request schema: the caller passes plain names.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Final
 
 import numpy as np
@@ -10,21 +25,47 @@ import numpy.typing as npt
 
 from tunesmith.errors import GenerationFailed
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "PEAK_LIMIT", "encode_audio", "prepare_samples"]
+__all__ = [
+    "CEILING",
+    "CONTENT_TYPES",
+    "DEFAULT_LOUDNESS_LUFS",
+    "FORMATS",
+    "NORMALIZATIONS",
+    "OPUS_RATE",
+    "encode_audio",
+    "encoded_rate",
+    "prepare_samples",
+    "true_peak",
+]
 
-# Peak after limiting: -0.1 dBFS leaves headroom so 16-bit rounding never clips.
-PEAK_LIMIT: Final = 10 ** (-0.1 / 20)
-CONTENT_TYPES: Final[dict[str, str]] = {"wav": "audio/wav", "flac": "audio/flac"}
-_SOUNDFILE_FORMATS: Final = {"wav": "WAV", "flac": "FLAC"}
-FORMATS: Final = tuple(_SOUNDFILE_FORMATS)  # what `encode_audio` writes
+CEILING: Final = 10 ** (-1 / 20)  # -1 dBTP as a linear amplitude
+DEFAULT_LOUDNESS_LUFS: Final = -14.0  # audiocraft's loudness_headroom_db
+RMS_TARGET: Final = 10 ** (-18 / 20)  # audiocraft's rms_headroom_db
+# Integrated loudness below this is silence (BS.1770's absolute gate): it is not raised.
+_SILENCE_LUFS: Final = -70.0
+OPUS_RATE: Final = 48000  # Opus takes 8/12/16/24/48 kHz; 48 kHz is what decoders play
+
+# Ogg Opus files are audio/ogg (RFC 7845 section 9); audio/opus names the RTP payload
+# (RFC 7587). The codecs parameter (RFC 5334) tells the two Ogg formats apart.
+CONTENT_TYPES: Final[dict[str, str]] = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg; codecs=opus",
+}
+_SOUNDFILE: Final[dict[str, tuple[str, str]]] = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "ogg": ("OGG", "VORBIS"),
+    "opus": ("OGG", "OPUS"),
+}
+FORMATS: Final = tuple(_SOUNDFILE)  # what `encode_audio` writes
+NORMALIZATIONS: Final = ("peak", "loudness", "rms", "clip", "none")
 
 
-def prepare_samples(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Samples as float32 ``(frames, channels)``, finite, scaled down if they peak above the limit.
-
-    Accepts ``(frames,)``, ``(channels, frames)`` (as the model emits) or ``(frames, channels)``
-    with at most 8 channels. Non-finite samples mean the model failed: `GenerationFailed`.
-    """
+def _as_frames(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[:, None]
@@ -34,19 +75,108 @@ def prepare_samples(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
         raise GenerationFailed(f"audio has an unexpected shape {audio.shape}")
     if not np.isfinite(audio).all():
         raise GenerationFailed("the model produced non-finite audio samples (NaN or infinity)")
-    peak = float(np.max(np.abs(audio)))
-    if peak > PEAK_LIMIT:
-        audio = audio * np.float32(PEAK_LIMIT / peak)
-    return np.ascontiguousarray(audio)
+    return audio
 
 
-def encode_audio(samples: npt.ArrayLike, sample_rate: int, fmt: str = "wav") -> bytes:
-    """Encode samples as 16-bit PCM WAV or FLAC bytes."""
+def true_peak(audio: npt.NDArray[np.floating]) -> float:
+    """The true peak of ``(frames, channels)`` audio, linear: the peak of 4x oversampling."""
+    from scipy.signal import resample_poly
+
+    sample_peak = float(np.max(np.abs(audio)))
+    if audio.shape[0] < 2:
+        return sample_peak
+    oversampled = resample_poly(audio.astype(np.float64), 4, 1, axis=0)
+    return max(sample_peak, float(np.max(np.abs(oversampled))))
+
+
+def _loudness(audio: npt.NDArray[np.float32], sample_rate: int) -> float | None:
+    """BS.1770 integrated loudness in LUFS, or None when it cannot be measured (too short)."""
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(sample_rate)
+    if audio.shape[0] < round(meter.block_size * sample_rate):
+        return None
+    return float(meter.integrated_loudness(audio.astype(np.float64)))
+
+
+def _strategy_gain(
+    audio: npt.NDArray[np.float32],
+    sample_rate: int,
+    normalization: str,
+    loudness_lufs: float,
+    peak: float,
+) -> float:
+    if normalization == "peak":
+        return CEILING / peak if peak > 0 else 1.0
+    if normalization == "rms":
+        rms = float(np.sqrt(np.mean(np.mean(audio, axis=1, dtype=np.float64) ** 2)))
+        return RMS_TARGET / rms if rms > 0 else 1.0
+    measured = _loudness(audio, sample_rate)
+    if measured is None or not math.isfinite(measured) or measured < _SILENCE_LUFS:
+        return 1.0
+    return float(10 ** ((loudness_lufs - measured) / 20))
+
+
+def prepare_samples(
+    samples: npt.ArrayLike,
+    sample_rate: int,
+    normalization: str = "peak",
+    loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
+) -> npt.NDArray[np.float32]:
+    """Samples as float32 ``(frames, channels)``, finite and normalized (see the module doc).
+
+    Accepts ``(frames,)``, ``(channels, frames)`` (as the model emits) or ``(frames, channels)``
+    with at most 8 channels. Non-finite samples mean the model failed: `GenerationFailed`.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}")
+    audio = _as_frames(samples)
+    if normalization in ("clip", "none"):
+        return np.ascontiguousarray(np.clip(audio, -CEILING, CEILING), dtype=np.float32)
+    peak = true_peak(audio)
+    gain = _strategy_gain(audio, sample_rate, normalization, loudness_lufs, peak)
+    # one 16-bit step of margin: rounding to PCM must not carry the peak over the ceiling
+    limit = CEILING - 2.0**-15
+    if peak * gain > limit:
+        gain = limit / peak
+    return np.ascontiguousarray(audio * np.float32(gain), dtype=np.float32)
+
+
+def encoded_rate(fmt: str, sample_rate: int) -> int:
+    """The sample rate a `fmt` file of `sample_rate` audio has (Opus: always 48 kHz)."""
+    return OPUS_RATE if fmt == "opus" else sample_rate
+
+
+def _resample(audio: npt.NDArray[np.float32], rate: int, to: int) -> npt.NDArray[np.float32]:
+    from scipy.signal import resample_poly
+
+    if rate == to:
+        return audio
+    common = math.gcd(rate, to)
+    resampled = resample_poly(audio.astype(np.float64), to // common, rate // common, axis=0)
+    return np.ascontiguousarray(resampled, dtype=np.float32)
+
+
+def encode_audio(
+    samples: npt.ArrayLike,
+    sample_rate: int,
+    fmt: str = "wav",
+    normalization: str = "peak",
+    loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
+) -> bytes:
+    """Normalize samples and encode them as `fmt` bytes (16-bit PCM for WAV and FLAC).
+
+    The file holds every frame (MP3, Vorbis and Opus read back at the exact length); an Opus
+    file is resampled to 48 kHz first (`encoded_rate`).
+    """
     import soundfile
 
-    if fmt not in _SOUNDFILE_FORMATS:
+    if fmt not in _SOUNDFILE:
         raise ValueError(f"unsupported audio format {fmt!r}")
-    audio = prepare_samples(samples)
+    audio = prepare_samples(samples, sample_rate, normalization, loudness_lufs)
+    rate = encoded_rate(fmt, sample_rate)
+    audio = _resample(audio, sample_rate, rate)
+    container, subtype = _SOUNDFILE[fmt]
     buffer = io.BytesIO()
-    soundfile.write(buffer, audio, sample_rate, format=_SOUNDFILE_FORMATS[fmt], subtype="PCM_16")
+    soundfile.write(buffer, audio, rate, format=container, subtype=subtype)
     return buffer.getvalue()
