@@ -345,16 +345,9 @@ def cli_environment(home: Path, sts: StsStandin, guard: Path) -> dict[str, str]:
 def cdk_synth(outdir: Path, context: dict[str, Any], env: dict[str, str]) -> tuple[int, str]:
     """``cdk synth`` in deploy/ with ``-c`` values, writing the assembly to `outdir`."""
     flags = [f"--context={key}={value}" for key, value in context.items()]
-    done = subprocess.run(
-        [str(CDK), "synth", "--quiet", "--no-notices", "--output", str(outdir), *flags],
-        cwd=DEPLOY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return _in_deploy(
+        [str(CDK), "synth", "--quiet", "--no-notices", "--output", str(outdir), *flags], env
     )
-    return done.returncode, done.stdout + done.stderr
 
 
 def app_synth(
@@ -372,14 +365,13 @@ def app_synth(
         env.pop(name, None)
         if value is not None:
             env[name] = value
+    return _in_deploy([sys.executable, "app.py"], env)
+
+
+def _in_deploy(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """`command` run in deploy/: its exit status and everything it printed."""
     done = subprocess.run(
-        [sys.executable, "app.py"],
-        cwd=DEPLOY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        command, cwd=DEPLOY, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     return done.returncode, done.stdout + done.stderr
 

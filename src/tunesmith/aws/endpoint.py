@@ -90,13 +90,22 @@ def endpoint_settings(overrides: Mapping[str, Any], model_dir: Path = MODEL_DIR)
     return load_settings(**given)
 
 
-def _media(value: str) -> tuple[str, frozenset[str]]:
-    """A media type or range as its lowercased type and its non-``q`` parameters."""
+def _media(value: str) -> tuple[str, frozenset[str], float]:
+    """A media type or range as its lowercased type, its non-``q`` parameters and its ``q``
+    weight (1 without one, 0 when unreadable)."""
     media, *params = (part.strip() for part in value.split(";"))
-    kept = frozenset(
-        p.replace(" ", "").lower() for p in params if p and p.split("=", 1)[0].strip() != "q"
-    )
-    return media.lower(), kept
+    kept: set[str] = set()
+    weight = 1.0
+    for param in params:
+        name, _, number = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(number)
+            except ValueError:
+                weight = 0.0
+        if param and name.strip() != "q":
+            kept.add(param.replace(" ", "").lower())
+    return media.lower(), frozenset(kept), weight
 
 
 def acceptable_formats(accept: str | None) -> list[AudioFormat]:
@@ -109,21 +118,10 @@ def acceptable_formats(accept: str | None) -> list[AudioFormat]:
     """
     if accept is None or not accept.strip():
         return list(_FORMATS)
-    ranges: list[tuple[str, frozenset[str], float]] = []
-    for item in accept.split(","):
-        media, params = _media(item)
-        weight = 1.0
-        for param in item.split(";")[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        ranges.append((media, params, weight))
+    ranges = [_media(item) for item in accept.split(",")]
     ranked: dict[AudioFormat, float] = {}
     for fmt in _FORMATS:
-        own, own_params = _media(CONTENT_TYPES[fmt])
+        own, own_params, _ = _media(CONTENT_TYPES[fmt])
         matches = []
         for media, params, weight in ranges:
             if media == own and params <= own_params:

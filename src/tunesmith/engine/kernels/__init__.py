@@ -1,13 +1,14 @@
 """The engine's kernels: the only code that knows C.
 
-Each operator the decoder step calls has two implementations, and `DISPATCH` lists both:
+Each operator the decoder step calls (`OPERATORS`) has two implementations:
 
 - the compiled one: a torch operator ``tunesmith::<name>`` (``csrc/ops.cpp``) over the C
   kernels (``csrc/*.c``, one header of shared constants, ``csrc/tunesmith.h``), built and bound
   by `tunesmith.engine.kernels.build` (CPU only);
 - the torch reference (`tunesmith.engine.kernels.reference`): the fallback where the compiled
   one cannot be had (no compiler, a build error, a CUDA device), and the oracle the compiled
-  one is tested against.
+  one is tested against. The model's modules choose between the two once, when they are
+  built, from `status`.
 
 `status` says which path runs and, where the compiled one is missing, why and how to fix it.
 The operators' schemas are defined here at import, so TorchScript can script the decoder
@@ -27,8 +28,8 @@ from tunesmith.engine.kernels import build
 __all__ = [
     "ACTIVATIONS",
     "CHUNK",
-    "DISPATCH",
     "MAX_HEAD_DIM",
+    "OPERATORS",
     "SCALE_BYTES",
     "TILE",
     "KernelStatus",
@@ -55,9 +56,8 @@ ACTIVATIONS: Final = {
     "gelu_pytorch_tanh": _C["ACTIVATION_GELU_TANH"],
 }
 
-# operator -> its schema; the compiled kernels are csrc/ops.cpp's, the references are
-# `tunesmith.engine.kernels.reference`'s functions of the same name
-DISPATCH: Final = {
+# operator -> its schema (its CPU kernel is csrc/ops.cpp's)
+OPERATORS: Final = {
     "matvec": "matvec(Tensor x, Tensor weight, Tensor? scale, int activation=0, Tensor? "
     "norm_weight=None, Tensor? norm_bias=None, Tensor? residual=None) -> Tensor",
     "folded_attention": "folded_attention(Tensor x, Tensor a, Tensor? a_scale, Tensor b, Tensor? "
@@ -67,7 +67,7 @@ DISPATCH: Final = {
     "-> Tensor",
 }
 _definitions = torch.library.Library("tunesmith", "DEF")  # type: ignore[no-untyped-call]
-for _schema in DISPATCH.values():
+for _schema in OPERATORS.values():
     _definitions.define(_schema)  # type: ignore[no-untyped-call]
 
 

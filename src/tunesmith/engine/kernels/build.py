@@ -187,10 +187,11 @@ def library() -> ctypes.CDLL | None:
     with _lock:
         if not _tried:
             _tried = True
-            _failure = None
+            _library, _failure = None, None
             try:
-                _library = _build()
-                _bind(_library)
+                loaded = _build()
+                _bind(loaded)
+                _library = loaded
             except _BuildError as exc:
                 _failure = exc.failure
             except OSError as exc:  # unwritable cache, unloadable library
@@ -199,7 +200,6 @@ def library() -> ctypes.CDLL | None:
                     "make $XDG_CACHE_HOME (else ~/.cache) writable, or prebuild the kernels "
                     "there with `tunesmith kernels`",
                 )
-            _library = _library if _failure is None else None
         _bind(_library)  # (again, where a test swapped `_library`)
     return _library
 

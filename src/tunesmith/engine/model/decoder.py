@@ -22,7 +22,6 @@ and runs the decoder step by step:
 """
 
 import itertools
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
 from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
 
 __all__ = ["DecodeJob", "FastDecoder", "release_decoder_weights"]
-
-log = logging.getLogger(__name__)
 
 
 def _share(fused: torch.Tensor, linears: list[Any]) -> None:
@@ -106,7 +103,7 @@ class FastDecoder:
     """The decoder of a loaded `MusicgenForConditionalGeneration`, ready to step in batches."""
 
     def __init__(self, model: Any, precision: Precision, device: torch.device) -> None:
-        config = model.decoder.config
+        decoder = model.decoder.model.decoder
         self.model = model
         self.device = device
         self.precision = precision
@@ -114,10 +111,10 @@ class FastDecoder:
         self.kernels = kernels.status(device)
         compiled = self.kernels.path == "compiled"
         self.cache_dtype = self._cache_dtype(compiled)
-        self._read_config(config)
-        self._embed(model.decoder.model.decoder)
-        linear_rows = self._linear_rows(model.decoder.model.decoder, compiled)
-        self._convert_layers(model.decoder.model.decoder, linear_rows, compiled)
+        self._read_config(model.decoder.config)
+        self._embed(decoder)
+        linear_rows = self._linear_rows(decoder, compiled)
+        self._convert_layers(decoder, linear_rows, compiled)
         self._convert_heads(model, linear_rows, compiled)
         self._stack = script(Stack(self.layers, self.lm_heads))
         # where the projections are compiled kernels, short prompts fold cross-attention's
