@@ -16,7 +16,7 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "x" * (MAX_PROMPT_CHARS + 1), "duration": 5}, "prompt"),
     ({"prompt": 42, "duration": 5}, "prompt"),
     ({"prompt": "a", "duration": 0}, "duration"),
-    ({"prompt": "a", "duration": 31}, "duration"),
+    ({"prompt": "a", "duration": 3601}, "duration"),
     ({"prompt": "a", "duration": "ten"}, "duration"),
     ({"prompt": "a", "duration": "10"}, "duration"),
     ({"prompt": "a", "duration": [10]}, "duration"),

@@ -41,7 +41,9 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         "host": "bind address (TUNESMITH_HOST, default 127.0.0.1)",
         "port": "port (TUNESMITH_PORT, default 8000)",
         "api_key": "require this key on POST /generate (TUNESMITH_API_KEY)",
-        "max_duration": "longest track in seconds (TUNESMITH_MAX_DURATION, at most 30)",
+        "max_duration": "longest track in seconds (TUNESMITH_MAX_DURATION, default 300)",
+        "extend_stride": "seconds each window of a long track adds (TUNESMITH_EXTEND_STRIDE, 18)",
+        "max_upload_bytes": "largest audio upload (TUNESMITH_MAX_UPLOAD_BYTES, default 10 MiB)",
         "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
         "presign_expires": "presigned URL lifetime, seconds (TUNESMITH_PRESIGN_EXPIRES)",
         "max_body_bytes": "request body limit (TUNESMITH_MAX_BODY_BYTES)",
@@ -59,7 +61,7 @@ SERVE_SETTINGS = [
     "model", "device", "precision", "max_batch", "batch_window_ms",
     "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
-    "presign_expires", "max_body_bytes",
+    "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes",
 ]  # fmt: skip
 
 
@@ -86,22 +88,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATE_SETTINGS = ["model", "device", "precision", "max_duration", "extend_stride"]
+
+
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tunesmith.engine import engine_for
     from tunesmith.render import render
     from tunesmith.schema import parse_generate_request
+    from tunesmith.uploads import check_uploads, prepare_audio
 
-    settings = _settings(args, ["model", "device", "precision", "max_duration"])
+    settings = _settings(args, GENERATE_SETTINGS)
     output = Path(args.output) if args.output else None
     fmt = args.format or (output.suffix.lstrip(".").lower() if output and output.suffix else "wav")
     body: dict[str, Any] = {"prompt": args.prompt, "duration": args.duration, "format": fmt}
-    names = ("seed", "temperature", "top_k", "top_p", "guidance_scale")
-    for name in (*names, "normalization", "loudness_lufs"):
+    names = ("seed", "temperature", "top_k", "top_p", "guidance_scale", "normalization")
+    for name in (*names, "loudness_lufs", "continuation_start", "continuation_end"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     request = parse_generate_request(body, max_duration=settings.max_duration)
+    files = {name: _read_upload(path) for name, path in _uploads(args).items()}
+    check_uploads(request, files)
     engine = engine_for(settings)
     print(f"loading {settings.model} ...", file=sys.stderr)
     engine.setup()
@@ -111,17 +119,38 @@ def _generate(args: argparse.Namespace) -> int:
             f"kernels: {engine.kernels.describe()}",
             file=sys.stderr,
         )
-    with tqdm(total=engine.steps_for(request.duration), unit="step", desc="decoding") as bar:
+    inputs = prepare_audio(
+        request,
+        files,
+        sample_rate=engine.sample_rate,
+        channels=engine.channels,
+        melody=engine.follows_melody,
+    )
+    known = 0 if inputs.continuation is None else engine.frames_for(inputs.continuation.seconds)
+    # one bar over every window of a long track
+    with tqdm(total=engine.steps_for(request.duration, known), unit="step", desc="decoding") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        audio = render(engine, request, progress=progress)
+        audio = render(engine, request, progress=progress, inputs=inputs)
     seed = audio.params.seed
     output = output or Path(f"tunesmith-{seed}.{request.format}")
     output.write_bytes(audio.data)
     print(f"wrote {output} ({audio.duration:g} s, {audio.sample_rate} Hz, seed {seed})")
     return 0
+
+
+def _uploads(args: argparse.Namespace) -> dict[str, str]:
+    given = {"input_audio": args.continue_from, "melody": args.melody}
+    return {name: path for name, path in given.items() if path is not None}
+
+
+def _read_upload(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TunesmithError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _kernels(args: argparse.Namespace) -> int:
@@ -138,7 +167,7 @@ def _kernels(args: argparse.Namespace) -> int:
 # `endpoint` listens on --port, else SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080.
 ENDPOINT_SETTINGS = [
     "model", "device", "precision", "max_batch", "batch_window_ms", "host", "max_duration",
-    "max_queue", "max_body_bytes", "max_response_bytes",
+    "max_queue", "max_body_bytes", "max_response_bytes", "extend_stride", "max_upload_bytes",
 ]  # fmt: skip
 
 
@@ -195,7 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", dest="top_k", type=int)
     gen.add_argument("--top-p", dest="top_p", type=float)
     gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    _setting_flags(gen, ["model", "device", "precision", "max_duration"])
+    gen.add_argument(
+        "--continue",
+        dest="continue_from",
+        metavar="FILE",
+        help="audio to continue: the track begins with it (its last 30 s at most)",
+    )
+    gen.add_argument(
+        "--continuation-start", dest="continuation_start", type=float, help="seconds into FILE"
+    )
+    gen.add_argument(
+        "--continuation-end", dest="continuation_end", type=float, help="default: FILE's end"
+    )
+    gen.add_argument("--melody", metavar="FILE", help="a melody to follow (musicgen-melody)")
+    _setting_flags(gen, GENERATE_SETTINGS)
     gen.set_defaults(run=_generate)
 
     endpoint = commands.add_parser(
@@ -221,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     kern.set_defaults(run=_kernels)
     bench = commands.add_parser(
         "bench",
-        help="time the engine against transformers generate (`tunesmith bench --help`)",
+        help="time the engine against transformers generate; --arch small-stereo,medium for "
+        "other architectures (`tunesmith bench --help`)",
         add_help=False,
     )
     bench.set_defaults(run=_bench)  # its own flags are parsed by tunesmith.benchmark.run

@@ -16,11 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tunesmith.errors import ConfigError
 from tunesmith.storage.base import PREFIX_PATTERN
 
-__all__ = ["DEFAULT_MODEL", "HARD_MAX_DURATION", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_MAX_DURATION",
+    "DEFAULT_MODEL",
+    "HARD_MAX_DURATION",
+    "WINDOW_SECONDS",
+    "Settings",
+    "load_settings",
+]
 
 DEFAULT_MODEL = "facebook/musicgen-small"
-# One MusicGen window: transformers caps the decoder at 1503 positions (~30 s at 50 frames/s).
-HARD_MAX_DURATION = 30.0
+# MusicGen was trained on 30 s windows (transformers caps the decoder at 1503 positions);
+# longer tracks slide the window (`tunesmith.engine.windows`).
+WINDOW_SECONDS = 30.0
+DEFAULT_MAX_DURATION = 300.0
+HARD_MAX_DURATION = 3600.0  # an hour: SageMaker's asynchronous limit
 ENV_PREFIX = "TUNESMITH_"
 
 
@@ -50,7 +60,19 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = None
-    max_duration: float = Field(HARD_MAX_DURATION, gt=0, le=HARD_MAX_DURATION)
+    max_duration: float = Field(DEFAULT_MAX_DURATION, gt=0, le=HARD_MAX_DURATION)
+    extend_stride: float = Field(
+        18.0,
+        gt=0,
+        lt=WINDOW_SECONDS,
+        description="Seconds of new audio each window of a long track adds (audiocraft's 18 s)",
+    )
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Largest input_audio or melody upload accepted",
+    )
     max_queue: int = Field(8, ge=1, le=1024, description="Requests admitted at once")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # The AWS tiers (tunesmith.aws): the SageMaker container and the Lambda function.

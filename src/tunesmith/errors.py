@@ -107,8 +107,9 @@ class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "payload_too_large"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__([FieldError("body", f"request body exceeds {limit} bytes")])
+    def __init__(self, limit: int, field: str = "body") -> None:
+        what = "request body" if field == "body" else "upload"
+        super().__init__([FieldError(field, f"{what} exceeds {limit} bytes")])
         self.limit = limit
 
 

@@ -1,11 +1,14 @@
-"""A request turned into encoded audio: the one step the service, the SageMaker container and
-the CLI share (generate, then encode; storing and answering stay with each caller)."""
+"""A request turned into encoded audio and its record: the one step the service, the SageMaker
+container and the CLI share (generate, then encode; storing and answering stay with each
+caller)."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
+from tunesmith import __version__
 from tunesmith.engine import (
     CONTENT_TYPES,
     GenerationParams,
@@ -14,24 +17,45 @@ from tunesmith.engine import (
     encoded_rate,
 )
 from tunesmith.engine.engine import ProgressCallback
-from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest
+from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest, InputRecord, TrackRecord
+from tunesmith.tracks import now
+from tunesmith.uploads import AudioInput, AudioInputs
 
-__all__ = ["RenderedAudio", "params_for", "render"]
+__all__ = ["RenderedAudio", "engine_description", "params_for", "render"]
 
 
 @dataclass(frozen=True)
 class RenderedAudio:
-    """One finished track, encoded: its bytes and what a caller reports about it.
-
-    `sample_rate` is the file's (48 kHz for Opus), not necessarily the model's."""
+    """One finished track, encoded: its bytes and its record (`record.sample_rate` is the
+    file's: 48 kHz for Opus, not necessarily the model's). The record's id and key are filled
+    in when it is stored (`tunesmith.tracks.store_track`)."""
 
     data: bytes
-    content_type: str
-    format: AudioFormat
-    params: GenerationParams
-    duration: float
-    sample_rate: int
-    channels: int
+    record: TrackRecord
+
+    @property
+    def params(self) -> GenerationParams:
+        return params_for(self.record.request)
+
+    @property
+    def content_type(self) -> str:
+        return self.record.content_type
+
+    @property
+    def format(self) -> AudioFormat:
+        return self.record.format
+
+    @property
+    def duration(self) -> float:
+        return self.record.duration
+
+    @property
+    def sample_rate(self) -> int:
+        return self.record.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.record.channels
 
 
 def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationParams:
@@ -49,26 +73,60 @@ def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationP
     )
 
 
+def engine_description(engine: MusicGenEngine) -> dict[str, str]:
+    """What of the engine decides a track's exact audio, for its record."""
+    return {
+        "tunesmith": __version__,
+        "precision": engine.precision,
+        "device": str(engine.loaded.device),
+        "kernels": engine.kernels.path,
+        "extend_stride": f"{engine.extend_stride:g}",
+    }
+
+
 def render(
     engine: MusicGenEngine,
     request: GenerateRequest,
     fmt: AudioFormat | None = None,
     progress: ProgressCallback | None = None,
+    inputs: AudioInputs | None = None,
 ) -> RenderedAudio:
-    """Generate `request` on `engine` and encode it as `fmt` (default: the request's format).
+    """Generate `request` on `engine` (continuing or following `inputs`' audio) and encode it
+    as `fmt` (default: the request's format).
 
     Blocking; raises the engine's `TunesmithError` s (`GenerationFailed`, `ModelNotReady`...)."""
     fmt = fmt or request.format
+    inputs = inputs or AudioInputs()
     params = params_for(request)
-    track = engine.generate(params, progress)
-    return RenderedAudio(
-        data=encode_audio(
-            track.samples, track.sample_rate, fmt, request.normalization, request.loudness_lufs
-        ),
-        content_type=CONTENT_TYPES[fmt],
-        format=fmt,
-        params=params,
+    started = time.monotonic()
+    continuation = None if inputs.continuation is None else inputs.continuation.samples
+    melody = None if inputs.melody is None else inputs.melody.samples
+    track = engine.generate(params, progress, prompt_audio=continuation, melody=melody)
+    data = encode_audio(
+        track.samples, track.sample_rate, fmt, request.normalization, request.loudness_lufs
+    )
+    uploads: dict[str, AudioInput | None] = {
+        "input_audio": inputs.continuation,
+        "melody": inputs.melody,
+    }
+    record = TrackRecord(
+        id="",
+        created=now(),
+        request=request.model_copy(update={"seed": params.seed, "format": fmt}),
+        model=engine.model_name,
+        engine=engine_description(engine),
+        seed=params.seed,
         duration=track.duration,
         sample_rate=encoded_rate(fmt, track.sample_rate),
         channels=int(track.samples.shape[1]),
+        format=fmt,
+        content_type=CONTENT_TYPES[fmt],
+        audio_key="",
+        generation_seconds=round(time.monotonic() - started, 3),
+        inputs={
+            name: InputRecord(sha256=up.sha256, start=up.start, end=up.end)
+            for name, up in uploads.items()
+            if up is not None
+        },
     )
+    return RenderedAudio(data, record)

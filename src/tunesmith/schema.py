@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tunesmith.config import HARD_MAX_DURATION
 from tunesmith.errors import FieldError, InvalidRequest
@@ -23,6 +30,8 @@ __all__ = [
     "GenerateAccepted",
     "GenerateRequest",
     "GenerateResponse",
+    "InputRecord",
+    "TrackRecord",
     "parse_generate_request",
 ]
 
@@ -75,6 +84,21 @@ class GenerateRequest(BaseModel):
         allow_inf_nan=False,
         description="Target integrated loudness for normalization 'loudness'",
     )
+    continuation_start: float = Field(
+        0.0,
+        ge=0,
+        le=HARD_MAX_DURATION,
+        allow_inf_nan=False,
+        description="Seconds into input_audio where the audio to continue starts",
+    )
+    continuation_end: float | None = Field(
+        None,
+        gt=0,
+        le=HARD_MAX_DURATION,
+        allow_inf_nan=False,
+        description="Seconds into input_audio where it ends (default: the upload's end); "
+        "at most its last 30 s are used",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -85,6 +109,19 @@ class GenerateRequest(BaseModel):
         if "\x00" in stripped:
             raise ValueError("must not contain NUL characters")
         return stripped
+
+    @field_validator("continuation_end")
+    @classmethod
+    def _end_after_start(cls, value: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("continuation_start")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"must be after continuation_start ({start:g} s)")
+        return value
+
+    @property
+    def continues(self) -> bool:
+        """Whether the request set a continuation range (then it needs input_audio)."""
+        return bool({"continuation_start", "continuation_end"} & self.model_fields_set)
 
 
 class GenerateResponse(BaseModel):
@@ -99,6 +136,37 @@ class GenerateResponse(BaseModel):
     format: AudioFormat
     model: str
     seed: int
+    metadata_url: str = Field(description="The track's JSON record: everything to reproduce it")
+
+
+class InputRecord(BaseModel):
+    """An uploaded file a track was conditioned on: which bytes, and which part was used."""
+
+    sha256: str
+    start: float
+    end: float
+
+
+class TrackRecord(BaseModel):
+    """The JSON record beside every track (``<prefix><id>.json``): the request as it ran (its
+    seed filled in), the model and engine that ran it, and what came out. POSTing ``request``
+    again to a server with the same model and engine (and the same uploads, whose hashes are
+    in ``inputs``) gives the same audio, byte for byte."""
+
+    id: str
+    created: str  # ISO 8601, UTC
+    request: GenerateRequest
+    model: str
+    engine: dict[str, str]  # tunesmith version, precision, device, kernels
+    seed: int
+    duration: float
+    sample_rate: int
+    channels: int
+    format: AudioFormat
+    content_type: str
+    audio_key: str
+    generation_seconds: float | None = None
+    inputs: dict[str, InputRecord] = Field(default_factory=dict)
 
 
 class GenerateAccepted(BaseModel):
@@ -131,9 +199,12 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def parse_generate_request(
-    raw: bytes | str | dict[str, Any], *, max_duration: float
+    raw: bytes | str | dict[str, Any], *, max_duration: float, form: bool = False
 ) -> GenerateRequest:
-    """Validate a request body against the contract and this deployment's duration limit."""
+    """Validate a request body against the contract and this deployment's duration limit.
+
+    `form`: the values are a form's strings (``multipart/form-data``), converted to each
+    field's type (``"30"`` is a duration of 30); a JSON body must have the types themselves."""
     data: Any = raw
     if isinstance(raw, bytes | str):
         try:
@@ -143,7 +214,7 @@ def parse_generate_request(
     if not isinstance(data, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
     try:
-        request = GenerateRequest.model_validate(data)
+        request = GenerateRequest.model_validate(data, strict=not form)
     except ValidationError as exc:
         raise InvalidRequest(_field_errors(exc)) from None
     if request.duration > max_duration:

@@ -20,6 +20,7 @@ from tunesmith.render import render
 from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track
+from tunesmith.uploads import AudioInputs, prepare_audio
 
 __all__ = ["TrackService"]
 
@@ -39,29 +40,44 @@ class TrackService:
     def in_flight(self) -> int:
         return self.admission.in_flight
 
-    async def generate(self, request: GenerateRequest, *, base_url: str) -> GenerateResponse:
-        """Admit the request, then generate and store it off the event loop."""
+    def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
+        """The request's uploads decoded for the loaded model (`InvalidRequest` if bad)."""
+        engine = self.engine
+        engine.loaded  # noqa: B018 - raises ModelNotReady (503): the model's rate is not known
+        return prepare_audio(
+            request,
+            files,
+            sample_rate=engine.sample_rate,
+            channels=engine.channels,
+            melody=engine.follows_melody,
+        )
+
+    async def generate(
+        self,
+        request: GenerateRequest,
+        *,
+        base_url: str,
+        files: dict[str, bytes] | None = None,
+    ) -> GenerateResponse:
+        """Check the uploads, admit the request, then generate and store it off the event loop."""
         self.engine.loaded  # noqa: B018 - raises ModelNotReady (503) before queueing
+        inputs = await anyio.to_thread.run_sync(self.audio_inputs, request, files or {})
         with self.admission.held():
-            return await anyio.to_thread.run_sync(self.generate_sync, request, base_url)
+            return await anyio.to_thread.run_sync(
+                self.generate_sync, request, base_url, None, inputs
+            )
 
     def generate_sync(
-        self, request: GenerateRequest, base_url: str, progress: ProgressCallback | None = None
+        self,
+        request: GenerateRequest,
+        base_url: str,
+        progress: ProgressCallback | None = None,
+        inputs: AudioInputs | None = None,
     ) -> GenerateResponse:
         """Generate, encode and store one track (blocking)."""
-        audio = render(self.engine, request, progress=progress)
+        audio = render(self.engine, request, progress=progress, inputs=inputs)
         response = store_track(
-            self.storage,
-            self.settings.s3_prefix,
-            audio.data,
-            audio.content_type,
-            fmt=audio.format,
-            duration=audio.duration,
-            sample_rate=audio.sample_rate,
-            channels=audio.channels,
-            model=self.engine.model_name,
-            seed=audio.params.seed,
-            base_url=base_url,
+            self.storage, self.settings.s3_prefix, audio.data, audio.record, base_url=base_url
         )
         log.info("stored %s (%.1f s, seed %d)", response.id, audio.duration, audio.params.seed)
         return response

@@ -34,6 +34,11 @@ def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def track_files(root: Path, track_id: str, fmt: str) -> list[Path]:
+    """What storing one track leaves: its audio and its record beside it."""
+    return sorted(root / "music-output" / f"{track_id}.{ext}" for ext in (fmt, "json"))
+
+
 class Api:
     """A running server plus its storage directory."""
 
@@ -69,7 +74,7 @@ def test_seed_request_returns_a_playable_track(api: Api) -> None:
     body = response.json()
     assert set(body) == {
         "id", "s3_url", "public_url", "duration", "sample_rate", "channels", "format", "model",
-        "seed",
+        "seed", "metadata_url",
     }  # fmt: skip
     assert body["s3_url"] is None  # local storage
     assert body["public_url"] == f"{api.base_url}/files/music-output/{body['id']}.wav"
@@ -81,7 +86,7 @@ def test_seed_request_returns_a_playable_track(api: Api) -> None:
     assert audio.headers["content-type"] == "audio/wav"
     samples, rate = soundfile.read(io.BytesIO(audio.content))
     assert (rate, len(samples)) == (32000, 64000)
-    assert stored_files(api.root) == [api.root / "music-output" / f"{body['id']}.wav"]
+    assert stored_files(api.root) == track_files(api.root, body["id"], "wav")
 
 
 def test_same_seed_gives_the_same_file_and_flac_works(api: Api) -> None:
@@ -115,7 +120,7 @@ def test_every_format_is_stored_with_its_extension_and_type_and_decodes_back(
     body = response.json()
     assert (body["format"], body["sample_rate"], body["channels"]) == (fmt, rate, 1)
     assert body["public_url"].endswith(f"/music-output/{body['id']}.{fmt}")
-    assert stored_files(api.root) == [api.root / "music-output" / f"{body['id']}.{fmt}"]
+    assert stored_files(api.root) == track_files(api.root, body["id"], fmt)
     audio = httpx.get(body["public_url"])
     assert audio.headers["content-type"] == content_type
     info = soundfile.info(io.BytesIO(audio.content))
@@ -239,7 +244,7 @@ def test_overload_is_503_with_retry_after(tmp_path: Path, tiny_engine: MusicGenE
         assert refused.status_code == 503
         assert refused.json()["error"] == "overloaded"
         assert int(refused.headers["retry-after"]) > 0
-        assert len(stored_files(api.root)) == 1  # only the admitted request's track
+        assert len(stored_files(api.root)) == 2  # only the admitted request's track and record
 
 
 def test_api_key_is_required_when_configured(tmp_path: Path, tiny_engine: MusicGenEngine) -> None:
@@ -251,7 +256,7 @@ def test_api_key_is_required_when_configured(tmp_path: Path, tiny_engine: MusicG
         assert ok.status_code == 200
         assert api.generate(SEED_REQUEST, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert api.client.get("/healthz").status_code == 200  # health stays open
-        assert len(stored_files(api.root)) == 2
+        assert len(stored_files(api.root)) == 4  # two tracks, two records
 
 
 def test_healthz_is_503_until_the_model_is_loaded(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -88,7 +88,9 @@ def test_generate_refuses_bad_parameters_without_a_traceback(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "song.wav"
-    done = run("generate", "calm piano", "-d", "99", "-o", str(out), "--model", str(tiny_model_dir))
+    done = run(
+        "generate", "calm piano", "-d", "4000", "-o", str(out), "--model", str(tiny_model_dir)
+    )
     assert done.returncode == 2
     assert "duration" in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()

@@ -28,7 +28,8 @@ def test_defaults() -> None:
         "music-output/",
         "public",
     )
-    assert settings.max_duration == 30
+    assert settings.max_duration == 300
+    assert settings.extend_stride == 18
     assert settings.api_key is None
 
 
@@ -64,7 +65,7 @@ def test_overrides_win_and_none_means_unset(monkeypatch: pytest.MonkeyPatch) -> 
         ("TUNESMITH_DEVICE", "tpu", "TUNESMITH_DEVICE"),
         ("TUNESMITH_STORAGE", "ftp", "TUNESMITH_STORAGE"),
         ("TUNESMITH_URL_MODE", "signed", "TUNESMITH_URL_MODE"),
-        ("TUNESMITH_MAX_DURATION", "45", "TUNESMITH_MAX_DURATION"),
+        ("TUNESMITH_MAX_DURATION", "4000", "TUNESMITH_MAX_DURATION"),
         ("TUNESMITH_MAX_DURATION", "0", "TUNESMITH_MAX_DURATION"),
         ("TUNESMITH_S3_PREFIX", "../escape/", "TUNESMITH_S3_PREFIX"),
         ("TUNESMITH_S3_PREFIX", "/abs/", "TUNESMITH_S3_PREFIX"),

@@ -10,12 +10,15 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from tunesmith.api.state import AppState
+from tunesmith.config import Settings
 from tunesmith.engine import CONTENT_TYPES, MusicGenEngine
 from tunesmith.errors import NotFound, PayloadTooLarge, Unauthorized
 from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
 from tunesmith.storage import LocalStorage
+from tunesmith.tracks import RECORD_TYPE
+from tunesmith.uploads import UPLOAD_FIELDS, is_form, parse_generate_form
 
-__all__ = ["health_response", "read_body", "router"]
+__all__ = ["GENERATE_BODY", "health_response", "read_body", "read_generate_request", "router"]
 
 router = APIRouter()
 
@@ -74,6 +77,44 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def read_generate_request(
+    request: Request, settings: Settings
+) -> tuple[GenerateRequest, dict[str, bytes]]:
+    """A generate request's body, JSON or a form with uploads: the validated request and the
+    uploaded files' bytes (still to be decoded: `tunesmith.uploads.prepare_audio`)."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and is_form(content_type):
+        limit = settings.max_body_bytes + len(UPLOAD_FIELDS) * settings.max_upload_bytes
+        raw = await read_body(request, limit)
+        return parse_generate_form(
+            raw,
+            content_type,
+            max_duration=settings.max_duration,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
+    raw = await read_body(request, settings.max_body_bytes)
+    return parse_generate_request(raw, max_duration=settings.max_duration), {}
+
+
+def _form_schema() -> dict[str, Any]:
+    schema = GenerateRequest.model_json_schema()
+    files = {name: {"type": "string", "format": "binary"} for name in UPLOAD_FIELDS}
+    files["input_audio"]["description"] = "Audio to continue (its last 30 s at most)"
+    files["melody"]["description"] = "A melody to follow (musicgen-melody models)"
+    return {**schema, "properties": {**schema["properties"], **files}}
+
+
+GENERATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": GenerateRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _form_schema()},
+        },
+    }
+}
+
+
 def base_url(state: AppState, request: Request) -> str:
     return state.settings.public_base_url or str(request.base_url).rstrip("/")
 
@@ -82,13 +123,8 @@ def base_url(state: AppState, request: Request) -> str:
     "/generate",
     response_model=GenerateResponse,
     dependencies=[Depends(check_api_key)],
-    summary="Generate a track from a text prompt and store it",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
-        }
-    },
+    summary="Generate a track from a text prompt (and audio to continue) and store it",
+    openapi_extra=GENERATE_BODY,
     responses={
         401: _ERROR_SCHEMA,
         413: _ERROR_SCHEMA,
@@ -98,9 +134,8 @@ def base_url(state: AppState, request: Request) -> str:
     },
 )
 async def generate(request: Request, state: State) -> GenerateResponse:
-    raw = await read_body(request, state.settings.max_body_bytes)
-    parsed = parse_generate_request(raw, max_duration=state.settings.max_duration)
-    return await state.service.generate(parsed, base_url=base_url(state, request))
+    parsed, files = await read_generate_request(request, state.settings)
+    return await state.service.generate(parsed, base_url=base_url(state, request), files=files)
 
 
 def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
@@ -133,7 +168,8 @@ async def files(key: str, state: State) -> FileResponse:
     if not isinstance(storage, LocalStorage):
         raise NotFound("this server stores tracks in S3; use the track's public_url")
     path = storage.path_for(key)
-    media_type = CONTENT_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    types = {**CONTENT_TYPES, "json": RECORD_TYPE}
+    media_type = types.get(path.suffix.lstrip("."), "application/octet-stream")
     return FileResponse(path, media_type=media_type, filename=path.name)
 
 

@@ -26,6 +26,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tunesmith import __version__
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
 from tunesmith.aws.sagemaker import SageMakerEndpoint, parse_s3_uri
 from tunesmith.config import Settings, load_settings
@@ -41,10 +42,11 @@ from tunesmith.schema import (
     GenerateAccepted,
     GenerateRequest,
     GenerateResponse,
+    TrackRecord,
     parse_generate_request,
 )
 from tunesmith.storage import S3Storage
-from tunesmith.tracks import store_track
+from tunesmith.tracks import now, store_track
 
 if TYPE_CHECKING:
     from tunesmith.service import TrackService
@@ -125,18 +127,21 @@ class GenerateFunction:
             return self._in_process().generate_sync(request, base_url="")
         rendered = self.endpoint.invoke(request)
         info = rendered.info
-        return store_track(
-            self.storage,
-            self.settings.s3_prefix,
-            rendered.audio,
-            rendered.content_type,
-            fmt=info.format,
+        record = TrackRecord(
+            id="",
+            created=now(),
+            request=request.model_copy(update={"seed": info.seed, "format": info.format}),
+            model=info.model,
+            engine={"tunesmith": __version__, "endpoint": self.settings.endpoint_name or ""},
+            seed=info.seed,
             duration=info.duration,
             sample_rate=info.sample_rate,
             channels=info.channels,
-            model=info.model,
-            seed=info.seed,
+            format=info.format,
+            content_type=rendered.content_type,
+            audio_key="",
         )
+        return store_track(self.storage, self.settings.s3_prefix, rendered.audio, record)
 
     def submit(self, request: GenerateRequest) -> GenerateAccepted:
         """Queue the request on the async endpoint; the URLs are where SageMaker will write."""

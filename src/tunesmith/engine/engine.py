@@ -5,7 +5,9 @@ request to the batch scheduler (`tunesmith.engine.scheduler`), whose one thread 
 prompt, steps every in-flight request together, and decodes finished codes to audio with
 EnCodec a chunk at a time between steps. Concurrent callers therefore share decode steps, and
 no other thread runs the engine's parallel compute (which matters to OpenMP: see the
-scheduler). Loading runs in a thread of its own that ends with it, for the same reason.
+scheduler). Loading runs in a thread of its own that ends with it, for the same reason. A
+track longer than one window, or one that continues given audio, is a sequence of windows
+(`tunesmith.engine.windows`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel, load_model
 from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
 if TYPE_CHECKING:
@@ -84,6 +88,7 @@ class MusicGenEngine:
     `precision` is ``auto`` (fp32 on CPU, fp16 on CUDA), ``fp32``, ``int8`` (CPU) or
     ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
     and an idle engine waits `batch_window` seconds for concurrent arrivals to start together.
+    Each window of a long track adds `extend_stride` seconds.
     """
 
     def __init__(
@@ -94,8 +99,12 @@ class MusicGenEngine:
         precision: str = "auto",
         max_batch: int = 8,
         batch_window: float = 0.02,
+        extend_stride: float = 18.0,
     ) -> None:
+        if not 0 < extend_stride < WINDOW_SECONDS:
+            raise ValueError(f"extend_stride must be within the {WINDOW_SECONDS:g} s window")
         self.model_name = model
+        self.extend_stride = extend_stride
         self.device_setting = device
         self.precision_setting = precision
         self.max_batch = max_batch
@@ -210,16 +219,41 @@ class MusicGenEngine:
     def sample_rate(self) -> int:
         return self.loaded.sample_rate
 
+    @property
+    def channels(self) -> int:
+        return self.loaded.audio_channels
+
+    @property
+    def follows_melody(self) -> bool:
+        """Whether the model conditions on a melody's chroma (musicgen-melody)."""
+        return False
+
     def frames_for(self, duration: float) -> int:
         return math.ceil(duration * self.loaded.frame_rate)
 
-    def steps_for(self, duration: float) -> int:
-        """Decoder steps for `duration` seconds: its frames plus the codebook delay pattern."""
-        return self.decoder.steps_for(self.frames_for(duration))
+    @property
+    def window_frames(self) -> int:
+        """Frames one window holds: 30 s, or fewer where the model has fewer positions."""
+        positions = int(self.loaded.model.decoder.config.max_position_embeddings)
+        limit = positions - 1 - self.decoder.max_delay  # position 0 is the start token
+        return min(round(WINDOW_SECONDS * self.loaded.frame_rate), limit)
+
+    def windows_for(self, duration: float, prompt_frames: int = 0) -> list[Window]:
+        """The windows a `duration` s track takes after `prompt_frames` known frames."""
+        stride = min(round(self.extend_stride * self.loaded.frame_rate), self.window_frames - 1)
+        total = self.frames_for(duration)
+        return plan_windows(total, prompt_frames, self.window_frames, stride)
+
+    def steps_for(self, duration: float, prompt_frames: int = 0) -> int:
+        """Decoder steps for a `duration` s track: every window's new frames, plus the
+        codebook delay pattern at each window's end."""
+        windows = self.windows_for(duration, prompt_frames)
+        return window_steps(windows, self.decoder.max_delay)
 
     # generation ------------------------------------------------------------------------
     def start_job(self, params: GenerationParams) -> DecodeJob:
-        """Encode the prompt and prepare a request's decoding state (not yet scheduled)."""
+        """Encode the prompt and prepare a one-window request's decoding state (not yet
+        scheduled; for benchmarks and parity checks, which drive a single job)."""
         inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
         start = partial(
             self.decoder.start,
@@ -234,13 +268,54 @@ class MusicGenEngine:
         except RuntimeError as exc:  # e.g. out of memory allocating the cache
             raise GenerationFailed(f"could not start generation: {exc}") from None
 
+    def encode_prompt_audio(self, samples: npt.NDArray[np.float32]) -> torch.Tensor:
+        """EnCodec codes ``(K, frames)`` of `samples` ``(frames, channels)``, at the model's
+        rate and channel count (a stereo model's codebooks interleave left and right)."""
+        from tunesmith.engine.audio.codec import encode_codes
+
+        loaded, call = self.loaded, self.scheduler.call
+        try:
+            parts = [samples[:, c] for c in range(samples.shape[1])]
+            codes = [call(partial(encode_codes, loaded.model.audio_encoder, p)) for p in parts]
+        except RuntimeError as exc:
+            raise GenerationFailed(f"audio encoding failed: {exc}") from None
+        if len(codes) == 1:
+            return codes[0].to(self.decoder.device)
+        return _interleave(codes[0], codes[1]).to(self.decoder.device)
+
     def generate_codes(
-        self, params: GenerationParams, progress: ProgressCallback | None = None
+        self,
+        params: GenerationParams,
+        progress: ProgressCallback | None = None,
+        prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The audio codes ``(K, frames)`` for `params` (blocking; batched with other callers)."""
-        job = self.start_job(params)
-        self.scheduler.submit(job, progress).wait()
-        return self.decoder.codes(job)
+        """The audio codes ``(K, frames)`` for `params`, after the known codes `prompt` (which
+        they begin with) if given. Blocking; batched with other callers."""
+        import torch
+
+        decoder, call = self.decoder, self.scheduler.call
+        known = prompt if prompt is not None else torch.empty(decoder.num_codebooks, 0)
+        known = known.to(device=decoder.device, dtype=torch.long)
+        windows = self.windows_for(params.duration, known.shape[1])
+        inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
+        try:
+            conditioning = call(
+                partial(decoder.condition, inputs["input_ids"], inputs["attention_mask"])
+            )
+            generator = torch.Generator(device=decoder.device)
+            generator.manual_seed(params.seed)
+            return run_windows(
+                decoder,
+                self.scheduler,
+                conditioning,
+                windows,
+                params.sampling,
+                generator,
+                known,
+                progress,
+            )
+        except RuntimeError as exc:  # e.g. out of memory allocating a window's cache
+            raise GenerationFailed(f"generation failed: {exc}") from None
 
     def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
         """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds."""
@@ -265,9 +340,28 @@ class MusicGenEngine:
             )
         return Track(np.ascontiguousarray(samples[:, :wanted].T), loaded.sample_rate)
 
-    def generate(self, params: GenerationParams, progress: ProgressCallback | None = None) -> Track:
-        """Generate exactly ``params.duration`` seconds of audio; same seed, same audio."""
-        return self.decode_audio(self.generate_codes(params, progress), params.duration)
+    def generate(
+        self,
+        params: GenerationParams,
+        progress: ProgressCallback | None = None,
+        prompt_audio: npt.NDArray[np.float32] | None = None,
+        melody: npt.NDArray[np.float32] | None = None,
+    ) -> Track:
+        """Exactly ``params.duration`` seconds of audio; same seed, same audio. With
+        `prompt_audio` ``(frames, channels)`` at the model's rate, the track begins with it
+        (as the codec reproduces it) and continues it; with `melody` (the same shape), a
+        melody model follows its chroma."""
+        if melody is not None and not self.follows_melody:
+            raise ValueError(f"model {self.model_name!r} does not follow melodies")
+        prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
+        return self.decode_audio(self.generate_codes(params, progress, prompt), params.duration)
+
+
+def _interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Two channels' ``(K, frames)`` codes as a stereo model's ``(2K, frames)``: L0 R0 L1 R1."""
+    import torch
+
+    return torch.stack([left, right], dim=1).reshape(-1, left.shape[1])
 
 
 def _in_passing_thread(work: Callable[[], None]) -> None:
@@ -326,4 +420,5 @@ def engine_for(settings: Settings) -> MusicGenEngine:
         precision=settings.precision,
         max_batch=settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
+        extend_stride=settings.extend_stride,
     )

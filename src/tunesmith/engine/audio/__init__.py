@@ -10,6 +10,7 @@ from tunesmith.engine.audio.files import (
     encode_audio,
     encoded_rate,
     prepare_samples,
+    read_audio,
     true_peak,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "encode_audio",
     "encoded_rate",
     "prepare_samples",
+    "read_audio",
     "true_peak",
 ]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-__all__ = ["AudioDecoder", "context_frames"]
+__all__ = ["AudioDecoder", "context_frames", "encode_codes"]
 
 CHUNK_FRAMES = 50  # 1 s of musicgen audio: intermediate tensors of ~8 MB, inside the L3 cache
 
@@ -200,3 +200,16 @@ class AudioDecoder:
             for layer in self._stack:
                 out = layer(out)
         return out[..., (start - first) * self.hop :]
+
+
+@torch.inference_mode()
+def encode_codes(audio_encoder: Any, samples: Any) -> torch.Tensor:
+    """EnCodec codes ``(K, frames)`` of one channel's samples (a 1-D float array at the
+    codec's rate), cut to whole frames: the codes then decode back to the same span."""
+    hop = math.prod(audio_encoder.config.upsampling_ratios)
+    audio = torch.as_tensor(samples, dtype=torch.float32)
+    audio = audio[: audio.shape[0] // hop * hop]
+    device = next(audio_encoder.parameters()).device
+    encoded = audio_encoder.encode(audio.to(device)[None, None])
+    codes: torch.Tensor = encoded.audio_codes[0, 0]  # (chunks, batch, K, frames) -> (K, frames)
+    return codes

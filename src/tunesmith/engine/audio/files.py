@@ -1,4 +1,5 @@
-"""Turning model output samples into a file: checked finite, normalized, encoded in-process.
+"""Turning model output samples into a file: checked finite, normalized, encoded in-process;
+and reading an uploaded file back into samples (`read_audio`).
 
 Normalization follows audiocraft's ``audio_write`` strategies, with one rule on top: nothing
 leaves louder than -1 dBTP (`CEILING`).
@@ -35,6 +36,7 @@ __all__ = [
     "encode_audio",
     "encoded_rate",
     "prepare_samples",
+    "read_audio",
     "true_peak",
 ]
 
@@ -180,3 +182,29 @@ def encode_audio(
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, rate, format=container, subtype=subtype)
     return buffer.getvalue()
+
+
+def read_audio(
+    data: bytes, sample_rate: int, channels: int
+) -> tuple[npt.NDArray[np.float32], float]:
+    """Decode a file's bytes (anything libsndfile reads: WAV, FLAC, Ogg Vorbis/Opus, MP3...)
+    into float32 samples ``(frames, channels)`` at `sample_rate` with `channels` channels
+    (mixed down to mono, or mono doubled for stereo), and the file's own length in seconds.
+
+    Raises `ValueError` with a readable reason for bytes that are not decodable audio."""
+    import soundfile
+
+    try:
+        audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise ValueError(f"not a readable audio file ({exc})") from None
+    if audio.shape[0] == 0 or audio.shape[1] == 0:
+        raise ValueError("the audio file holds no samples")
+    if not np.isfinite(audio).all():
+        raise ValueError("the audio file holds non-finite samples")
+    seconds = audio.shape[0] / rate
+    if audio.shape[1] != channels:
+        mono = audio.mean(axis=1, keepdims=True)
+        audio = np.repeat(mono, channels, axis=1) if channels > 1 else mono
+    audio = _resample(np.ascontiguousarray(audio, dtype=np.float32), int(rate), sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32), float(seconds)

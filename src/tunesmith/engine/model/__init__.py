@@ -1,12 +1,19 @@
 """MusicGen's decoder as tunesmith runs it: weights converted once at load (`projections`,
 `cross`), the step's layers as TorchScript (`layers`), prompt encoding (`prompt`), sampling
-(`sampling`), and the decoder that steps a batch of jobs (`decoder`)."""
+(`sampling`), the decoder that steps a batch of jobs (`decoder`), and the prefill that runs a
+known prompt many positions at a time (`prefill`)."""
 
-from tunesmith.engine.model.decoder import DecodeJob, FastDecoder, release_decoder_weights
+from tunesmith.engine.model.decoder import (
+    Conditioning,
+    DecodeJob,
+    FastDecoder,
+    release_decoder_weights,
+)
 from tunesmith.engine.model.projections import Precision, resolve_precision
 from tunesmith.engine.model.sampling import SamplingParams
 
 __all__ = [
+    "Conditioning",
     "DecodeJob",
     "FastDecoder",
     "Precision",

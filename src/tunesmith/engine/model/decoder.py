@@ -19,6 +19,9 @@ and runs the decoder step by step:
   small ops per layer around the matmuls run without the Python interpreter between them.
 
 `step` takes any set of in-flight `DecodeJob` s, so requests can join and leave between steps.
+A job can start from known codes (the previous window of a long track, or audio to continue):
+`prefill` runs them many positions at a time (`tunesmith.engine.model.prefill`), and the steps
+after them keep the prompt's codes where the delay pattern still reaches into it.
 """
 
 import itertools
@@ -34,6 +37,7 @@ from tunesmith.engine.kernels import ACTIVATIONS, SCALE_BYTES
 from tunesmith.engine.model import cross
 from tunesmith.engine.model.cross import FoldedCross
 from tunesmith.engine.model.layers import Batch, Layer, Stack, script
+from tunesmith.engine.model.prefill import prefill
 from tunesmith.engine.model.projections import (
     HALF_DTYPES,
     FbgemmInt8Projection,
@@ -45,7 +49,7 @@ from tunesmith.engine.model.projections import (
 from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
 from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
 
-__all__ = ["DecodeJob", "FastDecoder", "release_decoder_weights"]
+__all__ = ["Conditioning", "DecodeJob", "FastDecoder", "release_decoder_weights"]
 
 
 def _share(fused: torch.Tensor, linears: list[Any]) -> None:
@@ -72,6 +76,16 @@ def release_decoder_weights(model: Any) -> None:
         module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """A prompt's text conditioning, computed once per request and shared by its windows:
+    each layer's cross-attention keys/values ``(layers, 2, 1, H, S, hd)``, and their folded
+    form where short prompts fold (`tunesmith.engine.model.cross`)."""
+
+    cross: torch.Tensor
+    folded: FoldedCross | None = None
+
+
 @dataclass
 class DecodeJob:
     """One request's decoding state. ``tokens[k, p]`` is codebook k at position p (0 = BOS)."""
@@ -86,6 +100,8 @@ class DecodeJob:
     folded: FoldedCross | None = field(default=None, repr=False)  # see `cross.fold`
     serial: int = 0  # unique per decoder: identifies the job in per-batch caches
     t: int = 0  # tokens[:, :t+1] are known; the next step predicts position t + 1
+    prefix: int = 0  # frames of known prompt codes: `prefill` runs positions below it
+    known: torch.Tensor | None = field(default=None, repr=False)  # (K, steps + 1) prompt codes
     # parity checks and benchmarks: record each step's guided scores, or force the codes
     scores: list[torch.Tensor] | None = field(default=None, repr=False)
     teacher: torch.Tensor | None = field(default=None, repr=False)  # (K, steps + 1) codes
@@ -156,6 +172,7 @@ class FastDecoder:
         self.activation = ACTIVATIONS[config.activation_function]
         stereo = self.audio_channels == 2  # stereo interleaves two codebooks per delay
         self.delays = [k // 2 if stereo else k for k in range(self.num_codebooks)]
+        self.max_delay = max(self.delays)
         self.embed_scale = math.sqrt(self.hidden) if config.scale_embedding else 1.0
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
@@ -239,9 +256,20 @@ class FastDecoder:
     # -- per request ---------------------------------------------------------------------------
 
     def steps_for(self, frames: int) -> int:
-        return frames + max(self.delays)
+        return frames + self.max_delay
 
     @torch.inference_mode()
+    def condition(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Conditioning:
+        """Encode the prompt and compute each layer's cross-attention keys/values."""
+        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+        encoded = encode_prompt(self.model, ids, mask, self.dtype)
+        prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
+        folded = None
+        if self.fold_cross and encoded.shape[0] < self.head_dim:
+            int8 = self.precision == "int8"
+            folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
+        return Conditioning(prompt_kv, folded)
+
     def start(
         self,
         input_ids: torch.Tensor,
@@ -250,14 +278,23 @@ class FastDecoder:
         sampling: SamplingParams,
         seed: int,
     ) -> DecodeJob:
-        """Encode the prompt, compute cross-attention keys/values, allocate the cache."""
-        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
-        encoded = encode_prompt(self.model, ids, mask, self.dtype)
-        prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
-        folded = None
-        if self.fold_cross and encoded.shape[0] < self.head_dim:
-            int8 = self.precision == "int8"
-            folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
+        """A job for `frames` new frames of a prompt, its generator seeded with `seed`."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return self.open(self.condition(input_ids, attention_mask), frames, sampling, generator)
+
+    @torch.inference_mode()
+    def open(
+        self,
+        conditioning: Conditioning,
+        frames: int,
+        sampling: SamplingParams,
+        generator: torch.Generator,
+        prompt: torch.Tensor | None = None,
+    ) -> DecodeJob:
+        """A job of `frames` frames in all, the first of them the known codes `prompt`
+        ``(K, F)`` (none: every frame is new); `generator` carries on from any earlier window.
+        Allocates the cache; `prefill` then runs the prompt before the first step."""
         steps = self.steps_for(frames)
         rows = 2 if sampling.guided else 1
         row = self.head_dim + (SCALE_BYTES if self.cache_dtype == torch.int8 else 0)
@@ -272,23 +309,36 @@ class FastDecoder:
         tokens = torch.full(
             (self.num_codebooks, steps + 1), self.pad_token_id, dtype=torch.long, device=self.device
         )
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
-        return DecodeJob(
+        job = DecodeJob(
             sampling,
             steps,
             tokens,
             keep,
             cache,
-            prompt_kv,
+            conditioning.cross,
             generator,
-            folded=folded,
+            folded=conditioning.folded,
             serial=next(self._serials),
         )
+        if prompt is not None and prompt.shape[1] > 0:
+            known = prompt.shape[1]
+            if known >= frames:
+                raise ValueError(f"a prompt of {known} frames leaves none of {frames} to generate")
+            # codebook k's frame f sits at position f + 1 + delay k (the delay pattern)
+            job.known = (positions[None, :] > delays) & (positions[None, :] <= delays + known)
+            for k, d in enumerate(self.delays):
+                tokens[k, d + 1 : d + 1 + known] = prompt[k].to(self.device)
+            job.prefix = known
+        return job
+
+    def prefill(self, job: DecodeJob, limit: int) -> None:
+        """Run up to `limit` positions of the job's known prompt (see `open`)."""
+        prefill(self, job, limit)
 
     def codes(self, job: DecodeJob) -> torch.Tensor:
-        """The finished job's audio codes, ``(K, frames)``, with the delay pattern undone."""
-        frames = job.steps - max(self.delays)
+        """The finished job's audio codes, ``(K, frames)``, with the delay pattern undone (a
+        prompt's codes included)."""
+        frames = job.steps - self.max_delay
         return torch.stack(
             [job.tokens[k, d + 1 : d + 1 + frames] for k, d in enumerate(self.delays)]
         )
@@ -332,6 +382,9 @@ class FastDecoder:
                 picked = job.teacher[:, position]
             else:
                 picked = pick_tokens(scores, job.sampling, job.generator)
+            if job.known is not None and position <= job.prefix + self.max_delay:
+                # the delayed codebooks still read the prompt's frames here
+                picked = torch.where(job.known[:, position], job.tokens[:, position], picked)
             keep = job.keep[:, position]
             job.tokens[:, position] = torch.where(keep, picked, self.pad_token_id)
             job.t = position
