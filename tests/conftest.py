@@ -97,4 +97,9 @@ def compiled_kernels() -> None:
 #   tiny_engine     session  a MusicGenEngine on it, set up once, on the CPU
 # =================================================================================================
 
-from model_fixtures import tiny_engine, tiny_model_dir  # noqa: E402, F401
+from model_fixtures import (  # noqa: E402, F401
+    tiny_engine,
+    tiny_melody_dir,
+    tiny_melody_engine,
+    tiny_model_dir,
+)

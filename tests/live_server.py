@@ -1,13 +1,24 @@
-"""A real uvicorn server on 127.0.0.1 in a background thread, for HTTP tests."""
+"""A real uvicorn server on 127.0.0.1 in a background thread, for HTTP tests; and the API
+served that way with local storage (`serve`)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
+
+from tunesmith.api import create_app
+from tunesmith.config import load_settings
+from tunesmith.engine import MusicGenEngine
+from tunesmith.storage import LocalStorage
 
 
 class LiveServer:
@@ -38,3 +49,36 @@ class LiveServer:
     ) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every file under the storage root, temporary ones included."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def track_files(root: Path, track_id: str, fmt: str) -> list[Path]:
+    """What storing one track leaves: its audio and its record beside it."""
+    return sorted(root / "music-output" / f"{track_id}.{ext}" for ext in (fmt, "json"))
+
+
+class Api:
+    """A running server plus its storage directory."""
+
+    def __init__(self, base_url: str, root: Path) -> None:
+        self.base_url = base_url
+        self.root = root
+        self.client = httpx.Client(base_url=base_url, timeout=120)
+
+    def generate(self, body: Any = None, **kwargs: Any) -> httpx.Response:
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.post("/generate", **kwargs)
+
+
+@contextmanager
+def serve(tmp_path: Path, engine: MusicGenEngine, **settings: Any) -> Iterator[Api]:
+    root = tmp_path / "tracks"
+    config = load_settings(model=engine.model_name, local_dir=root, **settings)
+    app = create_app(config, engine=engine, storage=LocalStorage(root))
+    with LiveServer(app) as server:
+        yield Api(server.base_url, root)

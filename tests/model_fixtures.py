@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tunesmith.benchmark.random_melody import save_random_musicgen_melody
 from tunesmith.benchmark.random_model import save_random_musicgen
 from tunesmith.engine import MusicGenEngine
 
@@ -21,6 +22,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_engine(tiny_model_dir: Path) -> MusicGenEngine:
     """The tiny model loaded through the same path as facebook/musicgen-small, on the CPU."""
     engine = MusicGenEngine(str(tiny_model_dir), device="cpu")
+    engine.setup()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def tiny_melody_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random musicgen-melody checkpoint directory."""
+    return save_random_musicgen_melody(tmp_path_factory.mktemp("tiny-melody"), preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_melody_engine(tiny_melody_dir: Path) -> MusicGenEngine:
+    """The tiny melody model, loaded as facebook/musicgen-melody would be."""
+    engine = MusicGenEngine(str(tiny_melody_dir), device="cpu")
     engine.setup()
     return engine
 

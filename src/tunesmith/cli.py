@@ -97,7 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
     from tunesmith.engine import engine_for
     from tunesmith.render import render
     from tunesmith.schema import parse_generate_request
-    from tunesmith.uploads import check_uploads, prepare_audio
+    from tunesmith.uploads import audio_inputs, check_uploads
 
     settings = _settings(args, GENERATE_SETTINGS)
     output = Path(args.output) if args.output else None
@@ -119,13 +119,7 @@ def _generate(args: argparse.Namespace) -> int:
             f"kernels: {engine.kernels.describe()}",
             file=sys.stderr,
         )
-    inputs = prepare_audio(
-        request,
-        files,
-        sample_rate=engine.sample_rate,
-        channels=engine.channels,
-        melody=engine.follows_melody,
-    )
+    inputs = audio_inputs(request, files, engine)
     known = 0 if inputs.continuation is None else engine.frames_for(inputs.continuation.seconds)
     # one bar over every window of a long track
     with tqdm(total=engine.steps_for(request.duration, known), unit="step", desc="decoding") as bar:

@@ -120,8 +120,8 @@ class GenerateRequest(BaseModel):
 
     @property
     def continues(self) -> bool:
-        """Whether the request set a continuation range (then it needs input_audio)."""
-        return bool({"continuation_start", "continuation_end"} & self.model_fields_set)
+        """Whether the request sets a continuation range (then it needs input_audio)."""
+        return self.continuation_start > 0 or self.continuation_end is not None
 
 
 class GenerateResponse(BaseModel):

@@ -20,7 +20,7 @@ from tunesmith.render import render
 from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track
-from tunesmith.uploads import AudioInputs, prepare_audio
+from tunesmith.uploads import AudioInputs, audio_inputs
 
 __all__ = ["TrackService"]
 
@@ -42,15 +42,8 @@ class TrackService:
 
     def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
         """The request's uploads decoded for the loaded model (`InvalidRequest` if bad)."""
-        engine = self.engine
-        engine.loaded  # noqa: B018 - raises ModelNotReady (503): the model's rate is not known
-        return prepare_audio(
-            request,
-            files,
-            sample_rate=engine.sample_rate,
-            channels=engine.channels,
-            melody=engine.follows_melody,
-        )
+        self.engine.loaded  # noqa: B018 - raises ModelNotReady (503): its rate is not known
+        return audio_inputs(request, files, self.engine)
 
     async def generate(
         self,

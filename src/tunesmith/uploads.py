@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from tunesmith.schema import GenerateRequest, parse_generate_request
@@ -27,7 +27,9 @@ __all__ = [
     "UPLOAD_FIELDS",
     "AudioInput",
     "AudioInputs",
+    "AudioModel",
     "Form",
+    "audio_inputs",
     "is_form",
     "parse_form",
     "parse_generate_form",
@@ -170,6 +172,36 @@ class AudioInputs:
     melody: AudioInput | None = None
 
 
+class AudioModel(Protocol):
+    """What `audio_inputs` reads of a loaded model (`tunesmith.engine.MusicGenEngine`)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def follows_melody(self) -> bool: ...
+    @property
+    def continues_audio(self) -> bool: ...
+    @property
+    def max_track_seconds(self) -> float | None: ...
+
+
+def audio_inputs(
+    request: GenerateRequest, files: dict[str, bytes], model: AudioModel
+) -> AudioInputs:
+    """`prepare_audio` for `model` (loaded: its rate and abilities are known)."""
+    return prepare_audio(
+        request,
+        files,
+        sample_rate=model.sample_rate,
+        channels=model.channels,
+        melody=model.follows_melody,
+        continuation=model.continues_audio,
+        max_seconds=model.max_track_seconds,
+    )
+
+
 def prepare_audio(
     request: GenerateRequest,
     files: dict[str, bytes],
@@ -177,19 +209,30 @@ def prepare_audio(
     sample_rate: int,
     channels: int,
     melody: bool,
+    continuation: bool = True,
+    max_seconds: float | None = None,
 ) -> AudioInputs:
     """Decode and check a request's uploads for a model of `sample_rate` and `channels`
-    (`melody`: whether it follows melodies). Raises `InvalidRequest` naming the field."""
+    (`melody`: whether it follows melodies; `continuation`: whether it continues audio;
+    `max_seconds`: its longest track, None for any). Raises `InvalidRequest` naming the field."""
     check_uploads(request, files)
-    continuation = None
+    if max_seconds is not None and request.duration > max_seconds + 1e-9:
+        raise InvalidRequest(
+            [FieldError("duration", f"must be at most {max_seconds:g} seconds for this model")]
+        )
+    if "input_audio" in files and not continuation:
+        raise InvalidRequest(
+            [FieldError("input_audio", "this server's model does not continue audio")]
+        )
+    prompt = None
     if "input_audio" in files:
-        continuation = _continuation(request, files["input_audio"], sample_rate, channels)
-        if request.duration <= continuation.seconds + 1e-9:
+        prompt = _continuation(request, files["input_audio"], sample_rate, channels)
+        if request.duration <= prompt.seconds + 1e-9:
             raise InvalidRequest(
                 [
                     FieldError(
                         "duration",
-                        f"must be longer than the audio it continues ({continuation.seconds:g} s)",
+                        f"must be longer than the audio it continues ({prompt.seconds:g} s)",
                     )
                 ]
             )
@@ -208,7 +251,7 @@ def prepare_audio(
         samples, seconds, digest = _decode("melody", files["melody"], sample_rate, channels)
         used = samples[: round(MAX_PROMPT_SECONDS * sample_rate)]
         tune = AudioInput(used, sample_rate, digest, 0.0, min(seconds, MAX_PROMPT_SECONDS))
-    return AudioInputs(continuation, tune)
+    return AudioInputs(prompt, tune)
 
 
 def _decode(

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import soundfile
 
@@ -82,6 +83,24 @@ def test_kernels_command_says_why_they_are_unavailable(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "kernels: torch (no C compiler" in refused.stdout
     assert "fix: install gcc" in refused.stderr
     assert run("kernels", env=empty).returncode == 0  # without --require it only reports
+
+
+def test_generate_continues_a_file_over_several_windows(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    upload, out = tmp_path / "start.wav", tmp_path / "long.wav"
+    start = np.random.default_rng(0).uniform(-0.3, 0.3, 20 * 32000).astype(np.float32)
+    soundfile.write(upload, start, 32000)
+    done = run("generate", "calm piano", "-d", "45", "-o", str(out), "--continue", str(upload),
+               "--extend-stride", "10", "--model", str(tiny_model_dir))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # 20 s given, 25 s new in windows adding 10 s each (the last 5 s): one bar over all three
+    assert "1259/1259" in done.stderr
+    assert soundfile.info(out).frames == 45 * 32000
+    refused = run("generate", "x", "-d", "10", "--melody", str(upload), "-o", str(out),
+                  "--model", str(tiny_model_dir))  # fmt: skip
+    assert refused.returncode == 2 and "melody" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_generate_refuses_bad_parameters_without_a_traceback(

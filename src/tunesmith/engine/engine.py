@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tunesmith.config import Settings
     from tunesmith.engine.audio.codec import AudioDecoder
     from tunesmith.engine.kernels import KernelStatus
+    from tunesmith.engine.melody import MelodyGenerator
     from tunesmith.engine.model import DecodeJob, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler
 
@@ -114,6 +115,7 @@ class MusicGenEngine:
         self._decoder: FastDecoder | None = None
         self._scheduler: BatchScheduler | None = None
         self._audio: AudioDecoder | None = None
+        self._melody: MelodyGenerator | None = None
 
     # lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -137,6 +139,9 @@ class MusicGenEngine:
         from tunesmith.engine.scheduler import BatchScheduler
 
         loaded = load_model(self.model_name, self.device_setting)
+        if loaded.melody:
+            self._setup_melody(loaded)
+            return
         precision = resolve_precision(self.precision_setting, loaded.device)
         decoder = FastDecoder(loaded.model, precision, loaded.device)
         if decoder.kernels.cause is not None:  # wanted (CPU) but not had: slower, other numerics
@@ -160,6 +165,26 @@ class MusicGenEngine:
             precision,
             loaded.device,
             decoder.kernels.describe(),
+        )
+
+    def _setup_melody(self, loaded: LoadedModel) -> None:
+        """musicgen-melody: transformers' own generation (`tunesmith.engine.melody`), one
+        request at a time on the engine's compute thread."""
+        from tunesmith.engine.audio.codec import AudioDecoder
+        from tunesmith.engine.melody import MelodyGenerator
+        from tunesmith.engine.scheduler import BatchScheduler
+        from tunesmith.errors import ConfigError
+
+        if self.precision_setting not in ("auto", "fp32"):
+            raise ConfigError(
+                f"TUNESMITH_PRECISION: {self.model_name} (musicgen-melody) runs in fp32 only"
+            )
+        self._melody = MelodyGenerator(loaded)
+        self._audio = AudioDecoder(loaded.model.audio_encoder)
+        self._loaded = loaded
+        self._scheduler = BatchScheduler(_NoSteps(), 1, 0.0)  # its compute thread, for `call`
+        log.info(
+            "engine ready: %s (musicgen-melody, transformers) on %s", self.model_name, loaded.device
         )
 
     def load_in_background(self, on_failure: Callable[[], None] | None = None) -> None:
@@ -208,12 +233,28 @@ class MusicGenEngine:
 
     @property
     def precision(self) -> str:
-        return self.decoder.precision
+        return "fp32" if self.follows_melody else self.decoder.precision
 
     @property
     def kernels(self) -> KernelStatus:
         """The kernels the decoder runs (`tunesmith.engine.kernels.status`)."""
+        from tunesmith.engine.kernels import KernelStatus
+
+        if self.follows_melody:
+            return KernelStatus("torch", cause="musicgen-melody runs transformers' generate")
         return self.decoder.kernels
+
+    @property
+    def max_track_seconds(self) -> float | None:
+        """The longest track the model makes (None: any, by sliding the window)."""
+        if self._melody is None:
+            return None
+        return self._melody.max_frames / self.loaded.frame_rate
+
+    @property
+    def continues_audio(self) -> bool:
+        """Whether the model can continue given audio (the fast decoder's models)."""
+        return self._melody is None
 
     @property
     def sample_rate(self) -> int:
@@ -226,7 +267,8 @@ class MusicGenEngine:
     @property
     def follows_melody(self) -> bool:
         """Whether the model conditions on a melody's chroma (musicgen-melody)."""
-        return False
+        self.loaded  # noqa: B018 - raises until set up
+        return self._melody is not None
 
     def frames_for(self, duration: float) -> int:
         return math.ceil(duration * self.loaded.frame_rate)
@@ -247,6 +289,8 @@ class MusicGenEngine:
     def steps_for(self, duration: float, prompt_frames: int = 0) -> int:
         """Decoder steps for a `duration` s track: every window's new frames, plus the
         codebook delay pattern at each window's end."""
+        if self._melody is not None:
+            return self.frames_for(duration)
         windows = self.windows_for(duration, prompt_frames)
         return window_steps(windows, self.decoder.max_delay)
 
@@ -317,6 +361,32 @@ class MusicGenEngine:
         except RuntimeError as exc:  # e.g. out of memory allocating a window's cache
             raise GenerationFailed(f"generation failed: {exc}") from None
 
+    def _melody_codes(
+        self,
+        params: GenerationParams,
+        melody: npt.NDArray[np.float32] | None,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        from tunesmith.engine.melody import chroma_features
+
+        generator = self._melody
+        assert generator is not None
+        frames = self.frames_for(params.duration)
+        chroma = None
+        if melody is not None:
+            extractor = self.loaded.processor.feature_extractor
+            chroma = chroma_features(melody, self.sample_rate, extractor)
+        work = partial(
+            generator.generate_codes, params.prompt, chroma, frames, params.sampling, params.seed
+        )
+        try:
+            codes: torch.Tensor = self.scheduler.call(work)
+        except (RuntimeError, ValueError) as exc:
+            raise GenerationFailed(f"generation failed: {exc}") from None
+        if progress is not None:  # transformers' loop reports nothing on the way
+            progress(frames, frames)
+        return codes
+
     def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
         """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds."""
         import torch
@@ -353,8 +423,20 @@ class MusicGenEngine:
         melody model follows its chroma."""
         if melody is not None and not self.follows_melody:
             raise ValueError(f"model {self.model_name!r} does not follow melodies")
+        if self._melody is not None:
+            if prompt_audio is not None:
+                raise ValueError("musicgen-melody models do not continue audio here")
+            codes = self._melody_codes(params, melody, progress)
+            return self.decode_audio(codes, params.duration)
         prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
         return self.decode_audio(self.generate_codes(params, progress, prompt), params.duration)
+
+
+class _NoSteps:
+    """The step decoder of an engine whose generation runs outside the batch (melody)."""
+
+    def step(self, jobs: list[object]) -> None:
+        raise RuntimeError("this engine does not step jobs")
 
 
 def _interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,11 @@ class LoadedModel:
         return int(self.model.decoder.num_codebooks)
 
     @property
+    def melody(self) -> bool:
+        """Whether this is a musicgen-melody model (conditioned on a chroma prefix)."""
+        return str(getattr(self.model.config, "model_type", "")) == "musicgen_melody"
+
+    @property
     def audio_channels(self) -> int:
         """Output channels: stereo MusicGen interleaves left/right codebooks in the decoder
         and decodes each half with a mono EnCodec."""
@@ -85,13 +90,22 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         )
     try:
         config = AutoConfig.from_pretrained(source)
-        if getattr(config, "model_type", None) != "musicgen":
+        model_type = getattr(config, "model_type", None)
+        if model_type not in ("musicgen", "musicgen_melody"):
             raise ModelUnavailable(
                 f"model {name!r} is a {config.model_type!r} model; tunesmith serves MusicGen "
-                "text-to-music checkpoints (model_type 'musicgen', e.g. facebook/musicgen-small)"
+                "text-to-music checkpoints (model_type 'musicgen' or 'musicgen_melody', e.g. "
+                "facebook/musicgen-small)"
             )
-        model: Any = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
-        processor: Any = MusicgenProcessor.from_pretrained(source)
+        model: Any
+        processor: Any
+        if model_type == "musicgen_melody":
+            from tunesmith.engine.melody import load_melody_model
+
+            model, processor = load_melody_model(source, target)
+        else:
+            model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+            processor = MusicgenProcessor.from_pretrained(source)
     except ModelUnavailable:
         raise
     except (OSError, ValueError) as exc:
