@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,8 @@ import numpy.typing as npt
 
 from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.params import GenerationParams, ProgressCallback, Track
+from tunesmith.engine.process import in_passing_thread, return_freed_memory
 from tunesmith.engine.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
@@ -42,45 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
-"""Called as ``(steps_done, steps_total)`` after each decoder step (from the decode thread)."""
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """What one generation needs; the API's request maps onto it (see `tunesmith.service`)."""
-
-    prompt: str
-    duration: float
-    seed: int
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    guidance_scale: float = 3.0
-    greedy: bool = False  # argmax decoding: for parity checks and benchmarks
-
-    @property
-    def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            guidance_scale=self.guidance_scale,
-            greedy=self.greedy,
-        )
-
-
-@dataclass(frozen=True)
-class Track:
-    """Generated audio: float32 samples ``(frames, channels)`` at `sample_rate`."""
-
-    samples: npt.NDArray[np.float32]
-    sample_rate: int
-
-    @property
-    def duration(self) -> float:
-        return float(self.samples.shape[0] / self.sample_rate)
 
 
 class MusicGenEngine:
@@ -125,7 +86,7 @@ class MusicGenEngine:
         if self._scheduler is not None:
             return
         try:
-            _in_passing_thread(self._setup)
+            in_passing_thread(self._setup)
         except TunesmithError as exc:
             self.load_error = exc.message
             raise
@@ -154,7 +115,7 @@ class MusicGenEngine:
         if precision != "fp32":  # the decoder holds converted copies of its Linear weights
             release_decoder_weights(loaded.model)
         audio = AudioDecoder(loaded.model.audio_encoder)  # folds EnCodec's weight norm
-        _return_freed_memory()  # after it: the file pages folding read are dropped too
+        return_freed_memory()  # after it: the file pages folding read are dropped too
         self._audio = audio
         self._decoder = decoder
         self._loaded = loaded
@@ -315,17 +276,13 @@ class MusicGenEngine:
     def encode_prompt_audio(self, samples: npt.NDArray[np.float32]) -> torch.Tensor:
         """EnCodec codes ``(K, frames)`` of `samples` ``(frames, channels)``, at the model's
         rate and channel count (a stereo model's codebooks interleave left and right)."""
-        from tunesmith.engine.audio.codec import encode_codes
+        from tunesmith.engine.audio.codec import encode_channels
 
-        loaded, call = self.loaded, self.scheduler.call
+        encoder, call = self.loaded.model.audio_encoder, self.scheduler.call
         try:
-            parts = [samples[:, c] for c in range(samples.shape[1])]
-            codes = [call(partial(encode_codes, loaded.model.audio_encoder, p)) for p in parts]
+            return call(partial(encode_channels, encoder, samples)).to(self.loaded.device)
         except RuntimeError as exc:
             raise GenerationFailed(f"audio encoding failed: {exc}") from None
-        if len(codes) == 1:
-            return codes[0].to(self.decoder.device)
-        return _interleave(codes[0], codes[1]).to(self.decoder.device)
 
     def generate_codes(
         self,
@@ -367,20 +324,13 @@ class MusicGenEngine:
         melody: npt.NDArray[np.float32] | None,
         progress: ProgressCallback | None,
     ) -> torch.Tensor:
-        from tunesmith.engine.melody import chroma_features
-
-        generator = self._melody
-        assert generator is not None
+        assert self._melody is not None
         frames = self.frames_for(params.duration)
-        chroma = None
-        if melody is not None:
-            extractor = self.loaded.processor.feature_extractor
-            chroma = chroma_features(melody, self.sample_rate, extractor)
-        work = partial(
-            generator.generate_codes, params.prompt, chroma, frames, params.sampling, params.seed
-        )
         try:
-            codes: torch.Tensor = self.scheduler.call(work)
+            codes = self._melody.codes_for(
+                params.prompt, melody, self.sample_rate, frames, params.sampling, params.seed,
+                self.scheduler.call,
+            )  # fmt: skip
         except (RuntimeError, ValueError) as exc:
             raise GenerationFailed(f"generation failed: {exc}") from None
         if progress is not None:  # transformers' loop reports nothing on the way
@@ -437,61 +387,6 @@ class _NoSteps:
 
     def step(self, jobs: list[object]) -> None:
         raise RuntimeError("this engine does not step jobs")
-
-
-def _interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Two channels' ``(K, frames)`` codes as a stereo model's ``(2K, frames)``: L0 R0 L1 R1."""
-    import torch
-
-    return torch.stack([left, right], dim=1).reshape(-1, left.shape[1])
-
-
-def _in_passing_thread(work: Callable[[], None]) -> None:
-    """`work()` in a new thread that ends with it (raising its error here).
-
-    The OpenMP team a thread starts lives as long as the thread; loading's must not outlive it.
-    """
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            work()
-        except BaseException as exc:  # raised again in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="tunesmith-load")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-
-
-def _return_freed_memory() -> None:
-    """Give memory that loading used and no longer needs back to the OS (Linux, glibc).
-
-    transformers maps the checkpoint file; every page read while converting weights stays
-    resident while the mapping lives, even when nothing uses it any more. ``MADV_DONTNEED``
-    drops those clean file pages; a page still in use (fp32 weights, the text encoder) is read
-    back on its next touch, so this changes what is resident, never what is computed. glibc
-    also keeps freed heap until `malloc_trim`.
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        with open("/proc/self/maps") as maps:
-            regions = [line.split()[0] for line in maps if line.rstrip().endswith(".safetensors")]
-        for region in regions:
-            start, end = (int(part, 16) for part in region.split("-"))
-            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not Linux/glibc: nothing to give back this way
-        pass
-
-
-_MADV_DONTNEED = 4
 
 
 def engine_for(settings: Settings) -> MusicGenEngine:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -199,6 +201,10 @@ class _CodeCollector(BaseStreamer):
         raise _Collected
 
 
+def _run_here(work: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return work()
+
+
 class MelodyGenerator:
     """Codes from a loaded musicgen-melody, by transformers' `generate` (one call at a time)."""
 
@@ -229,6 +235,23 @@ class MelodyGenerator:
         frame_rate = int(self.model.config.audio_encoder.frame_rate)
         covered = int(extractor.n_samples) * frame_rate // int(extractor.sampling_rate)
         return min(window, covered)
+
+    def codes_for(
+        self,
+        prompt: str,
+        melody: npt.NDArray[np.float32] | None,
+        sample_rate: int,
+        frames: int,
+        sampling: SamplingParams,
+        seed: int,
+        run: Callable[[Callable[[], torch.Tensor]], torch.Tensor] = _run_here,
+    ) -> torch.Tensor:
+        """`generate_codes` for a melody's samples ``(frames, channels)`` at `sample_rate`
+        (None: no melody), the generation run by `run` (the engine's compute thread)."""
+        chroma = None
+        if melody is not None:
+            chroma = chroma_features(melody, sample_rate, self.processor.feature_extractor)
+        return run(partial(self.generate_codes, prompt, chroma, frames, sampling, seed))
 
     def generate_codes(
         self,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-__all__ = ["AudioDecoder", "context_frames", "encode_codes"]
+__all__ = ["AudioDecoder", "context_frames", "encode_channels", "encode_codes"]
 
 CHUNK_FRAMES = 50  # 1 s of musicgen audio: intermediate tensors of ~8 MB, inside the L3 cache
 
@@ -213,3 +213,12 @@ def encode_codes(audio_encoder: Any, samples: Any) -> torch.Tensor:
     encoded = audio_encoder.encode(audio.to(device)[None, None])
     codes: torch.Tensor = encoded.audio_codes[0, 0]  # (chunks, batch, K, frames) -> (K, frames)
     return codes
+
+
+def encode_channels(audio_encoder: Any, samples: Any) -> torch.Tensor:
+    """EnCodec codes of ``(frames, channels)`` samples: ``(K, frames)`` for one channel; for
+    two, each encoded alone and interleaved as a stereo MusicGen's codebooks (L0 R0 L1 R1...)."""
+    parts = [encode_codes(audio_encoder, samples[:, c]) for c in range(samples.shape[1])]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.stack(parts, dim=1).reshape(-1, parts[0].shape[1])

@@ -1,0 +1,52 @@
+"""What one generation takes (`GenerationParams`) and gives (`Track`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tunesmith.engine.model.sampling import SamplingParams
+
+__all__ = ["GenerationParams", "ProgressCallback", "Track"]
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``(steps_done, steps_total)`` after each decoder step (from the decode thread)."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What one generation needs; the API's request maps onto it (see `tunesmith.service`)."""
+
+    prompt: str
+    duration: float
+    seed: int
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    guidance_scale: float = 3.0
+    greedy: bool = False  # argmax decoding: for parity checks and benchmarks
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            guidance_scale=self.guidance_scale,
+            greedy=self.greedy,
+        )
+
+
+@dataclass(frozen=True)
+class Track:
+    """Generated audio: float32 samples ``(frames, channels)`` at `sample_rate`."""
+
+    samples: npt.NDArray[np.float32]
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return float(self.samples.shape[0] / self.sample_rate)
