@@ -1,0 +1,15 @@
+"""`tunesmith bench --long`'s measurement, on the tiny model."""
+
+from pathlib import Path
+
+from tunesmith.benchmark.long_tracks import long_section
+
+
+def test_long_section_times_each_length_in_its_own_process(tiny_model_dir: Path) -> None:
+    lines: list[str] = []
+    results = long_section(str(tiny_model_dir), [10.0, 40.0], "int8", 18.0, lines.append)
+    assert [r["duration"] for r in results] == [10.0, 40.0]
+    assert [r["windows"] for r in results] == [1, 2]
+    assert results[1]["prefilled_frames"] == 600  # the second window's 12 s of context
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in results)
+    assert len(lines) == 3 and "s per audio second" in lines[2] and "x" in lines[2]
