@@ -31,3 +31,33 @@ def test_bench_compares_with_transformers_and_reports_json(tiny_model_dir: Path)
         assert run["requests"] == 2
         assert run["identical_codes"] == 2  # batching did not change anyone's codes
         assert max(int(size) for size in run["batch_sizes"]) == 2  # and it did batch
+
+
+def test_bench_architecture_section_runs_each_preset_against_transformers(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tunesmith.cli", "bench", "-d", "1", "--cache-dir"]
+    command += [str(tmp_path), "--arch", "tiny-stereo,tiny-medium", "--arch-precision", "fp32"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    architectures = figures["architectures"]
+    assert list(architectures) == ["tiny-stereo", "tiny-medium"]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("architecture"))
+    for field in ("load s", "ms/step", "realtime", "vs transformers", "channels", "RSS peak MB"):
+        assert field in header
+    for name, channels in (("tiny-stereo", 2), ("tiny-medium", 1)):
+        arch = architectures[name]
+        assert arch["saved_now"] is True  # saved once into the cache directory, and said so
+        assert Path(arch["checkpoint"]).parent == tmp_path
+        assert f"{name}: random weights in {arch['checkpoint']}" in done.stdout
+        assert arch["shape"]["audio_channels"] == channels
+        reference, ours = arch["reference"], arch["fp32"]
+        assert reference["steps"] == ours["steps"] == 50 + 3  # stereo pairs share a delay
+        assert arch["parity"]["fp32"]["codes_equal"] is True
+        assert ours["channels"] == channels
+        for run in (reference, ours):
+            assert run["load_seconds"] > 0 and run["rss_peak_mb"] >= run["rss_after_load_mb"]
+        rows = [line.split() for line in done.stdout.splitlines() if line.startswith(name + " ")]
+        assert [row[1:3] for row in rows] == [["transformers", "fp32"], ["tunesmith", "fp32"]]
+        ratio = reference["seconds"] / ours["seconds"]
+        assert f"{ratio:.2f}x" in rows[1] and "same" in rows[1]
+    assert architectures["tiny-medium"]["shape"]["num_attention_heads"] == 6

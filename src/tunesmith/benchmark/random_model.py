@@ -2,9 +2,12 @@
 
 `save_random_musicgen` writes a directory with `save_pretrained`, exactly like a downloaded
 checkpoint, so it loads through the same `tunesmith.engine.load_model` path as
-``facebook/musicgen-small``. Presets: ``tiny`` (a few hundred KB, for tests),
-``tiny-stereo`` (the musicgen-stereo layout) and ``small`` (the musicgen-small architecture:
-same shapes and compute as the real checkpoint).
+``facebook/musicgen-small``. Presets: ``small``, ``small-stereo`` and ``medium`` have the
+shapes and compute of facebook/musicgen-small, musicgen-stereo-small and musicgen-medium;
+``tiny``, ``tiny-stereo`` and ``tiny-medium`` (tiny widths, for tests) keep their
+layouts: the stereo codebooks, medium's ratios of layers and heads to small.
+`cached_random_musicgen` saves a preset once into the user's cache and reuses it (a random
+medium is ~8 GB of fp32).
 
 A fresh EnCodec has all-zero codebooks (a checkpoint fills them), which would make every code
 decode to the same audio; they are randomised here so different codes give different audio.
@@ -12,11 +15,20 @@ decode to the same audio; they are randomised here so different codes give diffe
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRESETS", "save_random_musicgen"]
+__all__ = [
+    "PRESETS",
+    "cache_dir",
+    "cached_path",
+    "cached_random_musicgen",
+    "save_random_musicgen",
+]
 
 _CORPUS = [
     "upbeat electronic dance music with heavy bass",
@@ -81,6 +93,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # musicgen-stereo: 8 interleaved left/right codebooks, each pair delayed together
 PRESETS["tiny-stereo"] = {**PRESETS["tiny"], "stereo": True}
+PRESETS["small-stereo"] = {**PRESETS["small"], "stereo": True}  # facebook/musicgen-stereo-small
+# facebook/musicgen-medium: small's t5-base and EnCodec, a wider and twice as deep decoder
+PRESETS["medium"] = {
+    **PRESETS["small"],
+    "decoder": {
+        "vocab_size": 2048,
+        "hidden_size": 1536,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 24,
+        "ffn_dim": 6144,
+    },
+}
+# medium's shape at tiny widths: twice tiny's layers, 1.5 times its width and heads (as medium
+# to small), so the same 8-wide heads come in another count
+PRESETS["tiny-medium"] = {
+    **PRESETS["tiny"],
+    "decoder": {
+        **PRESETS["tiny"]["decoder"],
+        "hidden_size": 48,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "ffn_dim": 96,
+    },
+}
 
 
 def _tokenizer(vocab_size: int) -> Any:
@@ -89,7 +125,10 @@ def _tokenizer(vocab_size: int) -> Any:
     from transformers import T5Tokenizer
 
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        show_progress=False,  # it draws on stdout, into the benchmark's output
     )
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -156,8 +195,43 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
     return path
 
 
+def cache_dir() -> Path:
+    """Where random checkpoints are kept: beside the compiled kernels, under ``bench/``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tunesmith" / "bench"
+
+
+def cached_path(preset: str, directory: Path | None = None, seed: int = 0) -> Path:
+    """Where `cached_random_musicgen` keeps `preset`: the name holds a digest of the preset, the
+    seed and the transformers version, so a changed preset is saved anew, never reused."""
+    import transformers
+
+    key = json.dumps([PRESETS[preset], seed, transformers.__version__], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return (directory or cache_dir()) / f"musicgen-{preset}-random-{digest}"
+
+
+def cached_random_musicgen(
+    preset: str, directory: Path | None = None, seed: int = 0
+) -> tuple[Path, bool]:
+    """A random `preset` checkpoint under `directory` (default `cache_dir`), saved on first use.
+
+    Returns ``(path, saved_now)``.
+    """
+    path = cached_path(preset, directory, seed)
+    if (path / "config.json").is_file():
+        return path, False
+    # saved beside it and renamed when complete: an interrupted save is never reused
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_random_musicgen(partial, preset, seed)
+    shutil.rmtree(path, ignore_errors=True)  # a directory left without its config
+    partial.rename(path)
+    return path, True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tunesmith.benchmark.random_model DIR [--preset tiny|small]``."""
+    """``python -m tunesmith.benchmark.random_model DIR [--preset NAME]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Save a randomly initialised MusicGen checkpoint")

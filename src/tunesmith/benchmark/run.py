@@ -2,8 +2,10 @@
 
 Each measurement runs in its own process (`tunesmith.benchmark.worker`) so RSS figures are
 its own; they run one after another, never at once. Without ``--model`` the full
-musicgen-small architecture is built with random weights (same shapes and compute as the
-real checkpoint). The output ends with one JSON line of every figure.
+musicgen-small architecture runs with random weights (same shapes and compute as the real
+checkpoint), saved once into the cache directory. ``--arch`` runs other architectures
+instead (`tunesmith.benchmark.architectures`). The output ends with one JSON line of every
+figure.
 """
 
 from __future__ import annotations
@@ -11,26 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from tunesmith.benchmark.machine import describe
+from tunesmith.benchmark.worker import spawn as _worker
 
 __all__ = ["main"]
 
-
-def _worker(mode: str, model: str, out: Path, *extra: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tunesmith.benchmark.worker", mode, "--model", model]
-    command += ["--out", str(out), *extra]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker {mode} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+PRECISIONS = ("fp32", "int8")  # the CPU's
 
 
 def _say(line: str) -> None:
@@ -59,103 +51,174 @@ def _engine_line(
     _say(text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from tunesmith.benchmark.random_model import PRESETS
+
     parser = argparse.ArgumentParser(prog="tunesmith bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model directory (default: random musicgen-small)")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="clip seconds (5)")
     parser.add_argument("--concurrency", type=int, default=0, help="also serve N at once")
     parser.add_argument("--concurrency-duration", type=float, default=10.0)
     parser.add_argument("--skip-reference", action="store_true", help="no transformers run")
+    section = parser.add_argument_group(
+        "architectures",
+        "--arch runs instead of the default comparison: on each architecture, transformers "
+        "generate and tunesmith at each precision, one table row each (load time, ms/step, "
+        "realtime factor, ratio to transformers, channels, RSS, greedy codes vs transformers)",
+    )
+    section.add_argument(
+        "--arch",
+        metavar="LIST",
+        help="comma-separated architectures: random-weight presets (small, small-stereo, "
+        "medium; tiny, tiny-stereo, tiny-medium for tests) or checkpoint directories; e.g. "
+        "--arch small,small-stereo,medium",
+    )
+    section.add_argument(
+        "--arch-precision",
+        metavar="LIST",
+        default="fp32,int8",
+        help="tunesmith precisions to run on each (default fp32,int8)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where random checkpoints are saved once and reused "
+        "(default $XDG_CACHE_HOME/tunesmith/bench, else ~/.cache/tunesmith/bench)",
+    )
     args = parser.parse_args(argv)
+    args.arch = [entry for entry in (args.arch or "").split(",") if entry]
+    args.arch_precision = [p for p in args.arch_precision.split(",") if p]
+    if args.arch:
+        if args.model or args.concurrency:
+            parser.error("--model and --concurrency belong to the default comparison, not --arch")
+        for entry in args.arch:
+            if entry not in PRESETS and not (Path(entry) / "config.json").is_file():
+                parser.error(
+                    f"--arch {entry!r}: neither a preset ({', '.join(PRESETS)}) nor a "
+                    "checkpoint directory"
+                )
+        unknown = sorted(set(args.arch_precision) - set(PRECISIONS))
+        if unknown or not args.arch_precision:
+            parser.error(f"--arch-precision: choose from {', '.join(PRECISIONS)}")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    # random checkpoints are saved in this process: without transformers' warnings and bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars
     with tempfile.TemporaryDirectory(prefix="tunesmith-bench-") as tmp:
         out = Path(tmp)
-        model = args.model
-        if model is None:
-            from tunesmith.benchmark.random_model import save_random_musicgen
-
-            _say("building the musicgen-small architecture with random weights ...")
-            model = str(save_random_musicgen(out / "musicgen-small-random", preset="small"))
-        figures: dict[str, Any] = {"duration": args.duration, "model": args.model or "random"}
+        figures: dict[str, Any] = {"duration": args.duration}
         figures["machine"] = machine = describe()
         _say(
             f"machine: {machine['cpu']}, {machine['cores']} CPUs, torch CPU capability "
             f"{machine['torch_cpu_capability']}, memory read {machine['memory_read_gbps']:.1f} "
             "GB/s (512 MB, best of 5)"
         )
-        read = machine["memory_read_gbps"]
         from tunesmith.engine import kernels
 
         kernel_status = kernels.status("cpu")
         figures["kernels"] = kernel_status.path
         _say(f"kernels: {kernel_status.describe()}")
-        duration = ["--duration", str(args.duration)]
-        _say(f"clip {args.duration:g} s, prompt and weights shared by every run; greedy decoding")
+        if args.arch:
+            from tunesmith.benchmark.architectures import run_architectures
 
-        reference = None
-        if not args.skip_reference:
-            reference = _worker("reference", model, out, *duration)
-            figures["reference"] = reference
-            _engine_line("transformers fp32", reference, None, read)
-        fp32 = _worker("engine", model, out, *duration, "--precision", "fp32")
-        figures["fp32"] = fp32
-        _engine_line("tunesmith fp32", fp32, reference, read)
-        if reference is not None:
-            import torch
-
-            from tunesmith.benchmark.reference import compare_scores
-
-            parity = compare_scores(
-                torch.load(out / "reference-scores.pt"), torch.load(out / "fp32-scores.pt")
+            figures["architectures"] = run_architectures(
+                args.arch,
+                args.arch_precision,
+                args.duration,
+                out,
+                cache=args.cache_dir,
+                reference=not args.skip_reference,
+                say=_say,
             )
-            figures["parity"] = parity.as_dict()
-            verdict = (
-                "same greedy codes"
-                if parity.codes_equal
-                else (
-                    f"codes differ from step {parity.first_mismatch} "
-                    f"(reference top-2 gap there {parity.gap_at_mismatch:.2e})"
-                )
-            )
-            _say(
-                f"parity fp32 vs transformers: {verdict}; max |logit diff| "
-                f"{parity.max_abs_diff:.2e} (logits up to {parity.scale:.2f})"
-            )
-        int8 = _worker("engine", model, out, *duration, "--precision", "int8", "--teacher", "fp32")
-        figures["int8"] = int8
-        _engine_line("tunesmith int8", int8, reference, read)
-        drift = int8["vs_teacher"]
-        _say(
-            f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
-            f"mean KL {drift['mean_kl']:.2e}"
-        )
-
-        if args.concurrency:
-            many = ["--requests", str(args.concurrency)]
-            many += ["--duration", str(args.concurrency_duration)]
-            for precision in ("int8", "fp32"):
-                result = _worker("concurrency", model, out, *many, "--precision", precision)
-                figures[f"concurrency_{precision}"] = result
-                _say(
-                    f"{args.concurrency} x {args.concurrency_duration:g} s {precision}: "
-                    f"one after another {result['sequential_seconds']:.1f} s, "
-                    f"together {result['concurrent_seconds']:.1f} s: "
-                    f"{result['concurrent_audio_per_second']:.2f} vs "
-                    f"{result['sequential_audio_per_second']:.2f} audio-s per s "
-                    f"({result['speedup']:.2f}x); batched codes identical to solo for "
-                    f"{result['identical_codes']}/{result['requests']}; "
-                    f"peak RSS {result['rss_peak_mb']:.0f} MB"
-                )
-            fastest = figures["concurrency_int8"]["sequential_audio_per_second"]
-            figures["batched_int8_vs_fastest_sequential"] = (
-                figures["concurrency_int8"]["concurrent_audio_per_second"] / fastest
-            )
-            _say(
-                "batched int8 vs one-after-another int8 (fastest single mode): "
-                f"{figures['batched_int8_vs_fastest_sequential']:.2f}x"
-            )
+        else:
+            _default_section(args, out, figures)
     print(json.dumps(figures), flush=True)
     return 0
+
+
+def _default_section(args: argparse.Namespace, out: Path, figures: dict[str, Any]) -> None:
+    """musicgen-small (or --model): transformers, fp32 with parity, int8 with drift, batching."""
+    read = figures["machine"]["memory_read_gbps"]
+    figures["model"] = args.model or "random"
+    model = args.model
+    if model is None:
+        from tunesmith.benchmark.architectures import checkpoint_for
+
+        model = str(checkpoint_for("small", args.cache_dir, _say)[0])
+    duration = ["--duration", str(args.duration)]
+    _say(f"clip {args.duration:g} s, prompt and weights shared by every run; greedy decoding")
+
+    reference = None
+    if not args.skip_reference:
+        reference = _worker("reference", model, out, *duration)
+        figures["reference"] = reference
+        _engine_line("transformers fp32", reference, None, read)
+    fp32 = _worker("engine", model, out, *duration, "--precision", "fp32")
+    figures["fp32"] = fp32
+    _engine_line("tunesmith fp32", fp32, reference, read)
+    if reference is not None:
+        import torch
+
+        from tunesmith.benchmark.reference import compare_scores
+
+        parity = compare_scores(
+            torch.load(out / "reference-scores.pt"), torch.load(out / "fp32-scores.pt")
+        )
+        figures["parity"] = parity.as_dict()
+        verdict = (
+            "same greedy codes"
+            if parity.codes_equal
+            else (
+                f"codes differ from step {parity.first_mismatch} "
+                f"(reference top-2 gap there {parity.gap_at_mismatch:.2e})"
+            )
+        )
+        _say(
+            f"parity fp32 vs transformers: {verdict}; max |logit diff| "
+            f"{parity.max_abs_diff:.2e} (logits up to {parity.scale:.2f})"
+        )
+    int8 = _worker("engine", model, out, *duration, "--precision", "int8", "--teacher", "fp32")
+    figures["int8"] = int8
+    _engine_line("tunesmith int8", int8, reference, read)
+    drift = int8["vs_teacher"]
+    _say(
+        f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
+        f"mean KL {drift['mean_kl']:.2e}"
+    )
+    if args.concurrency:
+        _concurrency_section(args, model, out, figures)
+
+
+def _concurrency_section(
+    args: argparse.Namespace, model: str, out: Path, figures: dict[str, Any]
+) -> None:
+    many = ["--requests", str(args.concurrency), "--duration", str(args.concurrency_duration)]
+    for precision in ("int8", "fp32"):
+        result = _worker("concurrency", model, out, *many, "--precision", precision)
+        figures[f"concurrency_{precision}"] = result
+        _say(
+            f"{args.concurrency} x {args.concurrency_duration:g} s {precision}: "
+            f"one after another {result['sequential_seconds']:.1f} s, "
+            f"together {result['concurrent_seconds']:.1f} s: "
+            f"{result['concurrent_audio_per_second']:.2f} vs "
+            f"{result['sequential_audio_per_second']:.2f} audio-s per s "
+            f"({result['speedup']:.2f}x); batched codes identical to solo for "
+            f"{result['identical_codes']}/{result['requests']}; "
+            f"peak RSS {result['rss_peak_mb']:.0f} MB"
+        )
+    fastest = figures["concurrency_int8"]["sequential_audio_per_second"]
+    figures["batched_int8_vs_fastest_sequential"] = (
+        figures["concurrency_int8"]["concurrent_audio_per_second"] / fastest
+    )
+    _say(
+        "batched int8 vs one-after-another int8 (fastest single mode): "
+        f"{figures['batched_int8_vs_fastest_sequential']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """One benchmark measurement in its own process, so its memory figures are its own.
 
-``python -m tunesmith.benchmark.worker MODE --model DIR ...`` prints one JSON line. Modes:
+``python -m tunesmith.benchmark.worker MODE --model DIR ...`` prints one JSON line (`spawn`
+runs one and reads it back). Modes:
 
 - ``reference``: transformers `generate` (fp32, greedy, guidance 3) end to end; saves scores.
 - ``engine``: tunesmith's engine at ``--precision``, one request end to end (greedy); saves
@@ -15,6 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["main", "rss_mb"]
+__all__ = ["main", "rss_mb", "spawn"]
 
 PROMPT = "upbeat electronic dance music with heavy bass"
 
@@ -36,27 +40,51 @@ def rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def spawn(mode: str, model: str, out: Path, *extra: str) -> dict[str, Any]:
+    """Run one measurement in a new process (this module) and return its figures."""
+    command = [sys.executable, "-m", "tunesmith.benchmark.worker", mode, "--model", model]
+    command += ["--out", str(out), *extra]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+    env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' bars, in its error output
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {mode} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _reference(args: argparse.Namespace) -> dict[str, Any]:
     from tunesmith.benchmark.reference import reference_scores
     from tunesmith.engine.loader import load_model
 
+    start = time.perf_counter()
     loaded = load_model(args.model, "cpu")
+    load_seconds = time.perf_counter() - start
     after_load = rss_mb()[0]
     frames = math.ceil(args.duration * loaded.frame_rate)
-    steps = frames + max(0, loaded.num_codebooks - 1)
+    # the last codebook's delay; a stereo model delays each left/right pair together
+    steps = frames + loaded.num_codebooks // loaded.audio_channels - 1
     start = time.perf_counter()
     scores = reference_scores(loaded.model, loaded.processor, PROMPT, steps, 3.0)
     seconds = time.perf_counter() - start
     torch.save(scores, args.out / "reference-scores.pt")
-    return {"seconds": seconds, "steps": steps, "rss_after_load_mb": after_load}
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "audio_seconds": args.duration,  # generate decodes the audio too
+        "load_seconds": load_seconds,
+        "rss_after_load_mb": after_load,
+    }
 
 
 def _engine(args: argparse.Namespace) -> dict[str, Any]:
     from tunesmith.benchmark.reference import compare_scores, engine_scores
     from tunesmith.engine import GenerationParams, MusicGenEngine
 
+    start = time.perf_counter()
     engine = MusicGenEngine(args.model, "cpu", precision=args.precision, max_batch=1)
     engine.setup()
+    load_seconds = time.perf_counter() - start
     after_load = rss_mb()[0]
     params = GenerationParams(PROMPT, args.duration, seed=0, greedy=True)
     loaded, decoder = engine.loaded, engine.decoder
@@ -76,6 +104,8 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
         "decode_seconds": decoded - encoded,
         "steps": job.steps,
         "audio_seconds": track.duration,
+        "channels": track.samples.shape[1],
+        "load_seconds": load_seconds,
         "weight_mb": decoder.step_bytes([job]) / 1e6,
         "rss_after_load_mb": after_load,
         "rss_after_run_mb": rss_mb()[0],
