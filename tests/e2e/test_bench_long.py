@@ -13,3 +13,26 @@ def test_long_section_times_each_length_in_its_own_process(tiny_model_dir: Path)
     assert results[1]["prefilled_frames"] == 600  # the second window's 12 s of context
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in results)
     assert len(lines) == 3 and "s per audio second" in lines[2] and "x" in lines[2]
+
+
+def test_bench_long_and_melody_flags_run_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def bench(*args: str) -> tuple[str, dict[str, object]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "tunesmith.cli", "bench", *args, "--cache-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
+
+    out, figures = bench("--long", "5,35", "--model", str(tiny_model_dir))
+    assert "s per audio second" in out and len(figures["long"]) == 2  # type: ignore[arg-type]
+    out, figures = bench("--melody", "tiny", "-d", "2")
+    assert "melody tiny (transformers generate, fp32): 2 s clip" in out
+    assert figures["melody"]["duration"] == 2.0  # type: ignore[index]

@@ -80,6 +80,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="tunesmith precisions to run on each (default fp32,int8)",
     )
     parser.add_argument(
+        "--long",
+        metavar="LIST",
+        help="instead: seconds of compute per second of audio for tracks of these lengths, "
+        "e.g. --long 30,60,120 (tunesmith only: transformers stops at one window)",
+    )
+    parser.add_argument("--long-precision", default="int8", choices=PRECISIONS)
+    parser.add_argument("--stride", type=float, default=18.0, help="--long's extend stride")
+    parser.add_argument(
+        "--melody",
+        metavar="PRESET",
+        choices=["tiny", "small"],
+        help="instead: time musicgen-melody (random weights; small is its real architecture)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         help="where random checkpoints are saved once and reused "
@@ -123,7 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         kernel_status = kernels.status("cpu")
         figures["kernels"] = kernel_status.path
         _say(f"kernels: {kernel_status.describe()}")
-        if args.arch:
+        if args.long:
+            from tunesmith.benchmark.architectures import checkpoint_for
+            from tunesmith.benchmark.long_tracks import long_section
+
+            model = args.model or str(checkpoint_for("small", args.cache_dir, _say)[0])
+            lengths = [float(v) for v in args.long.split(",") if v]
+            figures["long"] = long_section(model, lengths, args.long_precision, args.stride, _say)
+        elif args.melody:
+            from tunesmith.benchmark.melody import melody_section
+
+            figures["melody"] = melody_section(args.melody, args.duration, args.cache_dir, _say)
+        elif args.arch:
             from tunesmith.benchmark.architectures import run_architectures
 
             figures["architectures"] = run_architectures(
