@@ -9,9 +9,10 @@ real service checks, and forwards each invocation to the container's ``POST /inv
         container non-2xx  -> 424 ModelError (OriginalStatusCode, OriginalMessage)
         no answer in time  -> 424 ModelError "Received server error (0) ... timed out ..."
     POST /endpoints/{name}/async-invocations  InvokeEndpointAsync: 202 + OutputLocation at once;
-        a worker thread invokes the container and writes its answer to S3 (a real S3 server) at
-        ``{output_path}/{S3OutputPathExtension}/{Filename}``, or an error document under
-        ``failure_path``
+        a worker thread reads the request (the body inline, or the S3 object at InputLocation,
+        sent with the call's ContentType), invokes the container and writes its answer to S3 (a
+        real S3 server) at ``{output_path}/{S3OutputPathExtension}/{Filename}``, or an error
+        document under ``failure_path``
 
 Unsigned requests get 403, unknown endpoints 400 ValidationError, and `fail_next` makes the
 next call fail the way SageMaker does (throttling, unavailable, a container that crashed).
@@ -35,7 +36,9 @@ __all__ = ["Fault", "SageMakerStandIn"]
 
 ACCOUNT = "123456789012"
 _MODEL = botocore.session.get_session().get_service_model("sagemaker-runtime")
-_ASYNC_INPUT = _MODEL.operation_model("InvokeEndpointAsync").input_shape.members
+_ASYNC_SHAPE = _MODEL.operation_model("InvokeEndpointAsync").input_shape
+assert _ASYNC_SHAPE is not None
+_ASYNC_INPUT = _ASYNC_SHAPE.members
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,11 @@ class SageMakerStandIn:
             headers = {"content-type": h.get("x-amzn-sagemaker-content-type", "")}
             if "x-amzn-sagemaker-accept" in h:
                 headers["accept"] = h["x-amzn-sagemaker-accept"]
+            source = h.get("x-amzn-sagemaker-inputlocation")
             worker = threading.Thread(
-                target=self._process_async, args=(body, headers, output, failure), daemon=True
+                target=self._process_async,
+                args=(body, source, headers, output, failure),
+                daemon=True,
             )
             self._workers.append(worker)
             worker.start()
@@ -218,9 +224,12 @@ class SageMakerStandIn:
         return answer.status_code, dict(answer.headers), answer.content
 
     def _process_async(
-        self, body: bytes, headers: dict[str, str], output: str, failure: str
+        self, body: bytes, source: str | None, headers: dict[str, str], output: str, failure: str
     ) -> None:
         assert self.s3_client is not None
+        if source is not None:  # read when the request is processed, as SageMaker does
+            bucket, key = _split(source)
+            body = self.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
         try:
             answer = httpx.post(
                 f"{self.container_url}/invocations",

@@ -6,8 +6,11 @@
   Its role may write its own logs, invoke this endpoint, and put (and, after a failed put,
   delete) objects under the track prefix, nothing else.
 * The REST API (Regional) has one method, ``POST /generate``, a Lambda proxy integration with
-  the body validated against the request contract first, stage and usage-plan throttling, an
+  a JSON body validated against the request contract first, stage and usage-plan throttling, an
   API key by default, access logs, and gateway errors answered in tunesmith's JSON shape.
+  ``multipart/form-data`` (uploads) is a binary media type, so it reaches the function
+  base64-encoded and intact; the gateway validates it against no model (models are JSON
+  Schema, and a content type with no model mapped is not validated): the function does.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from tunesmith.aws.deployment import ASYNC_MAX_DURATION, INPUT_PREFIX
+from tunesmith.schema import GenerateRequest
+from tunesmith.uploads import MULTIPART, UPLOAD_FIELDS
 from tunesmith_deploy.bundling import REPO_ROOT, LocalPipBundling, docker_command
 from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.model_endpoint import ModelEndpoint, engine_image_args
 from tunesmith_deploy.nag import acknowledge, wildcard_finding
 from tunesmith_deploy.request_model import request_schema
 
-__all__ = ["HANDLER", "RUNTIME", "GenerateService", "gateway_errors"]
+__all__ = ["HANDLER", "RUNTIME", "GenerateService", "contract_message", "gateway_errors"]
 
 HANDLER = "tunesmith.aws.lambda_handler.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -39,21 +45,35 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 # `$context.error.messageString` is the one that comes quoted as a JSON string. The detailed
 # `validationErrorString` holds raw double quotes, so the body refusal names the schema instead.
 _CONTRACT = (
-    "the body must be a JSON object: prompt (text, required), and optionally duration "
-    "(seconds, 1 to {max_duration:g}), seed, temperature, top_k, top_p, guidance_scale, "
-    "format (wav or flac); unknown fields are refused"
+    "the body must be a JSON object (or a multipart/form-data form of the same fields, with "
+    "the files {files}): prompt (text, required), and optionally duration (seconds, 1 to "
+    "{max_duration:g} on the {variant} variant{longer}), {optional}; unknown fields are refused"
 )
 
 
+def contract_message(variant: str, max_duration: float) -> str:
+    """What the gateway says when the request model refuses a body (field by field, from the
+    contract), naming the async variant where longer tracks are made."""
+    optional = [name for name in GenerateRequest.model_fields if name not in ("prompt", "duration")]
+    longer = ""
+    if variant != "async" and max_duration < ASYNC_MAX_DURATION:
+        longer = f"; the async variant makes up to {ASYNC_MAX_DURATION:g} s"
+    return _CONTRACT.format(
+        files=" and ".join(UPLOAD_FIELDS),
+        max_duration=max_duration,
+        variant=variant,
+        longer=longer,
+        optional=", ".join(optional),
+    )
+
+
 def gateway_errors(
-    api_timeout: int, max_duration: float
+    api_timeout: int, contract: str
 ) -> dict[apigw.ResponseType, tuple[str | None, str]]:
     """Gateway response type -> (status, or None to keep the gateway's, JSON template)."""
 
     def body(code: str, message: str = "$context.error.messageString", extra: str = "") -> str:
         return f'{{"error":"{code}","message":{message}{extra}}}'
-
-    contract = json.dumps(_CONTRACT.format(max_duration=max_duration))
 
     timeout = (
         f'"the track took longer than API Gateway waits ({api_timeout} s); ask for a shorter '
@@ -61,7 +81,7 @@ def gateway_errors(
     )
     return {
         apigw.ResponseType.BAD_REQUEST_BODY: (
-            "422", body("invalid_request", contract, ',"fields":[]')
+            "422", body("invalid_request", json.dumps(contract), ',"fields":[]')
         ),
         apigw.ResponseType.INVALID_API_KEY: (
             "401", body("unauthorized", '"missing or wrong API key (send it as x-api-key)"')
@@ -128,11 +148,26 @@ class GenerateService(Construct):
                 "nothing outside it. Delete removes a track whose upload failed; get signs "
                 "presigned URLs.",
             )
+        if config.variant == "async":  # a form with uploads goes to SageMaker through S3
+            inputs = bucket.arn_for_objects(f"{INPUT_PREFIX}*")
+            role.add_to_policy(
+                iam.PolicyStatement(actions=["s3:PutObject", "s3:DeleteObject"], resources=[inputs])
+            )
+            policy = role.node.find_child("DefaultPolicy")
+            acknowledge(
+                policy,
+                wildcard_finding(policy, inputs),
+                "Each queued form gets a fresh random key under the private input prefix, which "
+                "the endpoint reads; delete removes one whose request failed to queue.",
+            )
         environment = {
             "TUNESMITH_S3_BUCKET": bucket.bucket_name,
             "TUNESMITH_S3_PREFIX": config.prefix,
             "TUNESMITH_URL_MODE": config.url_mode,
-            "TUNESMITH_MAX_DURATION": f"{config.max_duration:g}",
+            "TUNESMITH_MAX_DURATION": f"{config.duration_limit:g}",
+            "TUNESMITH_MAX_UPLOAD_BYTES": str(config.upload_limit),
+            "TUNESMITH_VARIANT": config.variant,
+            "TUNESMITH_TIME_LIMIT": str(config.time_limit),
         }
         if endpoint is not None:
             action = "InvokeEndpointAsync" if config.variant == "async" else "InvokeEndpoint"
@@ -206,6 +241,7 @@ class GenerateService(Construct):
             "Api",
             description="tunesmith: POST /generate turns a prompt into a stored track",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            binary_media_types=[MULTIPART],  # uploads reach the function intact, base64
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
             deploy_options=apigw.StageOptions(
@@ -228,7 +264,8 @@ class GenerateService(Construct):
                 ),
             ),
         )
-        errors = gateway_errors(config.api_timeout, config.max_duration)
+        contract = contract_message(config.variant, config.duration_limit)
+        errors = gateway_errors(config.api_timeout, contract)
         for response_type, (status, template) in errors.items():
             name = response_type.response_type  # jsii gives a new object per access: compare names
             self.api.add_gateway_response(
@@ -242,7 +279,7 @@ class GenerateService(Construct):
             "GenerateRequest",
             content_type="application/json",
             model_name="GenerateRequest",
-            schema=request_schema(config.max_duration),
+            schema=request_schema(config.duration_limit),
         )
         validator = self.api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
@@ -255,6 +292,7 @@ class GenerateService(Construct):
             ),
             api_key_required=config.api_key,
             request_validator=validator,
+            # JSON only: a form has no model mapped, so the gateway passes it unvalidated
             request_models={"application/json": model},
         )
         self.generate_url = self.api.url_for_path("/generate")

@@ -4,7 +4,9 @@
 and nothing else: ACLs stay blocked (``BLOCK_ACLS_ONLY``) and one bucket-policy statement
 grants ``s3:GetObject`` on ``<prefix>*``. ``url_mode=presigned`` blocks all public access and
 the API answers with presigned URLs instead. Server access logs go to a second, private
-bucket; an optional lifecycle rule expires tracks after ``expire_days``.
+bucket; an optional lifecycle rule expires tracks after ``expire_days``. The async variant's
+forms (requests with uploads) wait under ``music-inputs/``, private, for a day at most:
+SageMaker reads each within hours (6 h in its queue at most, 1 h processing).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from tunesmith.aws.deployment import INPUT_PREFIX
 from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.nag import acknowledge
 
@@ -48,6 +51,12 @@ class TrackBucket(Construct):
                 abort_incomplete_multipart_upload_after=Duration.days(1),
             )
         ]
+        if config.variant == "async":
+            rules.append(
+                s3.LifecycleRule(
+                    id="ExpireInputs", prefix=INPUT_PREFIX, expiration=Duration.days(1)
+                )
+            )
         if config.expire_days:
             rules.append(
                 s3.LifecycleRule(

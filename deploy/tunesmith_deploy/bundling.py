@@ -1,11 +1,12 @@
 """Packaging the Lambda function's code without Docker: tunesmith plus what the handler imports.
 
 The function (`tunesmith.aws.lambda_handler`) needs tunesmith's pure-Python source, pydantic,
-pydantic-settings and boto3 (bundled, not the runtime's copy, so the API parameters it uses
-are known to exist) and nothing heavy: no torch, numpy or transformers. `bundle_lambda` runs
-``pip install --target`` for the Lambda's Python version and platform (manylinux wheels only),
-so it works on any machine with network access to PyPI; the versions come from tunesmith's
-own ``pyproject.toml``, so the function and the package never drift apart.
+pydantic-settings, python-multipart (forms with uploads) and boto3 (bundled, not the runtime's
+copy, so the API parameters it uses are known to exist) and nothing heavy: no torch, numpy or
+transformers. `bundle_lambda` runs ``pip install --target`` for the Lambda's Python version and
+platform (manylinux wheels only), so it works on any machine with network access to PyPI; the
+versions come from tunesmith's own ``pyproject.toml``, so the function and the package never
+drift apart.
 
 `LocalPipBundling` plugs that into CDK asset bundling (``ILocalBundling``); the Docker
 ``command`` beside it does the same inside the Lambda build image, for machines where local
@@ -36,7 +37,7 @@ __all__ = [
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 # Distributions the handler imports, by name; their version ranges come from pyproject.toml.
-LAMBDA_DEPENDENCIES: Final = ("pydantic", "pydantic-settings", "boto3")
+LAMBDA_DEPENDENCIES: Final = ("pydantic", "pydantic-settings", "python-multipart", "boto3")
 _IGNORED: Final = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 

@@ -13,28 +13,54 @@ Variants and what shapes them (DESIGN.md, "AWS limits"):
                 endpoint writes the track to S3 (up to 1 h per request, 1 GB payloads)
     lambda      no SageMaker: the engine runs in a Lambda container image (CPU, <= 10 GB,
                 15 min), behind the same API
+
+Each variant takes tracks as long as it can make within its time limit (`time_limit`: the
+tightest of API Gateway's wait, SageMaker's 60 s and the function's own limit) at the speed
+assumed for where its engine runs (`SECONDS_PER_AUDIO_SECOND`); longer ones are refused up
+front, naming the async variant, rather than timing out. ``-c max_duration=...`` overrides it.
+Uploads are capped to what reaches the model tier: a form travels base64-encoded in the
+function's event (6 MB) and then to SageMaker (4 MB serverless).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from tunesmith.config import HARD_MAX_DURATION
+from tunesmith.aws.deployment import (
+    ASYNC_MAX_DURATION,
+    INPUT_PREFIX,
+    LAMBDA_EVENT_BODY_BYTES,
+    REQUEST_LIMITS,
+    VARIANTS,
+    Variant,
+)
+from tunesmith.config import HARD_MAX_DURATION, WINDOW_SECONDS
 from tunesmith.storage.base import PREFIX_PATTERN
 
-__all__ = ["DeployConfig", "Variant"]
+__all__ = ["SECONDS_PER_AUDIO_SECOND", "DeployConfig", "Variant", "longest_track"]
 
-Variant = Literal["serverless", "realtime", "async", "lambda"]
-VARIANTS: Final[tuple[Variant, ...]] = ("serverless", "realtime", "async", "lambda")
 CPU_TORCH_INDEX: Final = "https://download.pytorch.org/whl/cpu"
 GPU_TORCH_INDEX: Final = "https://download.pytorch.org/whl/cu128"
 # API Gateway REST integrations stop at 29 s unless the Regional API's quota is raised.
 DEFAULT_API_TIMEOUT: Final = 29
 # SageMaker waits at most 60 s for a real-time or serverless container's answer.
 SAGEMAKER_SYNC_LIMIT: Final = 60
+# Seconds of compute per second of audio where the engine runs, end to end for a short clip:
+SECONDS_PER_AUDIO_SECOND: Final = {
+    "cpu fp32": 3.9,  # measured: 77.9 ms/step, `tunesmith bench -d 6`, 2-vCPU AVX2 EPYC (README)
+    "cpu int8": 1.35,  # measured: 26.8 ms/step, the same run
+    "gpu": 1.0,  # assumed, not measured: a T4 (ml.g4dn) decoding about as fast as realtime
+}
+# Each window after the first re-reads this much of the last one before adding the stride.
+_WINDOW_OVERLAP: Final = 12.0
+# Kept from the time limit for what follows the track: storing it and answering.
+_ANSWER_SECONDS: Final = 2
+# The function's own fields and form headers, beside the uploads.
+_FORM_FIELDS_BYTES: Final = 64 * 1024
 PAYLOAD_LIMITS: Final[dict[Variant, int]] = {
     "serverless": 4_000_000,  # 4 MB
     "realtime": 6 * 1024 * 1024,  # 6 MB (InvokeEndpoint's body limit, 6291456 bytes)
@@ -56,7 +82,7 @@ class DeployConfig:
     throttle_rate: float = 5.0  # requests per second, steady
     throttle_burst: int = 10
     api_timeout: int = DEFAULT_API_TIMEOUT  # seconds; above 29 needs a quota increase
-    max_duration: float = 30.0
+    max_duration: float = 0.0  # 0: what the variant can make within its time limit
     model: str = "facebook/musicgen-small"  # baked into the image at build time
     precision: str = "auto"
     serverless_memory: int = 6144
@@ -73,14 +99,16 @@ class DeployConfig:
         checks: list[tuple[str, bool, str]] = [
             ("variant", self.variant in VARIANTS, f"one of {', '.join(VARIANTS)}"),
             ("url_mode", self.url_mode in ("public", "presigned"), "public or presigned"),
-            ("prefix", bool(self.prefix) and PREFIX_PATTERN.fullmatch(self.prefix) is not None,
-             "a key prefix such as music-output/"),
+            ("prefix", bool(self.prefix) and PREFIX_PATTERN.fullmatch(self.prefix) is not None
+             and not self.prefix.startswith(INPUT_PREFIX),
+             f"a key prefix such as music-output/, outside {INPUT_PREFIX}"),
             ("expire_days", 0 <= self.expire_days <= 36500, "0 (keep) to 36500 days"),
             ("throttle_rate", 0 < self.throttle_rate <= 10000, "> 0 requests per second"),
             ("throttle_burst", 0 < self.throttle_burst <= 5000, "1 to 5000"),
             ("api_timeout", 1 <= self.api_timeout <= 900, "1 to 900 seconds"),
-            ("max_duration", 1 <= self.max_duration <= HARD_MAX_DURATION,
-             f"1 to {HARD_MAX_DURATION:g} seconds"),
+            ("max_duration",
+             self.max_duration == 0 or 1 <= self.max_duration <= HARD_MAX_DURATION,
+             f"1 to {HARD_MAX_DURATION:g} seconds (0: what the variant can make in time)"),
             ("serverless_memory", self.serverless_memory in range(1024, 6145, 1024),
              "1024, 2048, 3072, 4096, 5120 or 6144 MB"),
             ("serverless_concurrency", 1 <= self.serverless_concurrency <= 200, "1 to 200"),
@@ -141,6 +169,37 @@ class DeployConfig:
         return max(1, min(self.api_timeout - 2, SAGEMAKER_SYNC_LIMIT + 5))
 
     @property
+    def time_limit(self) -> int:
+        """Seconds one request may take on this variant, answer included."""
+        if self.variant == "async":
+            return self.async_timeout
+        if self.variant == "lambda":
+            return max(1, min(self.api_timeout, self.lambda_timeout) - _ANSWER_SECONDS)
+        return max(1, min(self.api_timeout - _ANSWER_SECONDS, SAGEMAKER_SYNC_LIMIT))
+
+    @property
+    def speed(self) -> float:
+        """The assumed seconds of compute per second of audio (`SECONDS_PER_AUDIO_SECOND`)."""
+        if self.gpu:
+            return SECONDS_PER_AUDIO_SECOND["gpu"]
+        return SECONDS_PER_AUDIO_SECOND["cpu int8" if self.precision == "int8" else "cpu fp32"]
+
+    @property
+    def duration_limit(self) -> float:
+        """The longest track the API takes: ``-c max_duration``, else what fits in time."""
+        if self.max_duration:
+            return self.max_duration
+        longest = longest_track(self.time_limit, self.speed)
+        return min(longest, ASYNC_MAX_DURATION) if self.variant == "async" else longest
+
+    @property
+    def upload_limit(self) -> int:
+        """The largest upload that can reach the model tier in one request."""
+        limit = REQUEST_LIMITS[self.variant]
+        body = LAMBDA_EVENT_BODY_BYTES if limit is None else min(limit, LAMBDA_EVENT_BODY_BYTES)
+        return body - _FORM_FIELDS_BYTES
+
+    @property
     def function_timeout(self) -> int:
         """The Lambda function's own time limit, seconds."""
         if self.variant == "lambda":
@@ -148,6 +207,16 @@ class DeployConfig:
         if self.variant == "async":
             return 30  # it only queues the request
         return self.invoke_timeout + 10
+
+
+def longest_track(seconds: float, speed: float) -> float:
+    """The longest track, whole seconds, made in `seconds` at `speed` (compute seconds per
+    audio second). Past one window, each stride of new audio also re-reads the overlap."""
+    made = seconds / speed
+    if made > WINDOW_SECONDS:
+        stride = WINDOW_SECONDS - _WINDOW_OVERLAP
+        made = WINDOW_SECONDS + (made - WINDOW_SECONDS) * stride / WINDOW_SECONDS
+    return float(max(1, min(math.floor(made), HARD_MAX_DURATION)))
 
 
 def _coerce(name: str, raw: Any, kind: type) -> Any:

@@ -7,10 +7,11 @@ baked in at build time (``-c model=...``). The endpoint configuration follows th
     serverless  ServerlessConfig(MemorySizeInMB, MaxConcurrency): CPU, per-inference billing
     realtime    an instance (ml.g4dn.xlarge by default, a T4 GPU) answering synchronously
     async       an instance plus AsyncInferenceConfig: answers are written to
-                s3://<bucket>/<prefix><id>/track.<format>, failures under music-failures/
+                s3://<bucket>/<prefix><id>/track.<format>, failures under music-failures/;
+                a request with uploads is read from music-inputs/
 
 The execution role may pull this image, write this endpoint's logs and (async) put objects
-under the track and failure prefixes only.
+under the track and failure prefixes and read those under the input prefix only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from tunesmith.aws.deployment import INPUT_PREFIX
 from tunesmith_deploy.bucket import FAILURE_PREFIX
 from tunesmith_deploy.bundling import REPO_ROOT
 from tunesmith_deploy.config import DeployConfig
@@ -91,16 +93,20 @@ class ModelEndpoint(Construct):
             if config.variant == "async"
             else []
         )
+        inputs = []
         if answers:
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["s3:PutObject", "s3:AbortMultipartUpload"], resources=answers
                 )
             )
-        self._acknowledge_role(log_streams, answers)
+            inputs = [bucket.arn_for_objects(f"{INPUT_PREFIX}*")]
+            self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=inputs))
+        self._acknowledge_role(log_streams, answers, inputs)
 
         environment = {
-            "TUNESMITH_MAX_DURATION": f"{config.max_duration:g}",
+            "TUNESMITH_MAX_DURATION": f"{config.duration_limit:g}",
+            "TUNESMITH_MAX_UPLOAD_BYTES": str(config.upload_limit),
             "TUNESMITH_MAX_RESPONSE_BYTES": str(config.payload_limit),
             "TUNESMITH_PRECISION": config.precision,
             "TUNESMITH_DEVICE": "cuda" if config.gpu else "cpu",
@@ -168,7 +174,7 @@ class ModelEndpoint(Construct):
             ),
         )
 
-    def _acknowledge_role(self, log_streams: str, answers: list[str]) -> None:
+    def _acknowledge_role(self, log_streams: str, answers: list[str], inputs: list[str]) -> None:
         policy = self.role.node.find_child("DefaultPolicy")
         acknowledge(
             policy,
@@ -190,4 +196,11 @@ class ModelEndpoint(Construct):
                 wildcard_finding(policy, objects),
                 "Asynchronous answers get a fresh key per request: put is allowed under "
                 "this prefix only.",
+            )
+        for objects in inputs:
+            acknowledge(
+                policy,
+                wildcard_finding(policy, objects),
+                "A queued request with uploads is an object with a fresh key under the private "
+                "input prefix: get is allowed there only, to read the request.",
             )

@@ -38,7 +38,7 @@ class TunesmithStack(Stack):
         )
         CfnOutput(self, "Variant", value=config.variant)
         CfnOutput(self, "GenerateUrl", value=self.service.generate_url,
-                  description="POST a JSON body here (see the README)")  # fmt: skip
+                  description="POST a JSON body or a form with uploads here (README)")  # fmt: skip
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         if self.model is not None:
             CfnOutput(self, "EndpointName", value=self.model.endpoint_name)

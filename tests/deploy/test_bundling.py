@@ -40,7 +40,8 @@ def test_the_bundle_holds_the_handler_and_its_dependencies_and_nothing_heavy(
     bundle: Path,
 ) -> None:
     top = {p.name for p in bundle.iterdir()}
-    assert {"tunesmith", "pydantic", "pydantic_core", "pydantic_settings", "boto3"} <= top
+    assert {"tunesmith", "pydantic", "pydantic_core", "pydantic_settings", "python_multipart",
+            "boto3"} <= top  # fmt: skip
     assert not top & set(HEAVY)
     assert (bundle / "tunesmith" / "aws" / "lambda_handler.py").is_file()
     assert not list(bundle.rglob("__pycache__"))
@@ -49,24 +50,34 @@ def test_the_bundle_holds_the_handler_and_its_dependencies_and_nothing_heavy(
 
 
 def test_the_handler_runs_from_the_bundle_alone(bundle: Path) -> None:
+    """A JSON body and a form (python-multipart parses it), each refused for its duration."""
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="duration"\r\n\r\n99\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="input_audio"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF\r\n--b--\r\n"
+    )
     script = f"""
-import json, sys
+import base64, json, sys
 sys.path.insert(0, {str(bundle)!r})
 from tunesmith.aws.lambda_handler import handler
 event = {{"httpMethod": "POST", "resource": "/generate", "path": "/generate",
           "headers": None, "body": '{{"prompt": "a", "duration": 99}}',
           "isBase64Encoded": False, "requestContext": {{"requestId": "r-1"}}}}
-answer = handler(event, None)
-import boto3, pydantic_core
+form = {{**event, "headers": {{"Content-Type": "multipart/form-data; boundary=b"}},
+         "body": base64.b64encode({form!r}).decode(), "isBase64Encoded": True}}
+answers = [handler(event, None), handler(form, None)]
+import boto3, pydantic_core, python_multipart
 print(json.dumps({{
-    "status": answer["statusCode"],
-    "fields": [f["field"] for f in json.loads(answer["body"])["fields"]],
+    "status": [answer["statusCode"] for answer in answers],
+    "fields": [f["field"] for answer in answers for f in json.loads(answer["body"])["fields"]],
     "outside": sorted({{m.__file__.split("/site-packages/")[0] for m in list(sys.modules.values())
                         if "site-packages" in (getattr(m, "__file__", None) or "")}}),
     "heavy": [m for m in {HEAVY!r} if m in sys.modules],
 }}))
 """
     env = {"TUNESMITH_S3_BUCKET": "tracks", "TUNESMITH_ENDPOINT_NAME": "tunesmith-serverless",
+           "TUNESMITH_MAX_DURATION": "30", "TUNESMITH_VARIANT": "serverless",
            "AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", script],  # no site-packages: the bundle only
@@ -77,4 +88,6 @@ print(json.dumps({{
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert result == {"status": 422, "fields": ["duration"], "outside": [], "heavy": []}
+    assert result == {
+        "status": [422, 422], "fields": ["duration", "duration"], "outside": [], "heavy": [],
+    }  # fmt: skip

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from cdk_synth import CDK_CONTEXT, DEPLOY
-from tunesmith_deploy.config import CPU_TORCH_INDEX, GPU_TORCH_INDEX, DeployConfig
+from tunesmith.aws.deployment import LAMBDA_EVENT_BODY_BYTES
+from tunesmith_deploy.config import (
+    CPU_TORCH_INDEX,
+    GPU_TORCH_INDEX,
+    SECONDS_PER_AUDIO_SECOND,
+    DeployConfig,
+    longest_track,
+)
 
 
 def config(**context: Any) -> DeployConfig:
@@ -53,6 +60,44 @@ def test_async_and_lambda_timeouts() -> None:
 
 
 @pytest.mark.parametrize(
+    ("context", "time_limit", "speed", "duration"),
+    [
+        ({}, 27, "cpu fp32", 6),  # serverless: API Gateway's 29 s less 2 to store the track
+        ({"precision": "int8"}, 27, "cpu int8", 20),
+        ({"api_timeout": "62"}, 60, "cpu fp32", 15),  # SageMaker's 60 s caps a raised wait
+        ({"variant": "realtime"}, 27, "gpu", 27),
+        ({"variant": "realtime", "instance_type": "ml.c5.xlarge"}, 27, "cpu fp32", 6),
+        ({"variant": "lambda"}, 27, "cpu fp32", 6),
+        ({"variant": "lambda", "api_timeout": "300"}, 298, "cpu fp32", 57),
+        ({"variant": "async"}, 3600, "gpu", 300),  # the design's default for long tracks
+        ({"variant": "async", "async_timeout": "60"}, 60, "gpu", 48),
+        ({"max_duration": "20"}, 27, "cpu fp32", 20),  # asked for: taken as given
+    ],
+)
+def test_each_variant_takes_the_tracks_it_can_make_within_its_time_limit(
+    context: dict[str, str], time_limit: int, speed: str, duration: float
+) -> None:
+    chosen = config(**context)
+    assert (chosen.time_limit, chosen.speed) == (time_limit, SECONDS_PER_AUDIO_SECOND[speed])
+    assert chosen.duration_limit == duration
+
+
+def test_past_one_window_each_stride_also_re_reads_the_overlap() -> None:
+    assert longest_track(30, 1.0) == 30
+    assert longest_track(60, 1.0) == 48  # 30 s, then 18 s new of the next 30 s window
+    assert longest_track(0.5, 3.9) == 1  # never below a second
+    assert longest_track(10**6, 0.01) == 3600
+
+
+def test_uploads_are_capped_to_what_reaches_the_model_tier() -> None:
+    # a form travels base64 in the function's 6 MB event, then to SageMaker (4 MB serverless)
+    assert config().upload_limit == 4_000_000 - 64 * 1024
+    for variant in ("realtime", "async", "lambda"):
+        assert config(variant=variant).upload_limit == LAMBDA_EVENT_BODY_BYTES - 64 * 1024
+    assert 4_500_000 < LAMBDA_EVENT_BODY_BYTES * 4 / 3 + 32 * 1024 <= 6 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
     ("key", "value", "message"),
     [
         ("variant", "gpu", "variant='gpu': must be one of serverless, realtime, async, lambda"),
@@ -60,7 +105,9 @@ def test_async_and_lambda_timeouts() -> None:
         ("expire_days", "soon", "expire_days='soon': must be a number"),
         ("expire_days", "1.5", "expire_days='1.5': must be a whole number"),
         ("serverless_memory", "5000", "serverless_memory=5000"),
-        ("max_duration", "31", "max_duration=31.0"),
+        ("max_duration", "3601", "max_duration=3601.0"),
+        ("max_duration", "0.5", "max_duration=0.5"),
+        ("prefix", "music-inputs/tracks/", "prefix='music-inputs/tracks/'"),
         ("prefix", "../up/", "prefix='../up/'"),
         ("endpoint_name", "no_underscores", "endpoint_name='no_underscores'"),
         ("api_timeout", "0", "api_timeout=0"),

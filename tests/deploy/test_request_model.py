@@ -16,7 +16,7 @@ from jsonschema import Draft4Validator
 
 from bad_requests import BAD_BODIES
 from cdk_synth import Synth
-from tunesmith.schema import MAX_PROMPT_CHARS, MAX_SEED, parse_generate_request
+from tunesmith.schema import MAX_PROMPT_CHARS, MAX_SEED, GenerateRequest, parse_generate_request
 from tunesmith_deploy.request_model import _translate
 
 GOOD_BODIES: list[dict[str, Any]] = [
@@ -32,14 +32,25 @@ GOOD_BODIES: list[dict[str, Any]] = [
     {"prompt": "a", "normalization": "loudness", "loudness_lufs": -70},
     {"prompt": "a", "normalization": "loudness", "loudness_lufs": -1.0},
     {"prompt": "a", "normalization": "loudness", "loudness_lufs": -23.5},
+    {"prompt": "a", "duration": 300, "continuation_start": 0, "continuation_end": 30},
+    {"prompt": "a", "continuation_start": 12.5, "continuation_end": None},
+    {"prompt": "a", "continuation_end": 0.01},
 ]
+# scenario -> the longest track its model admits (tests/deploy/test_stack.py's LIMITS)
+LONGEST = {"serverless": 6, "realtime": 27, "async": 300, "lambda": 6, "options": 20}
+
+
+def model_schema(synth: Synth) -> dict[str, Any]:
+    (model,) = synth.resources("AWS::ApiGateway::Model").values()
+    assert model["Properties"]["ContentType"] == "application/json"
+    schema: dict[str, Any] = model["Properties"]["Schema"]
+    return schema
 
 
 @pytest.fixture(scope="module")
 def validator(synths: dict[str, Synth]) -> Draft4Validator:
-    (model,) = synths["serverless"].resources("AWS::ApiGateway::Model").values()
-    assert model["Properties"]["ContentType"] == "application/json"
-    schema = model["Properties"]["Schema"]
+    """The async variant's model: it admits the longest tracks, so every other field shows."""
+    schema = model_schema(synths["async"])
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
     Draft4Validator.check_schema(schema)
     return Draft4Validator(schema)
@@ -49,8 +60,24 @@ def validator(synths: dict[str, Synth]) -> Draft4Validator:
 def test_the_gateway_takes_every_request_the_contract_takes(
     validator: Draft4Validator, body: dict[str, Any]
 ) -> None:
-    parse_generate_request(body, max_duration=30)  # the function takes it...
+    parse_generate_request(body, max_duration=300)  # the function takes it...
     assert list(validator.iter_errors(body)) == []  # ...so the gateway must
+
+
+def test_the_model_has_every_field_of_the_contract(validator: Draft4Validator) -> None:
+    assert set(validator.schema["properties"]) == set(GenerateRequest.model_fields)
+    assert validator.schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("scenario", LONGEST)
+def test_each_variants_model_admits_the_durations_it_can_make(
+    synths: dict[str, Synth], scenario: str
+) -> None:
+    check = Draft4Validator(model_schema(synths[scenario]))
+    longest = LONGEST[scenario]
+    assert list(check.iter_errors({"prompt": "a", "duration": longest})) == []
+    (error,) = check.iter_errors({"prompt": "a", "duration": longest + 0.5})
+    assert list(error.path) == ["duration"]
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
@@ -80,4 +107,8 @@ def test_gateway_error_templates_render_to_tunesmiths_error_json(
         assert set(body) >= {"error", "message"}, template
         if response["Properties"]["ResponseType"] == "BAD_REQUEST_BODY":
             assert body["error"] == "invalid_request" and body["fields"] == []
-            assert "prompt" in body["message"] and "1 to 30" in body["message"]
+            message = body["message"]
+            assert "prompt" in message and "1 to 6 on the serverless variant" in message
+            assert "the async variant makes up to 300 s" in message
+            assert "multipart/form-data" in message and "input_audio" in message
+            assert all(name in message for name in GenerateRequest.model_fields)

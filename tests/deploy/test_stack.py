@@ -11,6 +11,14 @@ from aws_cdk.assertions import Match, Template
 from cdk_synth import SCENARIOS, Synth
 
 SAGEMAKER = ["AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint"]
+# scenario -> (the longest track it takes, seconds one request may take, the largest upload)
+LIMITS = {
+    "serverless": ("6", "27", "3934464"),  # fp32 on CPU in 27 s; 4 MB SageMaker requests
+    "realtime": ("27", "27", "4628480"),  # the T4 as assumed; the function's 6 MB event
+    "async": ("300", "3600", "4628480"),
+    "lambda": ("6", "27", "4628480"),
+    "options": ("20", "60", "4628480"),  # -c max_duration=20; api_timeout 120, SageMaker's 60
+}
 
 
 def template(synth: Synth) -> Template:
@@ -152,7 +160,9 @@ def test_the_model_tier_follows_the_variant(synths: dict[str, Synth], scenario: 
         assert environment["TUNESMITH_DEVICE"] == ("cuda" if gpu else "cpu")
     limit = {"serverless": 4_000_000, "realtime": 6291456, "async": 1024**3}[variant]
     assert environment["TUNESMITH_MAX_RESPONSE_BYTES"] == str(limit)
-    assert environment["TUNESMITH_MAX_DURATION"] == SCENARIOS[scenario].get("max_duration", "30")
+    longest, _, upload = LIMITS[scenario]
+    assert environment["TUNESMITH_MAX_DURATION"] == longest  # the function's limit too
+    assert environment["TUNESMITH_MAX_UPLOAD_BYTES"] == upload
     bucket = logical_id(synth, "AWS::S3::Bucket", "StorageTracks")
     if variant == "async":
         output = config["Properties"]["AsyncInferenceConfig"]["OutputConfig"]
@@ -185,6 +195,12 @@ def test_the_lambda_variant_runs_the_engine_in_a_container_image(
     environment = props["Environment"]["Variables"]
     assert "TUNESMITH_ENDPOINT_NAME" not in environment  # no SageMaker: the engine is in here
     assert environment["TUNESMITH_DEVICE"] == "cpu"
+    longest, time_limit, upload = LIMITS["lambda"]
+    assert (environment["TUNESMITH_VARIANT"], environment["TUNESMITH_TIME_LIMIT"]) == (
+        "lambda", time_limit,
+    )  # fmt: skip
+    assert environment["TUNESMITH_MAX_DURATION"] == longest
+    assert environment["TUNESMITH_MAX_UPLOAD_BYTES"] == upload
 
 
 EXPECTED_ENV = {
@@ -206,11 +222,15 @@ def test_the_function_is_the_handler_configured_for_this_deployment(
     endpoint = logical_id(synth, "AWS::SageMaker::Endpoint", "ModelEndpoint")
     bucket = logical_id(synth, "AWS::S3::Bucket", "StorageTracks")
     presigned = SCENARIOS[scenario].get("url_mode") == "presigned"
+    longest, time_limit, upload = LIMITS[scenario]
     assert props["Environment"]["Variables"] == {
         "TUNESMITH_S3_BUCKET": {"Ref": bucket},
         "TUNESMITH_S3_PREFIX": "music-output/",
         "TUNESMITH_URL_MODE": "presigned" if presigned else "public",
-        "TUNESMITH_MAX_DURATION": SCENARIOS[scenario].get("max_duration", "30"),
+        "TUNESMITH_MAX_DURATION": longest,
+        "TUNESMITH_MAX_UPLOAD_BYTES": upload,
+        "TUNESMITH_VARIANT": SCENARIOS[scenario].get("variant", "serverless"),
+        "TUNESMITH_TIME_LIMIT": time_limit,
         "TUNESMITH_ENDPOINT_NAME": {"Fn::GetAtt": [endpoint, "EndpointName"]},
         **EXPECTED_ENV[scenario],
     }
@@ -248,6 +268,9 @@ def test_the_function_may_invoke_this_endpoint_and_write_this_prefix_only(
     expected: dict[str, list[Any]] = {}
     if variant != "async":
         expected |= {"s3:PutObject": [tracks], "s3:DeleteObject": [tracks]}
+    else:  # a form with uploads is queued as an S3 input, never under the public prefix
+        inputs = bucket_objects(synth, "music-inputs/")
+        expected |= {"s3:PutObject": [inputs], "s3:DeleteObject": [inputs]}
     if presigned:
         expected["s3:GetObject"] = [tracks]
     if variant != "lambda":
@@ -270,10 +293,38 @@ def test_the_async_endpoint_may_write_only_the_track_and_failure_prefixes(
     (grant,) = s3_grants
     expected = [bucket_objects(synth), bucket_objects(synth, "music-failures/")]
     assert sorted(map(str, grant["Resource"])) == sorted(map(str, expected))
+    reads = [
+        s for p, s in statements(synth)
+        if p.startswith("ModelExecutionRole") and "s3:GetObject" in as_list(s["Action"])
+    ]  # fmt: skip
+    assert [(r["Action"], r["Resource"]) for r in reads] == [
+        ("s3:GetObject", bucket_objects(synth, "music-inputs/"))
+    ]  # the queued forms only
     for scenario in ("serverless", "realtime"):
         for policy, statement in statements(synths[scenario]):
             if policy.startswith("ModelExecutionRole"):
                 assert not any(a.startswith("s3:") for a in as_list(statement["Action"]))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_forms_reach_the_function_intact_and_async_inputs_expire(
+    synths: dict[str, Synth], scenario: str
+) -> None:
+    synth = synths[scenario]
+    _, api = synth.one("AWS::ApiGateway::RestApi")
+    assert api["Properties"]["BinaryMediaTypes"] == ["multipart/form-data"]
+    _, method = synth.one("AWS::ApiGateway::Method")
+    # JSON Schema for JSON only: a content type with no model mapped is not validated
+    assert set(method["Properties"]["RequestModels"]) == {"application/json"}
+    bucket = synth.template["Resources"][logical_id(synth, "AWS::S3::Bucket", "StorageTracks")]
+    rules = {r["Id"]: r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
+    if SCENARIOS[scenario].get("variant") == "async":
+        assert rules["ExpireInputs"] == {
+            "Id": "ExpireInputs", "Prefix": "music-inputs/", "ExpirationInDays": 1,
+            "Status": "Enabled",
+        }  # fmt: skip
+    else:
+        assert "ExpireInputs" not in rules
 
 
 def test_public_mode_opens_the_track_prefix_only(synths: dict[str, Synth]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import soundfile
 
@@ -18,8 +20,9 @@ from bad_requests import BAD_BODIES, MALFORMED_BODIES
 from endpoint_process import EndpointProcess
 from live_server import LiveServer
 from model_fixtures import GatedEngine
+from tunesmith import __version__
 from tunesmith.aws.endpoint import create_endpoint_app
-from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo
+from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo, encode_form
 from tunesmith.config import load_settings
 from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, kernels
 
@@ -88,7 +91,15 @@ def test_invocation_answers_16_bit_wav_with_metadata_in_the_header(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
     info = TrackInfo.from_attributes(response.headers[CUSTOM_ATTRIBUTES_HEADER])
-    assert info == TrackInfo(7, 32000, 1, 2.0, "wav", str(tiny_model_dir))
+    assert (info.seed, info.sample_rate, info.channels, info.duration, info.format) == (
+        7, 32000, 1, 2.0, "wav",
+    )  # fmt: skip
+    assert info.model == str(tiny_model_dir)
+    # what the API tier's record of the track needs from the engine
+    assert info.engine["tunesmith"] == __version__ and info.engine["precision"] == "fp32"
+    assert info.engine["kernels"] == kernels.status("cpu").path
+    assert info.generation_seconds is not None and info.generation_seconds > 0
+    assert info.inputs == {}
     audio = soundfile.info(io.BytesIO(response.content))
     assert (audio.format, audio.subtype, audio.samplerate, audio.frames) == (
         "WAV", "PCM_16", 32000, 64000,
@@ -123,6 +134,7 @@ def test_other_content_types_are_415_json(client: httpx.Client, content_type: st
     error = response.json()
     assert error["error"] == "unsupported_media_type"
     assert error["fields"][0]["field"] == "content-type" and content_type in error["message"]
+    assert "multipart/form-data" in error["message"]
 
 
 def test_a_missing_content_type_is_415(client: httpx.Client) -> None:
@@ -250,3 +262,109 @@ def test_an_unloadable_model_stops_the_container_with_a_message(tmp_path: Path) 
         endpoint.__enter__()
     assert endpoint.returncode == 2
     assert "no-model" in endpoint.output and "Traceback" not in endpoint.output
+
+
+# -- forms with uploads ----------------------------------------------------------------------------
+
+
+def wav(seconds: float, rate: int = 32000, channels: int = 1) -> bytes:
+    noise = np.random.default_rng(3).uniform(-0.5, 0.5, (round(seconds * rate), channels))
+    out = io.BytesIO()
+    soundfile.write(out, noise, rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def invoke_form(
+    client: httpx.Client, fields: dict[str, str], files: dict[str, bytes]
+) -> httpx.Response:
+    """POST a form: httpx's own encoding with files, ours without (httpx would urlencode it)."""
+    if not files:
+        body, content_type = encode_form(fields, {})
+        return client.post("/invocations", content=body, headers={"content-type": content_type})
+    uploads = {name: (f"{name}.wav", data, "audio/wav") for name, data in files.items()}
+    return client.post("/invocations", data=fields, files=uploads)
+
+
+def test_a_continuation_upload_gives_a_track_of_the_requested_length(
+    client: httpx.Client,
+) -> None:
+    upload = wav(1.5, rate=44100, channels=2)  # resampled and mixed down to the model's
+    fields = {"prompt": "calm piano melody", "duration": "2", "seed": "11",
+              "continuation_start": "0.5"}  # fmt: skip
+    response = invoke_form(client, fields, {"input_audio": upload})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    audio = soundfile.info(io.BytesIO(response.content))
+    assert (audio.samplerate, audio.channels, audio.frames) == (32000, 1, 64000)
+    info = TrackInfo.from_attributes(response.headers[CUSTOM_ATTRIBUTES_HEADER])
+    assert (info.seed, info.duration) == (11, 2.0)
+    (used,) = info.inputs.values()
+    assert info.inputs.keys() == {"input_audio"}
+    assert used.sha256 == hashlib.sha256(upload).hexdigest()
+    assert (used.start, used.end) == (0.5, 1.5)
+    again = invoke_form(client, fields, {"input_audio": upload})
+    assert again.content == response.content  # the same upload and seed: the same track
+
+
+def test_a_form_without_uploads_is_served_like_json(client: httpx.Client) -> None:
+    response = invoke_form(client, {"prompt": "calm piano melody", "duration": "1.5"}, {})
+    assert response.status_code == 200, response.text
+    assert soundfile.info(io.BytesIO(response.content)).frames == 48000
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "status", "field"),
+    [
+        ({"duration": "2"}, {"input_audio": b"not audio at all"}, 422, "input_audio"),
+        ({"duration": "2"}, {"input_audio": b""}, 422, "input_audio"),
+        (
+            {"duration": "2", "continuation_end": "5"},
+            {"input_audio": wav(1)},
+            422,
+            "continuation_end",
+        ),
+        (
+            {"duration": "2", "continuation_start": "3"},
+            {"input_audio": wav(1)},
+            422,
+            "continuation_start",
+        ),
+        ({"duration": "1"}, {"input_audio": wav(1)}, 422, "duration"),  # nothing to add
+        ({"duration": "2", "continuation_start": "1"}, {}, 422, "continuation_start"),
+        ({"duration": "2"}, {"melody": wav(1)}, 422, "melody"),  # not a melody model
+        ({"duration": "two"}, {"input_audio": wav(1)}, 422, "duration"),
+        ({"duration": "2", "lyrics": "la"}, {"input_audio": wav(1)}, 422, "lyrics"),
+    ],
+)
+def test_a_bad_upload_or_field_is_refused_naming_it(
+    client: httpx.Client, fields: dict[str, str], files: dict[str, bytes], status: int,
+    field: str,
+) -> None:  # fmt: skip
+    response = invoke_form(client, {"prompt": "calm piano melody", **fields}, files)
+    assert response.status_code == status, response.text
+    assert [f["field"] for f in response.json()["fields"]] == [field]
+    assert field in response.json()["message"]
+
+
+def test_a_continuation_range_without_an_upload_is_refused_in_json_too(
+    client: httpx.Client,
+) -> None:
+    response = invoke(client, {**REQUEST, "continuation_start": 1})
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "continuation_start"
+
+
+def test_uploads_and_form_bodies_over_their_limits_are_413(tiny_engine: MusicGenEngine) -> None:
+    # a form may carry the body limit plus one upload limit per file field, no more
+    with container(tiny_engine, max_upload_bytes=20_000, max_body_bytes=4096) as client:
+        fields = {"prompt": "calm piano melody", "duration": "2"}
+        big = invoke_form(client, fields, {"input_audio": b"x" * 20_001})
+        assert big.status_code == 413 and big.json()["fields"][0]["field"] == "input_audio"
+        body = b"x" * (4096 + 2 * 20_000 + 1)
+        huge = client.post(
+            "/invocations", content=body,
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )  # fmt: skip
+        assert huge.status_code == 413 and huge.json()["fields"][0]["field"] == "body"
+        fits = invoke_form(client, fields, {"input_audio": wav(0.3)})  # 19,244 bytes
+        assert fits.status_code == 200, fits.text

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,82 +17,23 @@ import soundfile
 
 from apigw_events import lambda_context, proxy_event
 from bad_requests import BAD_BODIES, MALFORMED_BODIES
-from endpoint_process import EndpointProcess
-from live_server import LiveServer
+from lambda_stack import (
+    CONTAINER_MAX_DURATION,
+    CONTAINER_MAX_RESPONSE,
+    ENDPOINT,
+    REQUEST,
+    call,
+    record,
+    stored,
+)
 from s3server import FaultyProxy, SeaweedS3
 from sagemaker_standin import CONTAINER_CRASHED, NOT_READY, THROTTLED, UNAVAILABLE, SageMakerStandIn
+from tunesmith import __version__
 from tunesmith.aws import lambda_handler
 from tunesmith.schema import GenerateAccepted, GenerateResponse
 
 pytestmark = pytest.mark.s3
-
-ENDPOINT = "tunesmith-test"
-REQUEST = {"prompt": "upbeat electronic dance music with heavy bass", "duration": 2}
-# The container is stricter than the Lambda (20 s, 1 MB) so that its refusals can be seen.
-CONTAINER_MAX_DURATION = 20
-CONTAINER_MAX_RESPONSE = 1_000_000  # 15 s of WAV fits, 19 s does not
-
-
-@pytest.fixture(scope="module")
-def endpoint(tiny_model_dir: Path) -> Iterator[EndpointProcess]:
-    env = {
-        "TUNESMITH_MAX_DURATION": str(CONTAINER_MAX_DURATION),
-        "TUNESMITH_MAX_RESPONSE_BYTES": str(CONTAINER_MAX_RESPONSE),
-    }
-    with EndpointProcess(tiny_model_dir, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def standin(endpoint: EndpointProcess, s3_server: SeaweedS3) -> Iterator[SageMakerStandIn]:
-    stand_in = SageMakerStandIn(endpoint.url, endpoint_name=ENDPOINT, s3_client=s3_server.client)
-    with LiveServer(stand_in.app) as server:
-        stand_in.url = server.base_url  # type: ignore[attr-defined]
-        yield stand_in
-
-
-@pytest.fixture
-def sagemaker(standin: SageMakerStandIn) -> Iterator[SageMakerStandIn]:
-    """The module's stand-in, with a clean record and default behaviour for each test."""
-    standin.calls.clear()
-    standin.faults.clear()
-    standin.invocation_timeout = 60.0
-    standin.output_path = standin.failure_path = None
-    yield standin
-    standin.wait_for_async()
-
-
-@pytest.fixture
-def lambda_env(
-    s3_env: SeaweedS3, s3_bucket: str, sagemaker: SageMakerStandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[pytest.MonkeyPatch]:
-    """The environment the CDK app gives the function, pointed at the local stand-ins."""
-    for name in [n for n in os.environ if n.startswith("TUNESMITH_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", sagemaker.url)  # type: ignore[attr-defined]
-    monkeypatch.setenv("TUNESMITH_ENDPOINT_NAME", ENDPOINT)
-    monkeypatch.setenv("TUNESMITH_S3_BUCKET", s3_bucket)
-    monkeypatch.setenv("TUNESMITH_S3_PREFIX", "music-output/")
-    monkeypatch.setenv("TUNESMITH_URL_MODE", "public")
-    monkeypatch.setenv("TUNESMITH_MAX_DURATION", "30")
-    lambda_handler.reset()
-    yield monkeypatch
-    lambda_handler.reset()
-
-
-def call(event: Any) -> tuple[int, dict[str, str], Any]:
-    """Run the real handler; return the status, the headers and the decoded JSON body."""
-    answer = lambda_handler.handler(event, lambda_context())
-    assert set(answer) == {"statusCode", "headers", "body", "isBase64Encoded"}
-    assert answer["isBase64Encoded"] is False
-    assert answer["headers"]["Content-Type"] == "application/json"
-    return answer["statusCode"], answer["headers"], json.loads(answer["body"])
-
-
-def stored(server: SeaweedS3, bucket: str) -> list[str]:
-    client = server.client()
-    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+pytest_plugins = ("lambda_fixtures",)  # endpoint, standin, sagemaker, lambda_env
 
 
 # -- good requests -------------------------------------------------------------------------------
@@ -112,7 +52,19 @@ def test_seed_request_is_stored_in_s3_and_answered_like_the_local_api(
     assert body["public_url"] == f"{s3_env.endpoint_url}/{s3_bucket}/{key}"
     assert (body["duration"], body["sample_rate"], body["format"]) == (2.0, 32000, "wav")
     assert body["model"] == str(tiny_model_dir) and isinstance(body["seed"], int)
-    assert stored(s3_env, s3_bucket) == [key]
+    meta_key = f"music-output/{body['id']}.json"
+    assert body["metadata_url"] == f"{s3_env.endpoint_url}/{s3_bucket}/{meta_key}"
+    assert stored(s3_env, s3_bucket) == [meta_key, key]
+    # the record: the request as it ran, and the engine as the endpoint reported it
+    meta = record(s3_env, s3_bucket, body["id"])
+    assert (meta["id"], meta["audio_key"], meta["seed"]) == (body["id"], key, body["seed"])
+    assert meta["request"]["prompt"] == REQUEST["prompt"]
+    assert meta["request"]["seed"] == body["seed"]
+    assert meta["engine"] == {
+        "tunesmith": __version__, "precision": "fp32", "device": "cpu",
+        "kernels": meta["engine"]["kernels"], "extend_stride": "18", "endpoint": ENDPOINT,
+    }  # fmt: skip
+    assert meta["generation_seconds"] > 0 and meta["inputs"] == {}
     head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
     assert head["ContentType"] == "audio/wav"
     track = httpx.get(body["public_url"])
@@ -134,7 +86,7 @@ def test_opus_with_loudness_travels_through_the_endpoint_and_is_stored_as_opus(
     assert status == 200, body
     assert (body["format"], body["sample_rate"], body["channels"]) == ("opus", 48000, 1)
     key = f"music-output/{body['id']}.opus"
-    assert stored(s3_env, s3_bucket) == [key]
+    assert stored(s3_env, s3_bucket) == [f"music-output/{body['id']}.json", key]
     head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
     assert head["ContentType"] == "audio/ogg; codecs=opus"
     (invocation,) = sagemaker.calls
@@ -157,7 +109,9 @@ def test_base64_body_presigned_url_flac_and_a_fixed_seed(
     assert audio.status_code == 200 and soundfile.info(io.BytesIO(audio.content)).format == "FLAC"
     _, _, second = call(proxy_event(request))
     assert httpx.get(second["public_url"]).content == audio.content  # same seed, same track
-    assert len(stored(s3_env, s3_bucket)) == 2
+    assert len(stored(s3_env, s3_bucket)) == 4  # two tracks, two records
+    presigned = httpx.get(first["metadata_url"])
+    assert presigned.status_code == 200 and presigned.json()["seed"] == 1234
 
 
 # -- the caller's mistakes: refused before SageMaker is called ----------------------------------
@@ -378,7 +332,7 @@ def test_the_handler_imports_no_torch(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"status": 200, "heavy": []}
-    assert len(stored(s3_env, s3_bucket)) == 1
+    assert len(stored(s3_env, s3_bucket)) == 2
 
 
 def test_without_an_endpoint_the_engine_runs_in_the_function(
@@ -391,5 +345,7 @@ def test_without_an_endpoint_the_engine_runs_in_the_function(
     status, _, body = call(proxy_event(REQUEST))
     assert status == 200, body
     assert body["model"] == str(tiny_model_dir)
-    assert stored(s3_env, s3_bucket) == [f"music-output/{body['id']}.wav"]
+    track = f"music-output/{body['id']}"
+    assert stored(s3_env, s3_bucket) == [f"{track}.json", f"{track}.wav"]
+    assert record(s3_env, s3_bucket, body["id"])["engine"]["precision"] == "fp32"
     assert sagemaker.calls == []

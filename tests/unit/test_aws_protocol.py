@@ -1,15 +1,26 @@
-"""The invocation protocol's pieces: track metadata, payload bounds, content negotiation."""
+"""The invocation protocol's pieces: track metadata, request bodies, payload bounds, content
+negotiation, and the deployment's limits as the function explains them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from tunesmith.aws.deployment import REQUEST_LIMITS, Deployment
 from tunesmith.aws.endpoint import acceptable_formats, endpoint_port
-from tunesmith.aws.protocol import MAX_ATTRIBUTES_CHARS, TrackInfo, audio_size_bound
+from tunesmith.aws.protocol import (
+    JSON_TYPE,
+    MAX_ATTRIBUTES_CHARS,
+    TrackInfo,
+    audio_size_bound,
+    encode_form,
+    invocation_body,
+)
 from tunesmith.aws.sagemaker import parse_s3_uri
 from tunesmith.engine import encode_audio
-from tunesmith.errors import ConfigError, UpstreamError
+from tunesmith.errors import ConfigError, InvalidRequest, PayloadTooLarge, UpstreamError
+from tunesmith.schema import InputRecord, parse_generate_request
+from tunesmith.uploads import parse_form, parse_generate_form
 
 ALL = ["wav", "flac", "mp3", "ogg", "opus"]
 
@@ -29,6 +40,45 @@ def test_a_long_or_unicode_model_name_is_shortened_to_fit_keeping_its_tail() -> 
     assert parsed.model.startswith("...") and parsed.model.endswith("/musicgen-stereo")
 
 
+def full_info(model: str = "facebook/musicgen-melody") -> TrackInfo:
+    engine = {"tunesmith": "0.1.0", "precision": "int8", "device": "cpu", "kernels": "compiled",
+              "extend_stride": "18"}  # fmt: skip
+    uploads = {
+        name: InputRecord(sha256=digit * 64, start=1.5, end=31.5)
+        for name, digit in (("input_audio", "a"), ("melody", "b"))
+    }
+    return TrackInfo(5, 32000, 2, 300.0, "flac", model, engine, 412.25, uploads)
+
+
+def test_the_engine_and_the_uploads_travel_with_the_track() -> None:
+    info = full_info()
+    value = info.to_attributes()
+    assert len(value) <= MAX_ATTRIBUTES_CHARS and value.isascii()
+    assert TrackInfo.from_attributes(value) == info
+
+
+def test_a_long_model_name_gives_way_before_the_record_fields() -> None:
+    info = full_info("/opt/ml/model/" + "x" * 2000)
+    parsed = TrackInfo.from_attributes(info.to_attributes())
+    assert parsed.inputs == info.inputs and parsed.engine == info.engine
+    assert parsed.model.startswith("...x") and len(info.to_attributes()) <= MAX_ATTRIBUTES_CHARS
+
+
+def test_fields_that_cannot_fit_are_left_out_whole_the_least_needed_first() -> None:
+    engine = {f"note{i}": "y" * 60 for i in range(20)}  # far more than 1024 characters
+    info = TrackInfo(5, 32000, 1, 2.0, "wav", "m", engine, 1.0, full_info().inputs)
+    parsed = TrackInfo.from_attributes(info.to_attributes())
+    assert parsed.inputs == info.inputs  # the uploads' hashes are kept
+    assert parsed.generation_seconds is None and len(parsed.engine) < len(engine)
+    assert all(parsed.engine[key] == engine[key] for key in parsed.engine)
+
+
+def test_an_older_containers_header_still_parses() -> None:
+    old = "seed=1&sample_rate=32000&channels=1&duration=1.0&format=wav&model=m&future=1"
+    info = TrackInfo.from_attributes(old)
+    assert (info.engine, info.inputs, info.generation_seconds) == ({}, {}, None)
+
+
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
@@ -41,6 +91,16 @@ def test_a_long_or_unicode_model_name_is_shortened_to_fit_keeping_its_tail() -> 
         ("seed=1&sample_rate=0&channels=1&duration=1.0&format=wav&model=m", "out of range"),
         ("seed=1&sample_rate=32000&channels=0&duration=1.0&format=wav&model=m", "out of range"),
         ("seed=1&sample_rate=32000&channels=1&duration=nan&format=wav&model=m", "out of range"),
+        (
+            "seed=1&sample_rate=32000&channels=1&duration=1.0&format=wav&model=m"
+            "&input_audio.sha256=ab&input_audio.start=0",
+            "malformed",
+        ),
+        (
+            "seed=1&sample_rate=32000&channels=1&duration=1.0&format=wav&model=m"
+            "&generation_seconds=soon",
+            "malformed",
+        ),
     ],
 )
 def test_bad_metadata_is_refused_naming_the_problem(value: str | None, problem: str) -> None:
@@ -119,3 +179,86 @@ def test_s3_uris_are_split_and_anything_else_is_an_upstream_error() -> None:
     for bad in ("https://tracks.s3.amazonaws.com/x", "s3://tracks/", "s3:///key"):
         with pytest.raises(UpstreamError):
             parse_s3_uri(bad)
+
+
+# -- what the function sends the model tier --------------------------------------------------------
+
+
+def test_a_request_without_uploads_travels_as_json_with_only_what_was_set() -> None:
+    request = parse_generate_request({"prompt": "jazz", "duration": 4}, max_duration=30)
+    body, content_type = invocation_body(request, {})
+    assert content_type == JSON_TYPE
+    sent = parse_generate_request(body, max_duration=30)
+    assert sent == request and sent.model_fields_set == {"prompt", "duration", "format"}
+    assert not sent.continues  # an unset continuation range stays unset
+
+
+def test_a_request_with_uploads_travels_as_a_form_that_parses_back_to_it() -> None:
+    fields = {"prompt": "a\r\n--b", "duration": "12.5", "continuation_start": "1",
+              "normalization": "loudness", "loudness_lufs": "-20"}  # fmt: skip
+    upload = b"RIFF" + bytes(range(256)) * 64
+    request = parse_generate_request(fields, max_duration=30, form=True)
+    request = request.model_copy(update={"seed": 77})  # chosen by the function
+    body, content_type = invocation_body(request, {"input_audio": upload})
+    assert content_type.startswith("multipart/form-data; boundary=tunesmith-")
+    parsed, files = parse_generate_form(
+        body, content_type, max_duration=30, max_upload_bytes=len(upload)
+    )
+    assert parsed == request and files == {"input_audio": upload}
+    assert parsed.continues and parsed.seed == 77
+
+
+def test_a_form_boundary_never_occurs_in_its_parts() -> None:
+    body, content_type = encode_form({"prompt": "x"}, {"melody": b"--tunesmith-" * 100})
+    form = parse_form(body, content_type)
+    assert form.fields == {"prompt": "x"} and form.files == {"melody": b"--tunesmith-" * 100}
+
+
+# -- the deployment's limits -----------------------------------------------------------------------
+
+
+def test_a_too_long_duration_names_the_variants_limit_and_the_async_variant() -> None:
+    deployment = Deployment.from_environment(
+        {"TUNESMITH_VARIANT": "serverless", "TUNESMITH_TIME_LIMIT": "27"}
+    )
+    deployment.check_duration(6, 6)
+    with pytest.raises(InvalidRequest) as refused:
+        deployment.check_duration(30, 6)
+    (problem,) = refused.value.fields
+    assert problem.field == "duration"
+    assert problem.message == (
+        "must be at most 6 seconds on the serverless variant, which must answer within 27 s; "
+        "deploy the async variant (-c variant=async) for tracks up to 300 s"
+    )
+
+
+def test_the_async_variant_and_an_unknown_deployment_say_what_applies() -> None:
+    with pytest.raises(InvalidRequest, match=r"async variant; -c max_duration=\.\.\. raises it"):
+        Deployment("async", 3600).check_duration(301, 300)
+    with pytest.raises(InvalidRequest, match=r"at most 30 seconds on this deployment$"):
+        Deployment().check_duration(31, 30)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"TUNESMITH_VARIANT": "gpu"}, "TUNESMITH_VARIANT"),
+        ({"TUNESMITH_TIME_LIMIT": "soon"}, "TUNESMITH_TIME_LIMIT"),
+        ({"TUNESMITH_TIME_LIMIT": "0"}, "TUNESMITH_TIME_LIMIT"),
+    ],
+)
+def test_bad_deployment_variables_are_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Deployment.from_environment(environ)
+
+
+def test_a_request_too_large_for_serverless_sagemaker_is_413_naming_the_limit() -> None:
+    limit = REQUEST_LIMITS["serverless"]
+    assert limit is not None
+    Deployment("serverless").check_request_size(limit)
+    with pytest.raises(PayloadTooLarge) as refused:
+        Deployment("serverless").check_request_size(limit + 1)
+    assert refused.value.status == 413 and "serverless" in refused.value.message
+    assert str(limit) in refused.value.message
+    Deployment("async").check_request_size(10 * limit)  # through S3: no such limit
+    Deployment().check_request_size(10 * limit)

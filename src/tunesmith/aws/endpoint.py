@@ -4,8 +4,12 @@ SageMaker starts the image as ``docker run IMAGE serve`` and talks HTTP to port 
 ``SAGEMAKER_BIND_TO_PORT``):
 
 * ``GET /ping`` answers 200 once the model is loaded, 503 before (and after a failed load).
-* ``POST /invocations`` takes a `GenerateRequest` as ``application/json`` and answers with the
-  encoded track (see `tunesmith.aws.protocol`). A track that could not fit the payload limit
+* ``POST /invocations`` takes a `GenerateRequest` as ``application/json``, or as
+  ``multipart/form-data`` with the uploads ``input_audio`` and ``melody`` (at most
+  ``TUNESMITH_MAX_UPLOAD_BYTES`` each; the body at most ``TUNESMITH_MAX_BODY_BYTES`` beyond
+  them), and answers with the encoded track and what its record needs (see
+  `tunesmith.aws.protocol`). Uploads are decoded and checked before the request is admitted: a
+  bad one is a 4xx naming its field. A track that could not fit the payload limit
   (``TUNESMITH_MAX_RESPONSE_BYTES``: 6 MiB real-time, 4 MB serverless) is refused with 413
   before any compute is spent, never truncated.
 
@@ -32,8 +36,13 @@ from fastapi.responses import JSONResponse
 from tunesmith import __version__
 from tunesmith.admission import Admission
 from tunesmith.api.errors import install_error_handlers
-from tunesmith.api.routes import health_response, read_body
-from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo, audio_size_bound
+from tunesmith.api.routes import health_response, read_generate_request
+from tunesmith.aws.protocol import (
+    CUSTOM_ATTRIBUTES_HEADER,
+    JSON_TYPE,
+    TrackInfo,
+    audio_size_bound,
+)
 from tunesmith.config import Settings, load_settings
 from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, engine_for
 from tunesmith.errors import (
@@ -45,7 +54,8 @@ from tunesmith.errors import (
     UnsupportedMediaType,
 )
 from tunesmith.render import render
-from tunesmith.schema import AudioFormat, GenerateRequest, parse_generate_request
+from tunesmith.schema import AudioFormat, GenerateRequest
+from tunesmith.uploads import MULTIPART, AudioInputs, is_form, prepare_audio
 
 __all__ = [
     "DEFAULT_PORT",
@@ -62,7 +72,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8080
 MODEL_DIR: Final = Path("/opt/ml/model")
-_JSON: Final = "application/json"
 # preference order among equals: lossless first, then by how widely it plays
 _FORMATS: Final[tuple[AudioFormat, ...]] = ("wav", "flac", "mp3", "ogg", "opus")
 
@@ -154,11 +163,11 @@ def _choose_format(request: GenerateRequest, accept: str | None) -> AudioFormat:
 
 def _check_content_type(value: str | None) -> None:
     media = (value or "").split(";", 1)[0].strip().lower()
-    if media != _JSON:
+    if media != JSON_TYPE and not is_form(value):
         shown = repr(value) if value else "none"
         raise UnsupportedMediaType(
-            [FieldError("content-type", f"must be {_JSON}, not {shown}")],
-            f"POST /invocations takes {_JSON} (got {shown})",
+            [FieldError("content-type", f"must be {JSON_TYPE} or {MULTIPART}, not {shown}")],
+            f"POST /invocations takes {JSON_TYPE}, or {MULTIPART} with uploads (got {shown})",
         )
 
 
@@ -196,18 +205,25 @@ class EndpointState:
             ]
         )
 
-    def render(self, request: GenerateRequest, fmt: AudioFormat) -> tuple[bytes, TrackInfo]:
-        """Generate and encode one track (blocking; runs in a worker thread)."""
-        audio = render(self.engine, request, fmt)
-        info = TrackInfo(
-            seed=audio.params.seed,
-            sample_rate=audio.sample_rate,
-            channels=audio.channels,
-            duration=audio.duration,
-            format=fmt,
-            model=self.engine.model_name,
+    def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
+        """The request's uploads decoded for the loaded model (`InvalidRequest` naming the
+        field if bad; blocking when there are uploads)."""
+        engine = self.engine
+        engine.loaded  # noqa: B018 - raises ModelNotReady (503): the model's rate is not known
+        return prepare_audio(
+            request,
+            files,
+            sample_rate=engine.sample_rate,
+            channels=engine.channels,
+            melody=engine.follows_melody,
         )
-        return audio.data, info
+
+    def render(
+        self, request: GenerateRequest, fmt: AudioFormat, inputs: AudioInputs
+    ) -> tuple[bytes, TrackInfo]:
+        """Generate and encode one track (blocking; runs in a worker thread)."""
+        audio = render(self.engine, request, fmt, inputs=inputs)
+        return audio.data, TrackInfo.from_record(audio.record)
 
 
 def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = None) -> FastAPI:
@@ -238,12 +254,15 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
     @app.post("/invocations", summary="Generate one track; the answer is the encoded audio")
     async def invocations(request: Request) -> Response:
         _check_content_type(request.headers.get("content-type"))
-        raw = await read_body(request, settings.max_body_bytes)
-        parsed = parse_generate_request(raw, max_duration=settings.max_duration)
+        parsed, files = await read_generate_request(request, settings)
         fmt = _choose_format(parsed, request.headers.get("accept"))
         state.check_fits(parsed, fmt)
+        if files:  # decoding takes a while: off the event loop
+            inputs = await anyio.to_thread.run_sync(state.audio_inputs, parsed, files)
+        else:
+            inputs = state.audio_inputs(parsed, files)
         with state.admission.held():
-            audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt)
+            audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt, inputs)
         log.info(
             "rendered %.1f s of %s, seed %d: %d bytes", info.duration, fmt, info.seed, len(audio)
         )

@@ -1,39 +1,58 @@
 """The Lambda tier: ``handler(event, context)`` behind API Gateway's ``POST /generate``.
 
-It validates the body with the one contract (`tunesmith.schema.parse_generate_request`), has
-the model tier render the track, stores it in S3 and answers with the same JSON as the local
-API (`GenerateResponse`); errors are the same JSON too, with the same statuses. Configured by
-the environment (`tunesmith.config.Settings`):
+It validates the body with the one contract (`tunesmith.schema.parse_generate_request`, or
+`tunesmith.uploads.parse_generate_form` for ``multipart/form-data``), has the model tier render
+the track, stores it and its record in S3 and answers with the same JSON as the local API
+(`GenerateResponse`); errors are the same JSON too, with the same statuses. Configured by the
+environment (`tunesmith.config.Settings`, plus `tunesmith.aws.deployment` 's variables):
 
     TUNESMITH_S3_BUCKET, TUNESMITH_S3_PREFIX, TUNESMITH_URL_MODE   where tracks go, which URLs
-    TUNESMITH_MAX_DURATION, TUNESMITH_MAX_BODY_BYTES                 request limits
+    TUNESMITH_MAX_DURATION, TUNESMITH_MAX_BODY_BYTES,
+    TUNESMITH_MAX_UPLOAD_BYTES                                     request limits
     TUNESMITH_ENDPOINT_NAME        the SageMaker endpoint; unset runs the engine in this
                                    function (the container-image variant, which has torch)
     TUNESMITH_INVOKE_MODE          sync: answer 200 with the stored track;
                                    async: queue it (InvokeEndpointAsync), answer 202 at once
                                    with the URLs where it will appear (`GenerateAccepted`)
     TUNESMITH_INVOKE_TIMEOUT       seconds to wait for the endpoint (async: its time limit)
+    TUNESMITH_VARIANT, TUNESMITH_TIME_LIMIT   the deployment, for refusals that say what it
+                                   allows (a duration too long for it names the async variant)
+
+Uploads: API Gateway hands a form over base64-encoded (the API lists ``multipart/form-data``
+in ``binaryMediaTypes``). The function checks its fields and the uploads' sizes, not their
+audio (it has no numpy; the model tier decodes them and refuses a bad one naming its field),
+and forwards the validated request: as JSON without uploads, else as a form
+(`tunesmith.aws.protocol.invocation_body`), refused with 413 beforehand when it could not fit
+SageMaker Serverless's 4 MB. On the async variant a form, too large to go inline (128 kB),
+is stored as ``music-inputs/<id>.form`` with its content type and queued as the request's
+S3 input location: InvokeEndpointAsync hands the container that object with the ContentType
+given, so long continuations work there as everywhere (the bucket expires those inputs).
 
 With an endpoint configured this module never imports torch or numpy, so the function
-packages small (tunesmith, pydantic, boto3).
+packages small (tunesmith, pydantic, python-multipart, boto3).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tunesmith import __version__
+from tunesmith.aws.deployment import INPUT_PREFIX, Deployment
+from tunesmith.aws.protocol import RenderedTrack, invocation_body
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
 from tunesmith.aws.sagemaker import SageMakerEndpoint, parse_s3_uri
-from tunesmith.config import Settings, load_settings
+from tunesmith.config import HARD_MAX_DURATION, Settings, load_settings
 from tunesmith.errors import (
     ConfigError,
     MethodNotAllowed,
     NotFound,
+    StorageError,
     TunesmithError,
     UpstreamError,
 )
@@ -47,6 +66,7 @@ from tunesmith.schema import (
 )
 from tunesmith.storage import S3Storage
 from tunesmith.tracks import now, store_track
+from tunesmith.uploads import UPLOAD_FIELDS, check_uploads, is_form, parse_generate_form
 
 if TYPE_CHECKING:
     from tunesmith.service import TrackService
@@ -67,12 +87,14 @@ class GenerateFunction:
         *,
         storage: S3Storage | None = None,
         endpoint: SageMakerEndpoint | None = None,
+        deployment: Deployment | None = None,
     ) -> None:
         if not settings.s3_bucket:
             raise ConfigError("TUNESMITH_S3_BUCKET: the Lambda function needs a bucket")
         if settings.invoke_mode == "async" and not settings.endpoint_name:
             raise ConfigError("TUNESMITH_INVOKE_MODE=async needs TUNESMITH_ENDPOINT_NAME")
         self.settings = settings
+        self.deployment = deployment or Deployment()
         self.storage = storage or S3Storage(
             settings.s3_bucket,
             url_mode=settings.url_mode,
@@ -89,26 +111,32 @@ class GenerateFunction:
     @classmethod
     def from_environment(cls) -> GenerateFunction:
         """Built from ``TUNESMITH_*`` variables; `ConfigError` names a bad one."""
-        return cls(load_settings())
+        return cls(load_settings(), deployment=Deployment.from_environment())
 
     # -- the request flow --------------------------------------------------------------------
 
     def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
         """One proxy event in, one proxy response out; never raises."""
         request_id = getattr(context, "aws_request_id", None)
+        settings = self.settings
         try:
-            proxy = ProxyRequest.from_event(event, max_body_bytes=self.settings.max_body_bytes)
+            proxy = ProxyRequest.from_event(
+                event,
+                max_body_bytes=settings.max_body_bytes,
+                max_form_bytes=settings.max_body_bytes
+                + len(UPLOAD_FIELDS) * settings.max_upload_bytes,
+            )
             request_id = proxy.request_id or request_id
             if proxy.resource.rstrip("/") != ROUTE:
                 raise NotFound(f"no route {proxy.resource!r}; this API serves POST {ROUTE}")
             if proxy.method != "POST":
                 raise MethodNotAllowed(f"{ROUTE} takes POST, not {proxy.method or 'nothing'}")
-            request = parse_generate_request(proxy.body, max_duration=self.settings.max_duration)
-            if self.settings.invoke_mode == "async":
-                accepted = self.submit(request)
+            request, files = self.parse(proxy)
+            if settings.invoke_mode == "async":
+                accepted = self.submit(request, files)
                 log.info("request %s: queued %s", request_id, accepted.s3_url)
                 return json_response(202, accepted.model_dump(mode="json"))
-            response = self.generate(request)
+            response = self.generate(request, files)
             log.info("request %s: stored %s", request_id, response.s3_url)
             return json_response(200, response.model_dump(mode="json"))
         except TunesmithError as exc:
@@ -121,18 +149,61 @@ class GenerateFunction:
                 500, {"error": "internal_error", "message": "internal error; see the function log"}
             )
 
-    def generate(self, request: GenerateRequest) -> GenerateResponse:
-        """Render the track (endpoint or in-process), store it atomically, say where it is."""
+    def parse(self, proxy: ProxyRequest) -> tuple[GenerateRequest, dict[str, bytes]]:
+        """The validated request and its uploads (sizes checked, audio not decoded)."""
+        # the contract's own bound here; this deployment's, with its reason, just after
+        if proxy.content_type is not None and is_form(proxy.content_type):
+            request, files = parse_generate_form(
+                proxy.body,
+                proxy.content_type,
+                max_duration=HARD_MAX_DURATION,
+                max_upload_bytes=self.settings.max_upload_bytes,
+            )
+        else:
+            request = parse_generate_request(proxy.body, max_duration=HARD_MAX_DURATION)
+            files = {}
+            check_uploads(request, files)
+        self.deployment.check_duration(request.duration, self.settings.max_duration)
+        return request, files
+
+    def generate(
+        self, request: GenerateRequest, files: Mapping[str, bytes] | None = None
+    ) -> GenerateResponse:
+        """Render the track (endpoint or in-process), store it and its record, say where."""
+        files = dict(files or {})
         if self.endpoint is None:
-            return self._in_process().generate_sync(request, base_url="")
-        rendered = self.endpoint.invoke(request)
+            service = self._in_process()
+            inputs = service.audio_inputs(request, files)
+            return service.generate_sync(request, "", None, inputs)
+        body, content_type = invocation_body(request, files)
+        self.deployment.check_request_size(len(body))
+        rendered = self.endpoint.invoke(body, content_type, fmt=request.format)
+        record = self._record(request, files, rendered)
+        return store_track(self.storage, self.settings.s3_prefix, rendered.audio, record)
+
+    def _record(
+        self, request: GenerateRequest, files: Mapping[str, bytes], rendered: RenderedTrack
+    ) -> TrackRecord:
+        """The track's record from what the endpoint reported of the engine and the uploads."""
         info = rendered.info
-        record = TrackRecord(
+        for name, data in files.items():
+            reported = info.inputs.get(name)
+            if reported is not None and reported.sha256 != hashlib.sha256(data).hexdigest():
+                raise UpstreamError(
+                    f"the model endpoint {self.settings.endpoint_name!r} reports another "
+                    f"{name} than the one sent (sha256 {reported.sha256[:12]}...)"
+                )
+        return TrackRecord(
             id="",
             created=now(),
             request=request.model_copy(update={"seed": info.seed, "format": info.format}),
             model=info.model,
-            engine={"tunesmith": __version__, "endpoint": self.settings.endpoint_name or ""},
+            # the engine's own description wins; an older container reports none
+            engine={
+                "tunesmith": __version__,
+                **info.engine,
+                "endpoint": self.settings.endpoint_name or "",
+            },
             seed=info.seed,
             duration=info.duration,
             sample_rate=info.sample_rate,
@@ -140,10 +211,13 @@ class GenerateFunction:
             format=info.format,
             content_type=rendered.content_type,
             audio_key="",
+            generation_seconds=info.generation_seconds,
+            inputs=dict(info.inputs),
         )
-        return store_track(self.storage, self.settings.s3_prefix, rendered.audio, record)
 
-    def submit(self, request: GenerateRequest) -> GenerateAccepted:
+    def submit(
+        self, request: GenerateRequest, files: Mapping[str, bytes] | None = None
+    ) -> GenerateAccepted:
         """Queue the request on the async endpoint; the URLs are where SageMaker will write."""
         if self.endpoint is None:
             raise ConfigError("asynchronous generation needs TUNESMITH_ENDPOINT_NAME")
@@ -151,12 +225,27 @@ class GenerateFunction:
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         request = request.model_copy(update={"seed": seed})
         track_id = uuid.uuid4().hex
-        location = self.endpoint.submit(
-            request,
-            inference_id=track_id,
-            filename=f"track.{request.format}",
-            timeout=max(1, min(3600, round(self.settings.invoke_timeout))),
-        )
+        body, content_type = invocation_body(request, files or {})
+        filename = f"track.{request.format}"
+        timeout = max(1, min(3600, round(self.settings.invoke_timeout)))
+        source = uri = None
+        if files:  # too large to go inline: SageMaker reads it from S3
+            source = f"{INPUT_PREFIX}{track_id}.form"
+            uri = f"s3://{self.storage.bucket}/{source}"
+            self.storage.put(source, body, content_type)
+        try:
+            location = self.endpoint.submit(
+                content_type=content_type,
+                inference_id=track_id,
+                filename=filename,
+                timeout=timeout,
+                body=None if source else body,
+                input_location=uri,
+            )
+        except TunesmithError:
+            if source is not None:
+                self._discard(source)
+            raise
         bucket, key = parse_s3_uri(location)
         if bucket != self.storage.bucket or not key.startswith(self.settings.s3_prefix):
             raise UpstreamError(
@@ -172,6 +261,13 @@ class GenerateFunction:
             format=request.format,
             seed=seed,
         )
+
+    def _discard(self, key: str) -> None:
+        """Remove a queued request's input that SageMaker will never read (best effort)."""
+        try:
+            self.storage.delete(key)
+        except StorageError:
+            log.warning("could not remove %s after its request failed to queue", key)
 
     def close(self) -> None:
         """Stop the in-process engine's decode thread, if one was started."""

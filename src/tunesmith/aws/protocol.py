@@ -5,47 +5,67 @@ the tests' stand-in::
 
     POST /invocations
         Content-Type: application/json           body: a GenerateRequest (the one contract)
+                    | multipart/form-data         or its fields as a form, with the uploads
+                                                  input_audio and melody (`invocation_body`)
         Accept: audio/wav | audio/flac | ... | */*   optional; picks the format if the body has none
     200 OK
         Content-Type: audio/wav | audio/flac | audio/mpeg | audio/ogg | audio/ogg; codecs=opus
                                                  body: the encoded track
       X-Amzn-SageMaker-Custom-Attributes:
         seed=7&sample_rate=32000&channels=1&duration=10.0&format=wav&model=m
+        &generation_seconds=4.2&engine.precision=int8&engine.kernels=compiled&...
+        &input_audio.sha256=...&input_audio.start=0.0&input_audio.end=4.0
     4xx / 5xx
         Content-Type: application/json           body: {"error": ..., "message": ..., ...}
 
 Audio travels as encoded bytes, never as JSON lists of floats: a 30 s mono track is 1.9 MB
 of WAV, well inside the 4 MB (serverless) and 6 MB (real-time) payload limits. The metadata
 rides in the custom-attributes header, which SageMaker forwards verbatim (at most 1024
-visible ASCII characters), URL-encoded as a query string. This module imports no torch.
+visible ASCII characters), URL-encoded as a query string: what the API tier needs for the
+track's record (`tunesmith.schema.TrackRecord`) that only the engine knows, the engine's
+description (``engine.*``) and each upload's hash and the part of it used. The model name is
+shortened to fit, then the optional fields dropped from the end. This module imports no torch.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final, get_args
 from urllib.parse import parse_qsl, urlencode
 
-from tunesmith.schema import AudioFormat
+from tunesmith.schema import AudioFormat, GenerateRequest, InputRecord, TrackRecord
 
 __all__ = [
     "CUSTOM_ATTRIBUTES_HEADER",
+    "JSON_TYPE",
     "MAX_ATTRIBUTES_CHARS",
     "RenderedTrack",
     "TrackInfo",
     "audio_size_bound",
+    "encode_form",
+    "invocation_body",
 ]
 
 CUSTOM_ATTRIBUTES_HEADER: Final = "X-Amzn-SageMaker-Custom-Attributes"
 MAX_ATTRIBUTES_CHARS: Final = 1024
+JSON_TYPE: Final = "application/json"
 _WAV_HEADER_BYTES: Final = 44
 _FORMATS: Final = frozenset(get_args(AudioFormat))
+_REQUIRED: Final = ("seed", "sample_rate", "channels", "duration", "format", "model")
+_ENGINE: Final = "engine."
 
 
 @dataclass(frozen=True)
 class TrackInfo:
-    """What the model tier reports about a track it rendered."""
+    """What the model tier reports about a track it rendered.
+
+    `engine` describes the engine (`tunesmith.render.engine_description`: version, precision,
+    kernels...), `inputs` each upload it conditioned on; both are empty from an older
+    container, and `generation_seconds` None."""
 
     seed: int
     sample_rate: int
@@ -53,9 +73,28 @@ class TrackInfo:
     duration: float
     format: AudioFormat
     model: str
+    engine: Mapping[str, str] = field(default_factory=dict)
+    generation_seconds: float | None = None
+    inputs: Mapping[str, InputRecord] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: TrackRecord) -> TrackInfo:
+        """What of a rendered track's record the model tier reports."""
+        return cls(
+            seed=record.seed,
+            sample_rate=record.sample_rate,
+            channels=record.channels,
+            duration=record.duration,
+            format=record.format,
+            model=record.model,
+            engine=dict(record.engine),
+            generation_seconds=record.generation_seconds,
+            inputs=dict(record.inputs),
+        )
 
     def to_attributes(self) -> str:
-        """The custom-attributes header value; a model name too long to fit is shortened."""
+        """The custom-attributes header value; a model name too long to fit is shortened, and
+        optional fields are left out (the least needed first) while even ``...`` cannot fit."""
         head = urlencode(
             {
                 "seed": self.seed,
@@ -65,23 +104,38 @@ class TrackInfo:
                 "format": self.format,
             }
         )
+        # most needed first: what was conditioned on, then the engine, then the timing
+        optional = [
+            [(f"{name}.sha256", used.sha256), (f"{name}.start", repr(used.start)),
+             (f"{name}.end", repr(used.end))]
+            for name, used in self.inputs.items()
+        ]  # fmt: skip
+        optional += [[(_ENGINE + key, value)] for key, value in self.engine.items()]
+        if self.generation_seconds is not None:
+            optional.append([("generation_seconds", repr(self.generation_seconds))])
+        while True:
+            pairs = [pair for group in optional for pair in group]
+            fixed = "&".join(filter(None, [head, urlencode(pairs)]))
+            if len(fixed) + len("&model=...") <= MAX_ATTRIBUTES_CHARS or not optional:
+                break
+            optional.pop()
         name = self.model
         for keep in range(len(name), 0, -1):  # keep the tail: the name, not its directory
             shown = name if keep == len(name) else "..." + name[-keep:]
-            value = f"{head}&{urlencode({'model': shown})}"
+            value = f"{fixed}&{urlencode({'model': shown})}"
             if len(value) <= MAX_ATTRIBUTES_CHARS:
                 return value
-        return f"{head}&model=..."
+        return f"{fixed}&model=..."
 
     @classmethod
     def from_attributes(cls, value: str | None) -> TrackInfo:
-        """Parse a custom-attributes header value; `ValueError` names what is missing or wrong."""
+        """Parse a custom-attributes header value; `ValueError` names what is missing or wrong.
+
+        Fields it does not know are ignored (a newer container may report more)."""
         if not value:
             raise ValueError("the response carries no track metadata (custom attributes)")
         fields = dict(parse_qsl(value, keep_blank_values=True))
-        missing = sorted(
-            {"seed", "sample_rate", "channels", "duration", "format", "model"} - set(fields)
-        )
+        missing = sorted(set(_REQUIRED) - set(fields))
         if missing:
             raise ValueError(f"the track metadata lacks {', '.join(missing)}")
         fmt = fields["format"]
@@ -94,11 +148,76 @@ class TrackInfo:
                 int(fields["channels"]),
                 float(fields["duration"]),
             )
-        except ValueError:
+            spent = fields.get("generation_seconds")
+            generation_seconds = None if spent is None else float(spent)
+            inputs = {
+                key.removesuffix(".sha256"): InputRecord(
+                    sha256=digest,
+                    start=float(fields[key.replace(".sha256", ".start")]),
+                    end=float(fields[key.replace(".sha256", ".end")]),
+                )
+                for key, digest in fields.items()
+                if key.endswith(".sha256")
+            }
+        except (ValueError, KeyError):
             raise ValueError(f"the track metadata is malformed: {value[:200]!r}") from None
         if seed < 0 or rate <= 0 or channels <= 0 or not math.isfinite(duration) or duration <= 0:
             raise ValueError(f"the track metadata is out of range: {value[:200]!r}")
-        return cls(seed, rate, channels, duration, fmt, fields["model"])  # type: ignore[arg-type]
+        engine = {k.removeprefix(_ENGINE): v for k, v in fields.items() if k.startswith(_ENGINE)}
+        return cls(
+            seed,
+            rate,
+            channels,
+            duration,
+            fmt,  # type: ignore[arg-type]
+            fields["model"],
+            engine=engine,
+            generation_seconds=generation_seconds,
+            inputs=inputs,
+        )
+
+
+def invocation_body(request: GenerateRequest, files: Mapping[str, bytes]) -> tuple[bytes, str]:
+    """The body and content type that ask the model tier for `request`: JSON, or a form when
+    there are uploads. Only the fields the caller set travel, plus the format (so the answer's
+    format is known) and the seed when one was chosen: the model tier applies the defaults, and
+    ``continuation_start`` given or not means what it meant to the caller."""
+    fields = request.model_dump(mode="json", exclude_unset=True) | {"format": request.format}
+    if request.seed is not None:
+        fields["seed"] = request.seed
+    if not files:
+        return json.dumps(fields, ensure_ascii=False).encode(), JSON_TYPE
+    text = {name: _form_value(value) for name, value in fields.items() if value is not None}
+    return encode_form(text, files)
+
+
+def _form_value(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def encode_form(fields: Mapping[str, str], files: Mapping[str, bytes]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body (RFC 7578) of text `fields` and `files`, and its content
+    type; `tunesmith.uploads.parse_form` reads it back."""
+    while True:  # a boundary that occurs in no part
+        boundary = f"tunesmith-{secrets.token_hex(16)}"
+        marker = boundary.encode()
+        if not any(marker in data for data in files.values()) and not any(
+            boundary in text for text in fields.values()
+        ):
+            break
+    parts: list[bytes] = []
+    for name, text in fields.items():
+        parts.append(_part(marker, f'name="{name}"', text.encode()))
+    for name, data in files.items():
+        disposition = f'name="{name}"; filename="{name}"\r\nContent-Type: application/octet-stream'
+        parts.append(_part(marker, disposition, data))
+    body = b"".join(parts) + b"--" + marker + b"--\r\n"
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _part(marker: bytes, disposition: str, data: bytes) -> bytes:
+    head = f"Content-Disposition: form-data; {disposition}\r\n\r\n".encode()
+    return b"--" + marker + b"\r\n" + head + data + b"\r\n"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 The event (payload format 1.0) carries ``httpMethod``, ``resource`` (``/generate``), ``path``,
 ``headers`` and ``multiValueHeaders`` (either may be null), ``body`` (a string or null) and
-``isBase64Encoded`` (true when API Gateway base64-encoded a body it treats as binary). The
-answer is ``{"statusCode", "headers", "body", "isBase64Encoded"}``; tunesmith always answers
+``isBase64Encoded`` (true when API Gateway base64-encoded a body it treats as binary: a
+``multipart/form-data`` one, which the API lists in ``binaryMediaTypes``). The answer is
+``{"statusCode", "headers", "body", "isBase64Encoded"}``; tunesmith always answers
 JSON, errors included (`error_response`), the same JSON the local API gives.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, TunesmithError
+from tunesmith.uploads import is_form
 
 __all__ = ["ProxyRequest", "error_response", "json_response"]
 
@@ -34,9 +36,16 @@ class ProxyRequest:
     body: bytes
     request_id: str | None
 
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
     @classmethod
-    def from_event(cls, event: Any, *, max_body_bytes: int) -> ProxyRequest:
-        """Parse a proxy event, decoding a base64 body; `PayloadTooLarge` past the limit."""
+    def from_event(
+        cls, event: Any, *, max_body_bytes: int, max_form_bytes: int | None = None
+    ) -> ProxyRequest:
+        """Parse a proxy event, decoding a base64 body; `PayloadTooLarge` past the limit
+        (`max_form_bytes` for a ``multipart/form-data`` body, when given)."""
         if not isinstance(event, Mapping) or "httpMethod" not in event:
             raise InvalidRequest(
                 [FieldError("event", "not an API Gateway REST proxy event")],
@@ -44,11 +53,14 @@ class ProxyRequest:
             )
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         context = event.get("requestContext") or {}
+        limit = max_body_bytes
+        if max_form_bytes is not None and is_form(headers.get("content-type")):
+            limit = max_form_bytes
         return cls(
             method=str(event.get("httpMethod") or "").upper(),
             resource=str(event.get("resource") or event.get("path") or ""),
             headers=headers,
-            body=_body(event.get("body"), bool(event.get("isBase64Encoded")), max_body_bytes),
+            body=_body(event.get("body"), bool(event.get("isBase64Encoded")), limit),
             request_id=context.get("requestId") if isinstance(context, Mapping) else None,
         )
 

@@ -32,7 +32,7 @@ from tunesmith.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tunesmith.schema import GenerateRequest
+from tunesmith.schema import AudioFormat
 
 __all__ = ["EndpointRefused", "SageMakerEndpoint", "parse_s3_uri"]
 
@@ -85,48 +85,58 @@ class SageMakerEndpoint:
                 raise ConfigError(f"cannot create the SageMaker runtime client: {exc}") from exc
         return self._client
 
-    def invoke(self, request: GenerateRequest) -> RenderedTrack:
-        """``InvokeEndpoint``: the rendered track, or a translated error."""
+    def invoke(self, body: bytes, content_type: str, *, fmt: AudioFormat) -> RenderedTrack:
+        """``InvokeEndpoint`` with `body` (`tunesmith.aws.protocol.invocation_body`) asking for
+        `fmt` audio: the rendered track, or a translated error."""
         try:
             answer = self.client.invoke_endpoint(
-                EndpointName=self.name,
-                ContentType="application/json",
-                Body=request.model_dump_json().encode("utf-8"),
+                EndpointName=self.name, ContentType=content_type, Body=body
             )
             audio: bytes = answer["Body"].read()
         except Exception as exc:
             raise self._error(exc) from exc
-        content_type = str(answer.get("ContentType") or "")
+        answered = str(answer.get("ContentType") or "")
         try:
             info = TrackInfo.from_attributes(answer.get("CustomAttributes"))
         except ValueError as exc:
             raise UpstreamError(f"the model endpoint {self.name!r} answered badly: {exc}") from None
-        if not content_type.startswith("audio/") or not audio or info.format != request.format:
+        if not answered.startswith("audio/") or not audio or info.format != fmt:
             raise UpstreamError(
                 f"the model endpoint {self.name!r} answered {len(audio)} bytes of "
-                f"{content_type or 'no type'} in format {info.format!r}; "
-                f"{request.format!r} audio was asked for"
+                f"{answered or 'no type'} in format {info.format!r}; {fmt!r} audio was asked for"
             )
-        return RenderedTrack(audio=audio, content_type=content_type, info=info)
+        return RenderedTrack(audio=audio, content_type=answered, info=info)
 
     def submit(
-        self, request: GenerateRequest, *, inference_id: str, filename: str, timeout: int
+        self,
+        *,
+        content_type: str,
+        inference_id: str,
+        filename: str,
+        timeout: int,
+        body: bytes | None = None,
+        input_location: str | None = None,
     ) -> str:
         """``InvokeEndpointAsync``: queue the request; returns the S3 URI the track will have.
 
-        The body goes inline (at most 128 kB; requests are far smaller). SageMaker writes the
-        answer under the endpoint's S3 output path, extended by `inference_id`, as `filename`,
-        and reports that URI (``OutputLocation``) at once.
+        The request is `body` inline (at most 128 kB: a JSON request) or the S3 object at
+        `input_location` (a form with its uploads), of `content_type` either way: SageMaker
+        hands the container the object with that type. It writes the answer under the
+        endpoint's S3 output path, extended by `inference_id`, as `filename`, and reports that
+        URI (``OutputLocation``) at once.
         """
+        source: dict[str, Any] = (
+            {"Body": body} if input_location is None else {"InputLocation": input_location}
+        )
         try:
             answer = self.client.invoke_endpoint_async(
                 EndpointName=self.name,
-                ContentType="application/json",
-                Body=request.model_dump_json().encode("utf-8"),
+                ContentType=content_type,
                 InferenceId=inference_id,
                 S3OutputPathExtension=inference_id,
                 Filename=filename,
                 InvocationTimeoutSeconds=timeout,
+                **source,
             )
         except Exception as exc:
             raise self._error(exc) from exc
