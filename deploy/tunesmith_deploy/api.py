@@ -182,7 +182,10 @@ class GenerateService(Construct):
                 "TUNESMITH_INVOKE_TIMEOUT": str(config.invoke_timeout),
             }
         else:
-            environment |= {"TUNESMITH_DEVICE": "cpu", "TUNESMITH_PRECISION": config.precision}
+            environment |= {
+                "TUNESMITH_DEVICE": "cpu",
+                "TUNESMITH_PRECISION": config.engine_precision,
+            }
 
         common = {
             "role": role,

@@ -108,7 +108,7 @@ class ModelEndpoint(Construct):
             "TUNESMITH_MAX_DURATION": f"{config.duration_limit:g}",
             "TUNESMITH_MAX_UPLOAD_BYTES": str(config.upload_limit),
             "TUNESMITH_MAX_RESPONSE_BYTES": str(config.payload_limit),
-            "TUNESMITH_PRECISION": config.precision,
+            "TUNESMITH_PRECISION": config.engine_precision,
             "TUNESMITH_DEVICE": "cuda" if config.gpu else "cpu",
         }
         model = sagemaker.CfnModel(

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     invoke_timeout: float = Field(
         65.0, gt=0, le=3600, description="Seconds the Lambda waits for the endpoint's answer"
     )
+    # Set by the CDK app so the Lambda can explain its refusals (`tunesmith.aws.deployment`).
+    variant: Literal["serverless", "realtime", "async", "lambda"] | None = None
+    time_limit: float | None = Field(
+        None, gt=0, le=HARD_MAX_DURATION, description="Seconds a request may take here"
+    )
 
     @field_validator("s3_prefix")
     @classmethod
@@ -104,7 +109,15 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("api_key", "s3_bucket", "public_base_url", "endpoint_name", mode="before")
+    @field_validator(
+        "api_key",
+        "s3_bucket",
+        "public_base_url",
+        "endpoint_name",
+        "variant",
+        "time_limit",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

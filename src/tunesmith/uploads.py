@@ -30,6 +30,7 @@ __all__ = [
     "AudioModel",
     "Form",
     "audio_inputs",
+    "check_uploads",
     "is_form",
     "parse_form",
     "parse_generate_form",

@@ -37,7 +37,7 @@ GOOD_BODIES: list[dict[str, Any]] = [
     {"prompt": "a", "continuation_end": 0.01},
 ]
 # scenario -> the longest track its model admits (tests/deploy/test_stack.py's LIMITS)
-LONGEST = {"serverless": 6, "realtime": 27, "async": 300, "lambda": 6, "options": 20}
+LONGEST = {"serverless": 20, "realtime": 27, "async": 300, "lambda": 20, "options": 20}
 
 
 def model_schema(synth: Synth) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def test_gateway_error_templates_render_to_tunesmiths_error_json(
         if response["Properties"]["ResponseType"] == "BAD_REQUEST_BODY":
             assert body["error"] == "invalid_request" and body["fields"] == []
             message = body["message"]
-            assert "prompt" in message and "1 to 6 on the serverless variant" in message
+            assert "prompt" in message and "1 to 20 on the serverless variant" in message
             assert "the async variant makes up to 300 s" in message
             assert "multipart/form-data" in message and "input_audio" in message
             assert all(name in message for name in GenerateRequest.model_fields)

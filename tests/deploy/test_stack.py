@@ -13,10 +13,10 @@ from cdk_synth import SCENARIOS, Synth
 SAGEMAKER = ["AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint"]
 # scenario -> (the longest track it takes, seconds one request may take, the largest upload)
 LIMITS = {
-    "serverless": ("6", "27", "3934464"),  # fp32 on CPU in 27 s; 4 MB SageMaker requests
+    "serverless": ("20", "27", "3934464"),  # int8 on CPU in 27 s; 4 MB SageMaker requests
     "realtime": ("27", "27", "4628480"),  # the T4 as assumed; the function's 6 MB event
     "async": ("300", "3600", "4628480"),
-    "lambda": ("6", "27", "4628480"),
+    "lambda": ("20", "27", "4628480"),
     "options": ("20", "60", "4628480"),  # -c max_duration=20; api_timeout 120, SageMaker's 60
 }
 

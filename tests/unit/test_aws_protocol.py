@@ -17,6 +17,7 @@ from tunesmith.aws.protocol import (
     invocation_body,
 )
 from tunesmith.aws.sagemaker import parse_s3_uri
+from tunesmith.config import load_settings
 from tunesmith.engine import encode_audio
 from tunesmith.errors import ConfigError, InvalidRequest, PayloadTooLarge, UpstreamError
 from tunesmith.schema import InputRecord, parse_generate_request
@@ -218,9 +219,7 @@ def test_a_form_boundary_never_occurs_in_its_parts() -> None:
 
 
 def test_a_too_long_duration_names_the_variants_limit_and_the_async_variant() -> None:
-    deployment = Deployment.from_environment(
-        {"TUNESMITH_VARIANT": "serverless", "TUNESMITH_TIME_LIMIT": "27"}
-    )
+    deployment = Deployment.from_settings(load_settings(variant="serverless", time_limit="27"))
     deployment.check_duration(6, 6)
     with pytest.raises(InvalidRequest) as refused:
         deployment.check_duration(30, 6)
@@ -247,9 +246,13 @@ def test_the_async_variant_and_an_unknown_deployment_say_what_applies() -> None:
         ({"TUNESMITH_TIME_LIMIT": "0"}, "TUNESMITH_TIME_LIMIT"),
     ],
 )
-def test_bad_deployment_variables_are_named(environ: dict[str, str], named: str) -> None:
+def test_bad_deployment_variables_are_named(
+    environ: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=named):
-        Deployment.from_environment(environ)
+        load_settings()
 
 
 def test_a_request_too_large_for_serverless_sagemaker_is_413_naming_the_limit() -> None:

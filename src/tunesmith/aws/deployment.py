@@ -1,6 +1,6 @@
 """What the API tier knows of the AWS deployment it runs in: its variant and that variant's limits.
 
-The CDK app (deploy/) sets two deployment-only variables beside the ``TUNESMITH_*`` settings:
+The CDK app (deploy/) sets two deployment-only settings (`tunesmith.config.Settings`):
 
     TUNESMITH_VARIANT      serverless | realtime | async | lambda
     TUNESMITH_TIME_LIMIT   seconds one request may take on this deployment: the tightest of
@@ -14,13 +14,15 @@ outside the CDK app) the refusals are the plain ones. This module imports nothin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from tunesmith.config import DEFAULT_MAX_DURATION, HARD_MAX_DURATION
-from tunesmith.errors import ConfigError, FieldError, InvalidRequest, PayloadTooLarge
+from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from tunesmith.config import Settings
 
 __all__ = [
     "ASYNC_MAX_DURATION",
@@ -69,23 +71,9 @@ class Deployment:
     time_limit: float | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Deployment:
-        """``TUNESMITH_VARIANT`` and ``TUNESMITH_TIME_LIMIT``; `ConfigError` names a bad one."""
-        raw = environ.get("TUNESMITH_VARIANT", "").strip()
-        if raw and raw not in VARIANTS:
-            raise ConfigError(
-                f"TUNESMITH_VARIANT: must be one of {', '.join(VARIANTS)}, not {raw!r}"
-            )
-        limit = environ.get("TUNESMITH_TIME_LIMIT", "").strip()
-        try:
-            seconds = float(limit) if limit else None
-        except ValueError:
-            seconds = -1.0
-        if seconds is not None and not 0 < seconds <= HARD_MAX_DURATION:
-            raise ConfigError(
-                f"TUNESMITH_TIME_LIMIT: must be seconds up to {HARD_MAX_DURATION:g}, not {limit!r}"
-            )
-        return cls(raw or None, seconds)
+    def from_settings(cls, settings: Settings) -> Deployment:
+        """``TUNESMITH_VARIANT`` and ``TUNESMITH_TIME_LIMIT`` (validated by `Settings`)."""
+        return cls(settings.variant, settings.time_limit)
 
     def check_duration(self, duration: float, max_duration: float) -> None:
         """Refuse (422) a duration over `max_duration`, saying what the variant allows."""

@@ -111,7 +111,8 @@ class GenerateFunction:
     @classmethod
     def from_environment(cls) -> GenerateFunction:
         """Built from ``TUNESMITH_*`` variables; `ConfigError` names a bad one."""
-        return cls(load_settings(), deployment=Deployment.from_environment())
+        settings = load_settings()
+        return cls(settings, deployment=Deployment.from_settings(settings))
 
     # -- the request flow --------------------------------------------------------------------
 
