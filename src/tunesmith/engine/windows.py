@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFILL_CHUNK", "Window", "plan_windows", "run_windows", "window_steps"]
 
-PREFILL_CHUNK = 128  # prompt positions per pass: big enough to share each weight read widely
+PREFILL_CHUNK = 64  # prompt positions per pass: each weight read shared by 64 positions
 
 
 @dataclass(frozen=True)
