@@ -55,7 +55,7 @@ from tunesmith.errors import (
 )
 from tunesmith.render import render
 from tunesmith.schema import AudioFormat, GenerateRequest
-from tunesmith.uploads import MULTIPART, AudioInputs, is_form, prepare_audio
+from tunesmith.uploads import MULTIPART, AudioInputs, audio_inputs, is_form
 
 __all__ = [
     "DEFAULT_PORT",
@@ -208,15 +208,8 @@ class EndpointState:
     def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
         """The request's uploads decoded for the loaded model (`InvalidRequest` naming the
         field if bad; blocking when there are uploads)."""
-        engine = self.engine
-        engine.loaded  # noqa: B018 - raises ModelNotReady (503): the model's rate is not known
-        return prepare_audio(
-            request,
-            files,
-            sample_rate=engine.sample_rate,
-            channels=engine.channels,
-            melody=engine.follows_melody,
-        )
+        self.engine.loaded  # noqa: B018 - raises ModelNotReady (503): its rate is not known
+        return audio_inputs(request, files, self.engine)
 
     def render(
         self, request: GenerateRequest, fmt: AudioFormat, inputs: AudioInputs

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.benchmark.random_model import PRESETS as MUSICGEN_PRESETS
-from tunesmith.benchmark.random_model import _tokenizer
+from tunesmith.benchmark.random_model import encoder_parts, randomise_codebooks
 
 __all__ = ["PRESETS", "save_random_musicgen_melody"]
 
@@ -41,11 +41,9 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
     """Build a random musicgen-melody of the given preset and `save_pretrained` it."""
     import torch
     from transformers import (
-        EncodecConfig,
         MusicgenMelodyConfig,
         MusicgenMelodyDecoderConfig,
         MusicgenMelodyForConditionalGeneration,
-        T5Config,
     )
     from transformers.models.musicgen_melody.processing_musicgen_melody import (
         MusicgenMelodyProcessor,
@@ -54,14 +52,7 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
     from tunesmith.engine.melody import MelodyFeatureConfig
 
     spec = PRESETS[preset]
-    tokenizer = _tokenizer(vocab_size=120)
-    text = T5Config(**{"vocab_size": max(len(tokenizer), 128), **spec["text"]})
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        audio_channels=1,
-        upsampling_ratios=[8, 5, 4, 4],
-        **spec["audio"],
-    )
+    tokenizer, text, audio = encoder_parts(spec)
     codebooks = spec["audio"]["codebook_size"]
     decoder = MusicgenMelodyDecoderConfig(
         num_codebooks=4,
@@ -80,9 +71,7 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
     )
     torch.manual_seed(seed)
     model: Any = MusicgenMelodyForConditionalGeneration(config)
-    with torch.no_grad():
-        for layer in model.audio_encoder.quantizer.layers:
-            torch.nn.init.normal_(layer.codebook.embed)
+    randomise_codebooks(model)
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
     # the real processor, around the extractor's configuration: it writes the files the

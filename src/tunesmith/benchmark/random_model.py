@@ -27,6 +27,8 @@ __all__ = [
     "cache_dir",
     "cached_path",
     "cached_random_musicgen",
+    "encoder_parts",
+    "randomise_codebooks",
     "save_random_musicgen",
 ]
 
@@ -143,28 +145,41 @@ def _tokenizer(vocab_size: int) -> Any:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
+def encoder_parts(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A preset's tokenizer, T5 text-encoder config and 32 kHz EnCodec config (shared by the
+    MusicGen and musicgen-melody checkpoints)."""
+    from transformers import EncodecConfig, T5Config
+
+    tokenizer = _tokenizer(vocab_size=120)
+    text = T5Config(**{"vocab_size": max(len(tokenizer), 128), **spec["text"]})
+    audio = EncodecConfig(
+        sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4], **spec["audio"]
+    )
+    return tokenizer, text, audio
+
+
+def randomise_codebooks(model: Any) -> None:
+    """Fill a fresh EnCodec's all-zero codebooks (different codes must decode differently)."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            torch.nn.init.normal_(layer.codebook.embed)
+
+
 def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     """Build a random MusicGen of the given preset and `save_pretrained` it (with processor)."""
     import torch
     from transformers import (
-        EncodecConfig,
         EncodecFeatureExtractor,
         MusicgenConfig,
         MusicgenDecoderConfig,
         MusicgenForConditionalGeneration,
         MusicgenProcessor,
-        T5Config,
     )
 
     spec = PRESETS[preset]
-    tokenizer = _tokenizer(vocab_size=120)
-    text = T5Config(**{"vocab_size": max(len(tokenizer), 128), **spec["text"]})
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        audio_channels=1,
-        upsampling_ratios=[8, 5, 4, 4],
-        **spec["audio"],
-    )
+    tokenizer, text, audio = encoder_parts(spec)
     codebooks = spec["audio"]["codebook_size"]
     stereo = bool(spec.get("stereo", False))
     decoder = MusicgenDecoderConfig(
@@ -180,9 +195,7 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
     )
     torch.manual_seed(seed)
     model: Any = MusicgenForConditionalGeneration(config)
-    with torch.no_grad():
-        for layer in model.audio_encoder.quantizer.layers:
-            torch.nn.init.normal_(layer.codebook.embed)
+    randomise_codebooks(model)
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
     processor: Any = MusicgenProcessor(  # type: ignore[no-untyped-call]
