@@ -43,10 +43,14 @@ def test_seed_request_stores_in_s3_and_both_urls_work(
         assert response.status_code == 200, response.text
         body = response.json()
         key = f"music-output/{body['id']}.wav"
+        record = f"music-output/{body['id']}.json"
         assert body["s3_url"] == f"s3://{s3_bucket}/{key}"
-        assert keys(s3_env, s3_bucket) == [key]
+        assert keys(s3_env, s3_bucket) == [record, key]  # the track and its record beside it
         head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
         assert head["ContentType"] == "audio/wav"
+        described = httpx.get(body["metadata_url"])
+        assert described.headers["content-type"] == "application/json"
+        assert described.json()["audio_key"] == key
         if url_mode == "presigned":
             assert "Signature" in body["public_url"] or "X-Amz-Signature" in body["public_url"]
         fetched = httpx.get(body["public_url"])
@@ -90,7 +94,8 @@ def test_every_format_is_stored_with_its_extension_and_content_type(
     with start(tiny_engine, s3_bucket) as client:
         body = client.post("/generate", json={**SEED_REQUEST, "format": fmt}).json()
         key = f"music-output/{body['id']}.{fmt}"
-        assert body["s3_url"] == f"s3://{s3_bucket}/{key}" and keys(s3_env, s3_bucket) == [key]
+        assert body["s3_url"] == f"s3://{s3_bucket}/{key}"
+        assert sorted(keys(s3_env, s3_bucket)) == sorted([key, f"music-output/{body['id']}.json"])
         head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)
         assert head["ContentType"] == content_type
         fetched = httpx.get(body["public_url"])
