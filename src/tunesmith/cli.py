@@ -65,6 +65,17 @@ SERVE_SETTINGS = [
 ]  # fmt: skip
 
 
+def _json_access_log() -> None:
+    """One JSON object per request on stderr (`tunesmith.api.observe`), in place of
+    uvicorn's own access lines."""
+    access = logging.getLogger("tunesmith.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -75,7 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
     storage = create_storage(settings)
     storage.check()  # an unusable directory or bucket stops here, before the port opens
     app = create_app(settings, storage=storage)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    _json_access_log()
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False
+    )
     server = uvicorn.Server(config)
     state = app.state.tunesmith
     state.on_load_failure = lambda: setattr(server, "should_exit", True)

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from tunesmith import __version__
 from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.observe import Metrics, RequestLog
 from tunesmith.api.routes import router
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
@@ -32,7 +33,8 @@ def create_app(
     """
     engine = engine or engine_for(settings)
     storage = storage or create_storage(settings)
-    state = AppState(settings=settings, service=TrackService(settings, engine, storage))
+    service = TrackService(settings, engine, storage)
+    state = AppState(settings=settings, service=service, metrics=Metrics(service))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,4 +51,5 @@ def create_app(
     app.state.tunesmith = state
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(RequestLog, metrics=lambda: state.metrics)
     return app

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
@@ -135,7 +136,11 @@ def base_url(state: AppState, request: Request) -> str:
 )
 async def generate(request: Request, state: State) -> GenerateResponse:
     parsed, files = await read_generate_request(request, state.settings)
-    return await state.service.generate(parsed, base_url=base_url(state, request), files=files)
+    request.state.duration_asked = parsed.duration
+    started = time.monotonic()
+    response = await state.service.generate(parsed, base_url=base_url(state, request), files=files)
+    state.metrics.track(response.duration, time.monotonic() - started)
+    return response
 
 
 def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
@@ -160,6 +165,13 @@ def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
 @router.get("/healthz", summary="200 once the model is loaded, 503 until then")
 async def healthz(state: State) -> JSONResponse:
     return health_response(state.service.engine, state.service.in_flight)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(state: State) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/files/{key:path}", summary="Download a track kept in local storage")

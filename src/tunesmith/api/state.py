@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunesmith.api.observe import Metrics
 from tunesmith.config import Settings
 from tunesmith.service import TrackService
 
@@ -17,6 +18,7 @@ class AppState:
 
     settings: Settings
     service: TrackService
+    metrics: Metrics
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -72,6 +73,7 @@ class MusicGenEngine:
         self.max_batch = max_batch
         self.batch_window = batch_window
         self.load_error: str | None = None
+        self.load_seconds: float | None = None  # how long `setup` took, once it succeeded
         self._loaded: LoadedModel | None = None
         self._decoder: FastDecoder | None = None
         self._scheduler: BatchScheduler | None = None
@@ -85,6 +87,7 @@ class MusicGenEngine:
         Raises `ModelUnavailable` (or `ConfigError` for an impossible device/precision)."""
         if self._scheduler is not None:
             return
+        started = time.monotonic()
         try:
             in_passing_thread(self._setup)
         except TunesmithError as exc:
@@ -93,6 +96,7 @@ class MusicGenEngine:
         except Exception as exc:  # a crash inside a foreign loader is reported the same way
             self.load_error = f"model {self.model_name!r} could not be loaded: {exc}"
             raise ModelUnavailable(self.load_error) from exc
+        self.load_seconds = time.monotonic() - started
 
     def _setup(self) -> None:
         from tunesmith.engine.audio.codec import AudioDecoder
