@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,14 +72,11 @@ def long_section(
 
 
 def _spawn(model: str, duration: float, precision: str, stride: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tunesmith.benchmark.long_tracks", "--model", model]
-    command += ["--duration", str(duration), "--precision", precision, "--stride", str(stride)]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"long-track benchmark failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    from tunesmith.benchmark.worker import run_module
+
+    args = ["--model", model, "--duration", str(duration), "--precision", precision]
+    args += ["--stride", str(stride)]
+    return run_module("tunesmith.benchmark.long_tracks", *args, what="long-track benchmark")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,6 @@ a melody upload, in its own process, on random weights saved once (`random_melod
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,19 +45,14 @@ def melody_section(
     preset: str, duration: float, cache: Path | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Save (once) and time a random musicgen-melody of `preset`; print one line."""
-    from tunesmith.benchmark.random_melody import save_random_musicgen_melody
-    from tunesmith.benchmark.random_model import cache_dir
+    from tunesmith.benchmark.random_melody import cached_random_melody
+    from tunesmith.benchmark.worker import run_module
 
-    path = (cache or cache_dir()) / f"musicgen-melody-{preset}-random"
-    if not (path / "config.json").is_file():
-        say(f"melody {preset}: saving random weights into {path} once ...")
-        save_random_musicgen_melody(path, preset)
-    command = [sys.executable, "-m", "tunesmith.benchmark.melody", str(path), str(duration)]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"melody benchmark failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    path, saved_now = cached_random_melody(preset, cache)
+    when = "saved now; later runs reuse them" if saved_now else "saved by an earlier run"
+    say(f"melody {preset}: random weights in {path} ({when})")
+    args = [str(path), str(duration)]
+    result = run_module("tunesmith.benchmark.melody", *args, what="melody benchmark")
     ms = 1000 * result["seconds"] / result["steps"]
     say(
         f"melody {preset} (transformers generate, fp32): {result['duration']:g} s clip in "

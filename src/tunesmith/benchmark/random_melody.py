@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.benchmark.random_model import PRESETS as MUSICGEN_PRESETS
-from tunesmith.benchmark.random_model import encoder_parts, randomise_codebooks
+from tunesmith.benchmark.random_model import (
+    cached_checkpoint,
+    cached_path,
+    encoder_parts,
+    randomise_codebooks,
+)
 
-__all__ = ["PRESETS", "save_random_musicgen_melody"]
+__all__ = ["PRESETS", "cached_random_melody", "save_random_musicgen_melody"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": MUSICGEN_PRESETS["tiny"],
@@ -83,6 +88,15 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def cached_random_melody(
+    preset: str, directory: Path | None = None, seed: int = 0
+) -> tuple[Path, bool]:
+    """A random musicgen-melody `preset` under `directory` (default the bench cache), saved
+    on first use as `random_model.cached_checkpoint` saves: ``(path, saved_now)``."""
+    path = cached_path(preset, directory, seed, kind="musicgen-melody", spec=PRESETS[preset])
+    return cached_checkpoint(path, lambda at: save_random_musicgen_melody(at, preset, seed))
 
 
 def main(argv: list[str] | None = None) -> int:

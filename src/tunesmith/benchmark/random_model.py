@@ -19,12 +19,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "PRESETS",
     "cache_dir",
+    "cached_checkpoint",
     "cached_path",
     "cached_random_musicgen",
     "encoder_parts",
@@ -214,14 +216,32 @@ def cache_dir() -> Path:
     return Path(base) / "tunesmith" / "bench"
 
 
-def cached_path(preset: str, directory: Path | None = None, seed: int = 0) -> Path:
-    """Where `cached_random_musicgen` keeps `preset`: the name holds a digest of the preset, the
-    seed and the transformers version, so a changed preset is saved anew, never reused."""
+def cached_path(
+    preset: str, directory: Path | None = None, seed: int = 0, *, kind: str = "musicgen",
+    spec: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Where `cached_checkpoint` keeps a `kind` checkpoint of `preset` (its `spec`, default
+    this module's preset): the name holds a digest of the spec, the seed and the transformers
+    version, so a changed preset is saved anew, never reused."""
     import transformers
 
-    key = json.dumps([PRESETS[preset], seed, transformers.__version__], sort_keys=True)
+    spec = PRESETS[preset] if spec is None else spec
+    key = json.dumps([spec, seed, transformers.__version__], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return (directory or cache_dir()) / f"musicgen-{preset}-random-{digest}"
+    return (directory or cache_dir()) / f"{kind}-{preset}-random-{digest}"
+
+
+def cached_checkpoint(path: Path, save: Callable[[Path], Path]) -> tuple[Path, bool]:
+    """The checkpoint at `path`, saved there by `save` on first use: ``(path, saved_now)``."""
+    if (path / "config.json").is_file():
+        return path, False
+    # saved beside it and renamed when complete: an interrupted save is never reused
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save(partial)
+    shutil.rmtree(path, ignore_errors=True)  # a directory left without its config
+    partial.rename(path)
+    return path, True
 
 
 def cached_random_musicgen(
@@ -232,15 +252,7 @@ def cached_random_musicgen(
     Returns ``(path, saved_now)``.
     """
     path = cached_path(preset, directory, seed)
-    if (path / "config.json").is_file():
-        return path, False
-    # saved beside it and renamed when complete: an interrupted save is never reused
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_random_musicgen(partial, preset, seed)
-    shutil.rmtree(path, ignore_errors=True)  # a directory left without its config
-    partial.rename(path)
-    return path, True
+    return cached_checkpoint(path, lambda at: save_random_musicgen(at, preset, seed))
 
 
 def main(argv: list[str] | None = None) -> int:

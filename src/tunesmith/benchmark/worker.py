@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["main", "rss_mb", "spawn"]
+__all__ = ["main", "rss_mb", "run_module", "spawn"]
 
 PROMPT = "upbeat electronic dance music with heavy bass"
 
@@ -40,17 +40,23 @@ def rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def spawn(mode: str, model: str, out: Path, *extra: str) -> dict[str, Any]:
-    """Run one measurement in a new process (this module) and return its figures."""
-    command = [sys.executable, "-m", "tunesmith.benchmark.worker", mode, "--model", model]
-    command += ["--out", str(out), *extra]
+def run_module(module: str, *args: str, what: str) -> dict[str, Any]:
+    """``python -m module args`` in a new process (its memory figures its own): the JSON
+    object its last line prints. `what` names it in the error when it fails."""
+    command = [sys.executable, "-m", module, *args]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' bars, in its error output
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker {mode} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def spawn(mode: str, model: str, out: Path, *extra: str) -> dict[str, Any]:
+    """Run one measurement in a new process (this module) and return its figures."""
+    args = [mode, "--model", model, "--out", str(out), *extra]
+    return run_module("tunesmith.benchmark.worker", *args, what=f"benchmark worker {mode}")
 
 
 def _reference(args: argparse.Namespace) -> dict[str, Any]:
