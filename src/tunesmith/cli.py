@@ -142,10 +142,11 @@ def _generate(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         audio = render(engine, request, progress=progress, inputs=inputs)
-    seed = audio.params.seed
+    seed = audio.record.seed
     output = output or Path(f"tunesmith-{seed}.{request.format}")
     output.write_bytes(audio.data)
-    print(f"wrote {output} ({audio.duration:g} s, {audio.sample_rate} Hz, seed {seed})")
+    record = audio.record
+    print(f"wrote {output} ({record.duration:g} s, {record.sample_rate} Hz, seed {seed})")
     return 0
 
 

@@ -33,30 +33,6 @@ class RenderedAudio:
     data: bytes
     record: TrackRecord
 
-    @property
-    def params(self) -> GenerationParams:
-        return params_for(self.record.request)
-
-    @property
-    def content_type(self) -> str:
-        return self.record.content_type
-
-    @property
-    def format(self) -> AudioFormat:
-        return self.record.format
-
-    @property
-    def duration(self) -> float:
-        return self.record.duration
-
-    @property
-    def sample_rate(self) -> int:
-        return self.record.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.record.channels
-
 
 def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationParams:
     """Engine parameters for a request; a missing seed is drawn at random (and reported)."""

@@ -42,8 +42,7 @@ class TrackService:
 
     def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
         """The request's uploads decoded for the loaded model (`InvalidRequest` if bad)."""
-        self.engine.loaded  # noqa: B018 - raises ModelNotReady (503): its rate is not known
-        return audio_inputs(request, files, self.engine)
+        return audio_inputs(request, files, self.engine)  # ModelNotReady (503) while loading
 
     async def generate(
         self,
@@ -72,5 +71,5 @@ class TrackService:
         response = store_track(
             self.storage, self.settings.s3_prefix, audio.data, audio.record, base_url=base_url
         )
-        log.info("stored %s (%.1f s, seed %d)", response.id, audio.duration, audio.params.seed)
+        log.info("stored %s (%.1f s, seed %d)", response.id, response.duration, response.seed)
         return response

@@ -51,5 +51,5 @@ def create_app(
     app.state.tunesmith = state
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(RequestLog, metrics=lambda: state.metrics)
+    app.add_middleware(RequestLog, metrics=state.metrics)
     return app

@@ -15,7 +15,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -94,7 +93,7 @@ class RequestLog:
     """ASGI middleware: a request id on each request and its answer, a JSON access log line,
     and the request counter."""
 
-    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics | None]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -120,9 +119,7 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics = self.metrics()
-            if metrics is not None:
-                metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.requests.labels(route, str(status[0])).inc()
             line: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope.get("method"),

@@ -205,12 +205,6 @@ class EndpointState:
             ]
         )
 
-    def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
-        """The request's uploads decoded for the loaded model (`InvalidRequest` naming the
-        field if bad; blocking when there are uploads)."""
-        self.engine.loaded  # noqa: B018 - raises ModelNotReady (503): its rate is not known
-        return audio_inputs(request, files, self.engine)
-
     def render(
         self, request: GenerateRequest, fmt: AudioFormat, inputs: AudioInputs
     ) -> tuple[bytes, TrackInfo]:
@@ -251,9 +245,9 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
         fmt = _choose_format(parsed, request.headers.get("accept"))
         state.check_fits(parsed, fmt)
         if files:  # decoding takes a while: off the event loop
-            inputs = await anyio.to_thread.run_sync(state.audio_inputs, parsed, files)
+            inputs = await anyio.to_thread.run_sync(audio_inputs, parsed, files, engine)
         else:
-            inputs = state.audio_inputs(parsed, files)
+            inputs = audio_inputs(parsed, files, engine)
         with state.admission.held():
             audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt, inputs)
         log.info(
