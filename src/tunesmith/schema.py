@@ -31,6 +31,12 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "InputRecord",
+    "Job",
+    "JobError",
+    "JobProgress",
+    "JobStatus",
+    "TrackPage",
+    "TrackSummary",
     "TrackRecord",
     "parse_generate_request",
 ]
@@ -41,6 +47,8 @@ MIN_DURATION = 1.0
 MIN_LOUDNESS_LUFS = -70.0  # BS.1770's absolute gate: anything quieter measures as silence
 MAX_LOUDNESS_LUFS = -1.0  # louder could not stay under the -1 dBTP ceiling
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "canceled")
 Normalization = Literal["peak", "loudness", "rms", "clip", "none"]
 
 
@@ -167,6 +175,67 @@ class TrackRecord(BaseModel):
     audio_key: str
     generation_seconds: float | None = None
     inputs: dict[str, InputRecord] = Field(default_factory=dict)
+
+
+class JobProgress(BaseModel):
+    """How far a job is: decoder steps over every window, and seconds of audio decoded."""
+
+    steps_done: int = 0
+    steps_total: int = 0
+    audio_seconds: float = 0.0
+
+
+class JobError(BaseModel):
+    """Why a job failed: the error's code and message, as an error response carries them."""
+
+    error: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job, as ``GET /jobs/{id}`` answers and ``music-jobs/<id>.json`` stores it.
+
+    The URLs are the track's final ones, known from the start; they resolve once `status` is
+    ``succeeded``. `replica` names the server running it, `updated` is when that server last
+    wrote the record: a job whose server stopped writing is reported ``failed``."""
+
+    id: str
+    status: JobStatus
+    created: str  # ISO 8601, UTC
+    updated: str
+    request: GenerateRequest  # its seed filled in
+    progress: JobProgress = Field(default_factory=JobProgress)
+    s3_url: str | None
+    public_url: str
+    metadata_url: str
+    audio_url: str | None = Field(
+        None, description="The audio while it is made (WAV); null where it cannot be streamed"
+    )
+    events_url: str | None = None
+    result: GenerateResponse | None = None
+    error: JobError | None = None
+    replica: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class TrackSummary(BaseModel):
+    """A stored track in the history: its record and where to fetch it."""
+
+    id: str
+    created: str
+    public_url: str
+    metadata_url: str
+    record: TrackRecord
+
+
+class TrackPage(BaseModel):
+    """One page of ``GET /tracks``: records newest first, and the cursor of the next page."""
+
+    tracks: list[TrackSummary]
+    next: str | None = Field(None, description="Pass as ?before= for the next page; null: last")
 
 
 class GenerateAccepted(BaseModel):

@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from s3server import FaultyProxy, SeaweedS3, free_ports
 from tunesmith.config import Settings
-from tunesmith.errors import ConfigError, StorageError
+from tunesmith.errors import ConfigError, NotFound, StorageError
 from tunesmith.storage import S3Storage, create_storage, new_key
 
 if TYPE_CHECKING:
@@ -227,6 +227,39 @@ def test_upload_whose_answer_is_lost_is_removed(
 
     assert proxy.forwarded.count(f"PUT /{s3_bucket}/{key}".encode()) >= 1
     assert_bucket_empty(s3_server, s3_bucket)
+
+
+@pytest.mark.s3
+def test_get_and_list(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    storage = S3Storage(s3_bucket, client=s3_server.client())
+    tracks = [new_key("music-output/", "json") for _ in range(3)]
+    for n, key in enumerate(tracks):
+        storage.put(key, b"x" * n, "application/json")
+    storage.put(new_key("music-output/deeper/", "wav"), WAV, "audio/wav")  # not in the folder
+    storage.put(new_key("music-jobs/", "json"), b"{}", "application/json")
+
+    listed = {item.key: item.size for item in storage.list("music-output/")}
+
+    assert listed == {key: n for n, key in enumerate(tracks)}
+    assert storage.get(tracks[2]) == b"xx"
+    with pytest.raises(NotFound):
+        storage.get(new_key("music-output/", "json"))
+
+
+@pytest.mark.s3
+def test_failed_replacing_put_keeps_the_older_object(
+    s3_server: SeaweedS3, s3_bucket: str, make_proxy: Callable[..., FaultyProxy]
+) -> None:
+    # A job record is rewritten as the job goes: a lost answer must not delete the record.
+    key = new_key("music-jobs/", "json")
+    S3Storage(s3_bucket, client=s3_server.client()).put(key, b"old", "application/json")
+    proxy = make_proxy(drop_responses=True)
+    storage = S3Storage(s3_bucket, client=s3_server.client(endpoint_url=proxy.url, **FAST_FAIL))
+
+    with pytest.raises(StorageError):
+        storage.put(key, b"new", "application/json", replace=True)
+
+    assert s3_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read() == b"new"
 
 
 # -- URL shapes (no server) ------------------------------------------------------------------------

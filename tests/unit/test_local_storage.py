@@ -286,3 +286,21 @@ def test_create_storage_local(tmp_path: Path) -> None:
     assert isinstance(storage, LocalStorage)
     assert storage.root == tmp_path / "out"
     assert storage.name == "local"
+
+
+def test_get_and_list(storage: LocalStorage, root: Path) -> None:
+    first, second = new_key("music-output/", "json"), new_key("music-output/", "wav")
+    storage.put(first, b"{}", "application/json")
+    storage.put(second, b"RIFF", "audio/wav")
+    (root / "music-output" / ".tmp-x.part").write_bytes(b"half")  # a write in progress
+    storage.put(new_key("music-jobs/", "json"), b"{}", "application/json")
+
+    listed = {item.key: item.size for item in storage.list("music-output/")}
+
+    assert listed == {first: 2, second: 4}
+    assert storage.get(second) == b"RIFF"
+    assert storage.list("nothing-here/") == []
+    with pytest.raises(NotFound):
+        storage.get(new_key("music-output/", "wav"))
+    with pytest.raises(ValueError):
+        storage.list("../")

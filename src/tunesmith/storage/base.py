@@ -7,7 +7,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-__all__ = ["KEY_PATTERN", "PREFIX_PATTERN", "Storage", "StoredTrack", "new_key"]
+__all__ = ["KEY_PATTERN", "PREFIX_PATTERN", "Storage", "StoredObject", "StoredTrack", "new_key"]
 
 # What `new_key` produces: an optional prefix of safe path segments, 32 hex chars, an extension.
 # A segment never starts with a dot, so "." and ".." (and hidden names) are not keys. Match
@@ -30,6 +30,15 @@ class StoredTrack:
     public_url: str  # a URL a client can GET the object from
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object a listing found: its key, when it was last written (epoch s), its size."""
+
+    key: str
+    modified: float
+    size: int
+
+
 class Storage(ABC):
     """An object store for finished tracks.
 
@@ -40,8 +49,19 @@ class Storage(ABC):
     name: str
 
     @abstractmethod
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Store `data` under `key` with the given Content-Type, atomically."""
+    def put(self, key: str, data: bytes, content_type: str, *, replace: bool = False) -> None:
+        """Store `data` under `key` with the given Content-Type, atomically.
+
+        `replace`: the key may hold an older object (a job record being updated), which a
+        failed write must leave in place rather than remove."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object under `key`; `NotFound` when there is none."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Every object whose key starts with `prefix` (a folder such as ``music-output/``)."""
 
     @abstractmethod
     def locate(self, key: str, *, base_url: str | None = None) -> StoredTrack:

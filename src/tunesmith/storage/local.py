@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tunesmith.errors import NotFound, StorageError
-from tunesmith.storage.base import KEY_PATTERN, Storage, StoredTrack
+from tunesmith.storage.base import KEY_PATTERN, PREFIX_PATTERN, Storage, StoredObject, StoredTrack
 
 __all__ = ["LocalStorage"]
 
@@ -60,8 +60,9 @@ class LocalStorage(Storage):
 
     # -- Storage interface ---------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Write `data` to ``<root>/<key>`` atomically (temp file, fsync, rename).
+    def put(self, key: str, data: bytes, content_type: str, *, replace: bool = False) -> None:
+        """Write `data` to ``<root>/<key>`` atomically (temp file, fsync, rename): a failed
+        write leaves any older file under the key as it was.
 
         `content_type` is not stored: the file extension carries it. Raises `ValueError` for a
         key that is not a valid storage key, `StorageError` when the write fails (no partial
@@ -108,6 +109,40 @@ class LocalStorage(Storage):
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StorageError(f"could not delete {key!r} under {self.root}: {reason}") from exc
+
+    def get(self, key: str) -> bytes:
+        """The bytes of the file under `key`; `NotFound` if invalid or missing."""
+        path = self.path_for(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:  # removed since `path_for` looked
+            raise NotFound(f"no stored file under key {key!r}") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"could not read {key!r} under {self.root}: {reason}") from exc
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """The files directly in the folder `prefix` names (temporary files left out)."""
+        if not PREFIX_PATTERN.fullmatch(prefix):
+            raise ValueError(f"invalid storage prefix {prefix!r}")
+        found = []
+        try:
+            with os.scandir(self.root / prefix) as entries:
+                for entry in entries:
+                    key = prefix + entry.name
+                    if not KEY_PATTERN.fullmatch(key) or not entry.is_file(follow_symlinks=False):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed while listing
+                        continue
+                    found.append(StoredObject(key, info.st_mtime, info.st_size))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"could not list {prefix!r} under {self.root}: {reason}") from exc
+        return found
 
     def exists(self, key: str) -> bool:
         """Whether a file is stored under `key` (False for invalid keys)."""

@@ -20,8 +20,8 @@ import threading
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
-from tunesmith.errors import ConfigError, StorageError
-from tunesmith.storage.base import Storage, StoredTrack
+from tunesmith.errors import ConfigError, NotFound, StorageError
+from tunesmith.storage.base import Storage, StoredObject, StoredTrack
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -88,12 +88,12 @@ class S3Storage(Storage):
 
     # -- Storage interface ---------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str, *, replace: bool = False) -> None:
         """Store `data` with one ``PutObject`` (Content-Type and Content-MD5 set).
 
-        On failure the key is deleted (best effort, in case the server stored the object but the
-        answer was lost) and `StorageError` is raised. Keys are fresh (`new_key`), so this never
-        removes an older object.
+        On failure a fresh key is deleted (best effort, in case the server stored the object but
+        the answer was lost) and `StorageError` is raised; with `replace` the key is left as it
+        is (the older object, or the new one: each is whole).
         """
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
         try:
@@ -101,7 +101,7 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5
             )
         except Exception as exc:
-            if _error_code(exc) not in _MISSING_BUCKET_CODES:  # else nothing can be there
+            if not replace and _error_code(exc) not in _MISSING_BUCKET_CODES:
                 self._discard(key)
             if isinstance(exc, _boto_errors()):
                 raise self._error(f"storing {key!r}", exc) from exc
@@ -150,6 +150,32 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except _boto_errors() as exc:
             raise self._error(f"deleting {key!r}", exc) from exc
+
+    def get(self, key: str) -> bytes:
+        """``GetObject``: the object's bytes; `NotFound` on 404, `StorageError` otherwise."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            data: bytes = answer["Body"].read()
+        except _boto_errors() as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                raise NotFound(f"no object under key {key!r}") from None
+            raise self._error(f"reading {key!r}", exc) from exc
+        return data
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """``ListObjectsV2`` pages: the objects directly under `prefix` (no deeper folders)."""
+        found = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    modified = item["LastModified"].timestamp()
+                    found.append(StoredObject(item["Key"], modified, int(item["Size"])))
+        except _boto_errors() as exc:
+            raise self._error(f"listing {prefix!r}", exc) from exc
+        return found
 
     def exists(self, key: str) -> bool:
         """``HeadObject``: True when present, False on 404, `StorageError` otherwise."""
