@@ -14,11 +14,13 @@ the tree to status codes in exactly one place (`tunesmith.api.errors`).
     ├── Unauthorized (401)              missing or wrong API key
     ├── NotFound (404)                  unknown stored object or route
     ├── MethodNotAllowed (405)          a route called with the wrong HTTP method
+    ├── Conflict (409)                  the resource's state forbids it (cancel a finished job)
     ├── Unavailable (503)               try again later; carries `retry_after` seconds
     │   ├── ModelNotReady               the model is still loading
     │   └── Overloaded                  the request queue is full
     ├── ModelUnavailable (503)          the model cannot be loaded (offline, wrong path)
     ├── GenerationFailed (500)          the engine failed part-way (nothing was stored)
+    │   └── Canceled                    the request was canceled before it finished
     ├── UpstreamError (502)             a remote tier (model endpoint, object store) failed
     │   ├── StorageError                the object store refused or failed the write/read
     │   └── UpstreamTimeout (504)       a remote tier did not answer in time
@@ -29,7 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "Canceled",
     "ConfigError",
+    "Conflict",
     "FieldError",
     "GenerationFailed",
     "InvalidRequest",
@@ -138,6 +142,11 @@ class NotFound(TunesmithError):
     code = "not_found"
 
 
+class Conflict(TunesmithError):
+    status = 409
+    code = "conflict"
+
+
 class MethodNotAllowed(TunesmithError):
     status = 405
     code = "method_not_allowed"
@@ -171,6 +180,10 @@ class ModelUnavailable(TunesmithError):
 class GenerationFailed(TunesmithError):
     status = 500
     code = "generation_failed"
+
+
+class Canceled(GenerationFailed):
+    code = "canceled"
 
 
 class UpstreamError(TunesmithError):
