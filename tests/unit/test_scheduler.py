@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 
 from tunesmith.engine.scheduler import BatchScheduler, Ticket
-from tunesmith.errors import GenerationFailed, ModelNotReady
+from tunesmith.errors import Canceled, GenerationFailed, ModelNotReady
 
 T = TypeVar("T")
 TIMEOUT = 5.0  # bounds every wait: a scheduler bug fails the test instead of hanging it
@@ -295,6 +295,41 @@ def test_a_finished_job_leaves_and_its_wait_returns_while_the_others_run(
     decoder.release()
     assert long_ticket.wait(TIMEOUT) is long
     assert decoder.steps == [["long", "short"]] * 2 + [["long"]] * 3
+
+
+def test_a_canceled_job_leaves_at_the_next_step_and_the_others_run_on(make: Factory) -> None:
+    decoder = FakeDecoder()
+    decoder.hold()
+    scheduler, _ = make(decoder)
+    keep, drop = FakeJob("keep", 5), FakeJob("drop", 5)
+    cancel = threading.Event()
+    with decode_thread_held(scheduler):
+        kept = scheduler.submit(keep)
+        dropped = scheduler.submit(drop, cancel=cancel)
+    decoder.release(2)
+    decoder.wait_entered(3)  # held inside the third step, which holds both
+    cancel.set()
+    decoder.release()
+    with pytest.raises(Canceled):
+        dropped.wait(TIMEOUT)
+    assert kept.wait(TIMEOUT) is keep
+    assert drop.t == 3  # the step it was in finished; no step after it ran it
+    assert decoder.steps == [["keep", "drop"]] * 3 + [["keep"]] * 2
+    assert scheduler.in_flight == 0
+
+
+def test_a_job_canceled_while_queued_never_steps(make: Factory) -> None:
+    scheduler, decoder = make(max_batch=1)
+    first, queued = FakeJob("first", 3), FakeJob("queued", 3)
+    cancel = threading.Event()
+    with decode_thread_held(scheduler):
+        tickets = [scheduler.submit(first), scheduler.submit(queued, cancel=cancel)]
+        cancel.set()
+    with pytest.raises(Canceled):
+        tickets[1].wait(TIMEOUT)
+    assert tickets[0].wait(TIMEOUT) is first
+    assert queued.t == 0
+    assert all("queued" not in names for names in decoder.steps)
 
 
 # errors --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel, load_model
 from tunesmith.engine.params import GenerationParams, ProgressCallback, Track
 from tunesmith.engine.process import in_passing_thread, return_freed_memory
+from tunesmith.engine.streaming import CodeSink, Producer, stream_audio
 from tunesmith.engine.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
@@ -293,9 +294,12 @@ class MusicGenEngine:
         params: GenerationParams,
         progress: ProgressCallback | None = None,
         prompt: torch.Tensor | None = None,
+        sink: CodeSink | None = None,
+        cancel: threading.Event | None = None,
     ) -> torch.Tensor:
         """The audio codes ``(K, frames)`` for `params`, after the known codes `prompt` (which
-        they begin with) if given. Blocking; batched with other callers."""
+        they begin with) if given. Blocking; batched with other callers. `sink` gets the
+        frames as they become final; `cancel` stops it at the next step (`Canceled`)."""
         import torch
 
         decoder, call = self.decoder, self.scheduler.call
@@ -318,6 +322,8 @@ class MusicGenEngine:
                 generator,
                 known,
                 progress,
+                sink,
+                cancel,
             )
         except RuntimeError as exc:  # e.g. out of memory allocating a window's cache
             raise GenerationFailed(f"generation failed: {exc}") from None
@@ -364,6 +370,45 @@ class MusicGenEngine:
             )
         return Track(np.ascontiguousarray(samples[:, :wanted].T), loaded.sample_rate)
 
+    def stream(
+        self,
+        params: GenerationParams,
+        progress: ProgressCallback | None = None,
+        prompt_audio: npt.NDArray[np.float32] | None = None,
+        melody: npt.NDArray[np.float32] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[npt.NDArray[np.float32]]:
+        """The track `generate` makes, as samples ``(n, channels)`` a chunk (~1 s) at a time
+        while it is generated: the first chunk comes after ~50 decode steps, not all of them.
+        Setting `cancel` stops it at the next step (`Canceled`), as does closing the iterator."""
+        call = self.scheduler.call  # raises until set up
+        if melody is not None and not self.follows_melody:
+            raise ValueError(f"model {self.model_name!r} does not follow melodies")
+        if self._melody is not None and prompt_audio is not None:
+            raise ValueError("musicgen-melody models do not continue audio here")
+        produce: Producer
+        if self._melody is not None:
+
+            def produce(sink: CodeSink, halt: threading.Event) -> None:
+                sink(self._melody_codes(params, melody, progress))
+
+        else:
+            prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
+
+            def produce(sink: CodeSink, halt: threading.Event) -> None:
+                self.generate_codes(params, progress, prompt, sink, halt)
+
+        assert self._audio is not None
+        return stream_audio(
+            produce,
+            self._audio,
+            call,
+            frames=self.frames_for(params.duration),
+            samples=round(params.duration * self.sample_rate),
+            stereo=self.channels == 2,
+            cancel=cancel,
+        )
+
     def generate(
         self,
         params: GenerationParams,
@@ -375,15 +420,8 @@ class MusicGenEngine:
         `prompt_audio` ``(frames, channels)`` at the model's rate, the track begins with it
         (as the codec reproduces it) and continues it; with `melody` (the same shape), a
         melody model follows its chroma."""
-        if melody is not None and not self.follows_melody:
-            raise ValueError(f"model {self.model_name!r} does not follow melodies")
-        if self._melody is not None:
-            if prompt_audio is not None:
-                raise ValueError("musicgen-melody models do not continue audio here")
-            codes = self._melody_codes(params, melody, progress)
-            return self.decode_audio(codes, params.duration)
-        prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
-        return self.decode_audio(self.generate_codes(params, progress, prompt), params.duration)
+        chunks = list(self.stream(params, progress, prompt_audio, melody))
+        return Track(np.concatenate(chunks), self.sample_rate)
 
 
 class _NoSteps:

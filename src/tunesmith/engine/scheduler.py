@@ -5,7 +5,8 @@ When the decoder is idle, the first arrival waits up to a short collection windo
 after that, queued requests join the running batch at the next step (up to ``max_batch``), and
 a request that finishes leaves it without stalling the others. Each request keeps its own
 duration, seed and sampling params. A step that raises is run again job by job, so only a
-request that fails alone fails.
+request that fails alone fails. A ticket whose `cancel` event is set leaves the batch before
+the next step and fails with `Canceled`.
 
 The decode thread is also the engine's only compute thread: `call` runs other work there
 (encoding a prompt, a chunk of EnCodec decoding), one task between two steps. Every thread
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from tunesmith.errors import GenerationFailed, ModelNotReady
+from tunesmith.errors import Canceled, GenerationFailed, ModelNotReady
 
 __all__ = ["BatchScheduler", "StepDecoder", "StepJob", "Ticket"]
 
@@ -84,15 +85,22 @@ class _Task:
 class Ticket:
     """A queued job: `wait` blocks until its codes are complete (or raises its error)."""
 
-    def __init__(self, job: StepJob, progress: StepCallback | None) -> None:
+    def __init__(
+        self, job: StepJob, progress: StepCallback | None, cancel: threading.Event | None = None
+    ) -> None:
         self.job = job
         self.progress = progress
+        self.cancel = cancel
         self._done = threading.Event()
         self._error: BaseException | None = None
 
     def _finish(self, error: BaseException | None = None) -> None:
         self._error = error
         self._done.set()
+
+    @property
+    def canceled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -135,8 +143,15 @@ class BatchScheduler:
         with self._cond:
             return len(self._pending) + len(self._active)
 
-    def submit(self, job: StepJob, progress: StepCallback | None = None) -> Ticket:
-        ticket = Ticket(job, progress)
+    def submit(
+        self,
+        job: StepJob,
+        progress: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Ticket:
+        """Queue `job`; `progress` gets ``(t, steps)`` after each of its steps, on this
+        scheduler's thread. Setting `cancel` drops the job before its next step."""
+        ticket = Ticket(job, progress, cancel)
         with self._cond:
             if self._closed:
                 raise ModelNotReady("the engine is shutting down", retry_after=30)
@@ -214,7 +229,16 @@ class BatchScheduler:
             task.fail(ModelNotReady("the engine shut down", retry_after=30))
 
     def _step(self, batch: list[Ticket]) -> None:
-        """One decode step of `batch`; finished (or failed) tickets leave it."""
+        """One decode step of `batch`; finished, failed or canceled tickets leave it."""
+        canceled = [ticket for ticket in batch if ticket.canceled]
+        if canceled:
+            with self._cond:
+                self._active = [t for t in self._active if t not in canceled]
+            for ticket in canceled:
+                ticket._finish(Canceled("the request was canceled"))
+            batch = [ticket for ticket in batch if ticket not in canceled]
+            if not batch:
+                return
         stepped, failed = self._advance(batch)
         finished = []
         for ticket in stepped:

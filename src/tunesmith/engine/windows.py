@@ -14,6 +14,7 @@ decode thread a chunk at a time so the other requests keep stepping.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from tunesmith.engine.model import Conditioning, FastDecoder
+    from tunesmith.engine.model import Conditioning, DecodeJob, FastDecoder
     from tunesmith.engine.model.sampling import SamplingParams
     from tunesmith.engine.scheduler import BatchScheduler
 
@@ -73,35 +74,70 @@ def run_windows(
     generator: torch.Generator,
     prompt: torch.Tensor,
     progress: Callable[[int, int], None] | None = None,
+    sink: Callable[[torch.Tensor], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> torch.Tensor:
     """Generate `windows` after the known codes `prompt` ``(K, F)``: the whole track's codes
     ``(K, F + new frames)``, the prompt's included. Blocking; batched with other callers.
 
-    `progress` gets ``(steps_done, steps_total)`` over every window together."""
+    `progress` gets ``(steps_done, steps_total)`` over every window together; `sink` gets the
+    track's codes in order, ``(K, n)`` frames at a time as they become final (the prompt's
+    first), on the decode thread. Setting `cancel` stops it at the next step (`Canceled`)."""
     import torch
+
+    from tunesmith.errors import Canceled
 
     total_steps = window_steps(windows, decoder.max_delay)
     codes = prompt
+    if sink is not None and prompt.shape[1] > 0:
+        sink(prompt)
     done = 0
     for window in windows:
+        if cancel is not None and cancel.is_set():
+            raise Canceled("the request was canceled")
         context = codes[:, codes.shape[1] - window.context :]
         frames = window.context + window.new
         job = scheduler.call(
             partial(decoder.open, conditioning, frames, sampling, generator, context)
         )
         while job.t < job.prefix:
+            if cancel is not None and cancel.is_set():
+                raise Canceled("the request was canceled")
             scheduler.call(partial(decoder.prefill, job, PREFILL_CHUNK))
-        report = None
-        if progress is not None:
-            offset, first = done, job.t
-            report = partial(_report, progress, offset, first, total_steps)
-        scheduler.submit(job, report).wait()
+        report = _Report(decoder, job, progress, done, total_steps, sink, window.context)
+        scheduler.submit(job, report, cancel).wait()
+        report.flush()
         done += job.steps - job.prefix
         codes = torch.cat([codes, decoder.codes(job)[:, window.context :]], dim=1)
     return codes
 
 
-def _report(
-    progress: Callable[[int, int], None], offset: int, first: int, total: int, t: int, _: int
-) -> None:
-    progress(offset + t - first, total)
+class _Report:
+    """A window's step callback: progress over the whole track, and its new final frames."""
+
+    def __init__(
+        self,
+        decoder: FastDecoder,
+        job: DecodeJob,
+        progress: Callable[[int, int], None] | None,
+        offset: int,
+        total: int,
+        sink: Callable[[torch.Tensor], None] | None,
+        emitted: int,
+    ) -> None:
+        self.decoder, self.job, self.progress, self.sink = decoder, job, progress, sink
+        self.offset, self.first, self.total = offset, job.t, total
+        self.emitted = emitted  # frames of this window already handed to `sink`
+
+    def __call__(self, t: int, _: int) -> None:
+        if self.sink is not None:
+            self.flush()
+        if self.progress is not None:
+            self.progress(self.offset + t - self.first, self.total)
+
+    def flush(self) -> None:
+        """Hand `sink` the frames that became final since the last call."""
+        final = self.decoder.final_frames(self.job)
+        if self.sink is not None and final > self.emitted:
+            self.sink(self.decoder.codes(self.job, self.emitted, final))
+            self.emitted = final

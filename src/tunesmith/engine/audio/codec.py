@@ -1,18 +1,23 @@
-"""EnCodec decoding of a track's codes: transformers' EnCodec modules, run a second at a time.
+"""EnCodec decoding of a track's codes: transformers' EnCodec modules, run a second at a time,
+as the codes arrive.
 
 transformers decodes a track in one pass. Its last stages then hold tensors of 64 channels by
 every output sample (82 MB per 10 s of 32 kHz audio, several alive at once), and each layer
-streams them through memory. Here the decoder runs as it is built:
+streams them through memory. Here the decoder runs as it is built, causally, one chunk of
+`CHUNK_FRAMES` frames at a time (`CodecStream`), so a track's audio can be played while its
+later codes are still being generated:
 
-- the codebook lookup, first convolution and LSTM run once over the whole track (they work at
-  the frame rate, 50 Hz: small);
+- the codebook lookup is per frame; the convolution before the LSTM gets the few frames before
+  the chunk as context; the LSTM carries its state from chunk to chunk;
 - the upsampling stack after the LSTM is causal, so an output sample depends on only a few
-  frames before it (`context_frames`, worked out from its layers). It runs one chunk of frames
-  at a time, each with that many frames before it as context, whose output is dropped.
+  frames before it (`context_frames`, worked out from its layers): each chunk runs with that
+  many frames before it as context, whose output is dropped.
 
-The result is the whole-track decode up to float rounding (the convolution kernels sum in
-another order for another length), and faster: a chunk's tensors stay in the caches. A decoder
-this does not recognise (non-causal convolutions, other layer types) is decoded in one pass.
+The result is the whole-track decode up to float rounding (kernels sum in another order for
+another length), and faster: a chunk's tensors stay in the caches. The chunks are always the
+same for the same codes, so streamed and whole decodes give the same samples. A decoder this
+does not recognise (non-causal convolutions, other layer types) is decoded in one pass, at the
+end.
 
 Two more things: weight normalisation is folded into the weights once (as loaded, every
 convolution recomputes its weight on every call), and one chunk runs at a time: concurrent
@@ -34,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-__all__ = ["AudioDecoder", "context_frames", "encode_channels", "encode_codes"]
+__all__ = ["AudioDecoder", "CodecStream", "context_frames", "encode_channels", "encode_codes"]
 
 CHUNK_FRAMES = 50  # 1 s of musicgen audio: intermediate tensors of ~8 MB, inside the L3 cache
 
@@ -143,36 +148,55 @@ class AudioDecoder:
         self.hop = math.prod(config.upsampling_ratios)  # output samples per frame
         layers = list(audio_encoder.decoder.layers)
         lstm = [i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM)]
-        self.context: int | None = None
+        self.context: int | None = None  # frames of context the stack after the LSTM needs
+        self.head_context: int | None = None  # and the layers before it
         self._head: list[Any] = []
+        self._lstm: Any = None
         self._stack: list[Any] = []
         if len(lstm) == 1 and config.chunk_length is None:
-            self._head, self._stack = layers[: lstm[0] + 1], layers[lstm[0] + 1 :]
+            self._head, self._stack = layers[: lstm[0]], layers[lstm[0] + 1 :]
+            self._lstm = layers[lstm[0]].lstm
+            self.head_context = _reach_through(self._head, 0)
             self.context = context_frames(self._stack, self.hop)
-        if self.context is not None:  # every transposed convolution is causal and trimmed
+        if self.context is not None and self.head_context is not None:
             self._stack = [
                 _PolyphaseTranspose(layer) if isinstance(layer, EncodecConvTranspose1d) else layer
                 for layer in self._stack
             ]
+        else:
+            self.context = None
         self._lock = threading.Lock()
 
-    def decode(self, codes: torch.Tensor, run: Runner = _here) -> torch.Tensor:
-        """The audio of one channel's codes: ``(K, frames)`` long -> ``(1, frames * hop)``.
+    @property
+    def streams(self) -> bool:
+        """Whether audio comes out chunk by chunk (else all of it once the codes are in)."""
+        return self.context is not None
 
-        `run` runs each piece: the head, then every chunk, then their joining."""
+    def stream(self) -> CodecStream:
+        """A decoder of one channel's codes fed a chunk at a time (`CodecStream`)."""
+        return CodecStream(self)
+
+    def decode(self, codes: torch.Tensor, run: Runner = _here) -> torch.Tensor:
+        """The audio of one channel's codes: ``(K, frames)`` long -> ``(1, frames * hop)``,
+        the same samples a `CodecStream` fed these codes gives. `run` runs each piece."""
         if self.context is None:  # transformers' own pass
             return run(partial(self._whole, codes))
-        hidden = run(partial(self._head_pass, codes))
-        frames = hidden.shape[-1]
-        chunks = [
-            run(partial(self._chunk, hidden, start))
-            for start in range(0, frames, self.chunk_frames)
-        ]
+        stream = self.stream()
+        chunks, start = [], 0
+        for end in self.chunk_ends(codes.shape[1]):
+            chunks.append(run(partial(stream.decode, codes[:, start:end])))
+            start = end
         return run(partial(self._join, chunks))
+
+    def chunk_ends(self, frames: int) -> list[int]:
+        """Where the chunks of a `frames` long track end. The first holds at least the frames
+        the layers before the LSTM pad at the start (reflected, as the whole track's are)."""
+        first = max(self.chunk_frames, (self.head_context or 0) + 1)
+        return [*range(first, frames, self.chunk_frames), frames] if frames > first else [frames]
 
     @torch.inference_mode()
     def _join(self, chunks: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(chunks, dim=-1)[0]
+        return torch.cat(chunks, dim=-1)
 
     @torch.inference_mode()
     def _whole(self, codes: torch.Tensor) -> torch.Tensor:
@@ -181,25 +205,54 @@ class AudioDecoder:
         audio: torch.Tensor = decoded.audio_values[0]
         return audio
 
-    @torch.inference_mode()
-    def _head_pass(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codebook lookup, first convolution and LSTM over the whole track: ``(1, D, frames)``."""
-        with self._lock:
-            hidden: torch.Tensor = self.model.quantizer.decode(codes[:, None])
-            for layer in self._head:
-                hidden = layer(hidden)
-        return hidden
+
+class CodecStream:
+    """One channel's codes decoded as they come: each `decode` takes the next frames and
+    returns their audio. Fed chunks that end where `AudioDecoder.chunk_ends` says, it gives
+    exactly what `AudioDecoder.decode` gives for the whole."""
+
+    def __init__(self, decoder: AudioDecoder) -> None:
+        if decoder.context is None or decoder.head_context is None:
+            raise ValueError("this EnCodec decoder cannot be run in chunks")
+        self.decoder = decoder
+        self._embedded: torch.Tensor | None = None  # the last frames before the LSTM: context
+        self._hidden: torch.Tensor | None = None  # the last frames after it: the stack's context
+        self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # the LSTM's
+        self.frames = 0
 
     @torch.inference_mode()
-    def _chunk(self, hidden: torch.Tensor, start: int) -> torch.Tensor:
-        """The audio of frames ``start:start + chunk_frames``, decoded with their context."""
-        assert self.context is not None
-        first = max(0, start - self.context)
-        with self._lock:  # per chunk: a short track's decode need not wait for a long one
-            out = hidden[..., first : start + self.chunk_frames]
-            for layer in self._stack:
-                out = layer(out)
-        return out[..., (start - first) * self.hop :]
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The audio ``(1, frames * hop)`` of the next ``(K, frames)`` codes."""
+        d = self.decoder
+        assert d.context is not None and d.head_context is not None
+        with d._lock:  # per chunk: a short track's decode need not wait for a long one
+            embedded = d.model.quantizer.decode(codes[:, None])  # (1, D, frames)
+            hidden = _with_context(embedded, self._embedded, d._head, 1)
+            self._embedded = _tail(embedded, self._embedded, d.head_context + 1)
+            steps = hidden.permute(2, 0, 1)
+            out, self._state = d._lstm(steps, self._state)
+            hidden = (out + steps).permute(1, 2, 0)
+            audio = _with_context(hidden, self._hidden, d._stack, d.hop)
+            self._hidden = _tail(hidden, self._hidden, d.context)
+        self.frames += codes.shape[1]
+        return audio[0]
+
+
+def _with_context(
+    new: torch.Tensor, before: torch.Tensor | None, layers: list[Any], hop: int
+) -> torch.Tensor:
+    """`layers` over `new` frames, run with the frames `before` them, whose output is dropped."""
+    out = new if before is None else torch.cat([before, new], dim=-1)
+    for layer in layers:
+        out = layer(out)
+    skip = 0 if before is None else before.shape[-1] * hop
+    return out[..., skip:]
+
+
+def _tail(new: torch.Tensor, before: torch.Tensor | None, frames: int) -> torch.Tensor:
+    """The last `frames` frames of `before` followed by `new`."""
+    joined = new if before is None else torch.cat([before, new], dim=-1)
+    return joined[..., max(0, joined.shape[-1] - frames) :].clone()
 
 
 @torch.inference_mode()

@@ -335,12 +335,17 @@ class FastDecoder:
         """Run up to `limit` positions of the job's known prompt (see `open`)."""
         prefill(self, job, limit)
 
-    def codes(self, job: DecodeJob) -> torch.Tensor:
-        """The finished job's audio codes, ``(K, frames)``, with the delay pattern undone (a
-        prompt's codes included)."""
-        frames = job.steps - self.max_delay
+    def final_frames(self, job: DecodeJob) -> int:
+        """Frames whose every codebook is decoded: frame f is complete once the step at
+        position ``f + 1 + max_delay`` has run (the delay pattern)."""
+        return max(0, min(job.steps - self.max_delay, job.t - self.max_delay))
+
+    def codes(self, job: DecodeJob, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Frames ``start:end`` of the job's audio codes (default: all of a finished job's),
+        ``(K, frames)``, with the delay pattern undone (a prompt's codes included)."""
+        end = job.steps - self.max_delay if end is None else end
         return torch.stack(
-            [job.tokens[k, d + 1 : d + 1 + frames] for k, d in enumerate(self.delays)]
+            [job.tokens[k, d + 1 + start : d + 1 + end] for k, d in enumerate(self.delays)]
         )
 
     # -- the step ------------------------------------------------------------------------------
