@@ -27,9 +27,8 @@ class Admission:
     def in_flight(self) -> int:
         return self._in_flight
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Admit one request for the block, or raise `Overloaded` without admitting it."""
+    def admit(self) -> None:
+        """Count one more request in, or raise `Overloaded` without counting it."""
         with self._lock:
             if self._in_flight >= self.limit:
                 raise Overloaded(
@@ -37,8 +36,17 @@ class Admission:
                     retry_after=self.retry_after,
                 )
             self._in_flight += 1
+
+    def release(self) -> None:
+        """Count one admitted request out."""
+        with self._lock:
+            self._in_flight -= 1
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Admit one request for the block, or raise `Overloaded` without admitting it."""
+        self.admit()
         try:
             yield
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self.release()

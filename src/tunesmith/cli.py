@@ -40,11 +40,13 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         "public_base_url": "URL clients reach this server at (TUNESMITH_PUBLIC_BASE_URL)",
         "host": "bind address (TUNESMITH_HOST, default 127.0.0.1)",
         "port": "port (TUNESMITH_PORT, default 8000)",
-        "api_key": "require this key on POST /generate (TUNESMITH_API_KEY)",
+        "api_key": "require this key on generate, jobs and tracks (TUNESMITH_API_KEY)",
         "max_duration": "longest track in seconds (TUNESMITH_MAX_DURATION, default 300)",
         "extend_stride": "seconds each window of a long track adds (TUNESMITH_EXTEND_STRIDE, 18)",
         "max_upload_bytes": "largest audio upload (TUNESMITH_MAX_UPLOAD_BYTES, default 10 MiB)",
         "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
+        "max_jobs": "jobs queued or running at once before 503 (TUNESMITH_MAX_JOBS, 32)",
+        "job_heartbeat": "seconds between a running job's record writes (TUNESMITH_JOB_HEARTBEAT)",
         "presign_expires": "presigned URL lifetime, seconds (TUNESMITH_PRESIGN_EXPIRES)",
         "max_body_bytes": "request body limit (TUNESMITH_MAX_BODY_BYTES)",
         "max_response_bytes": "largest audio answer (TUNESMITH_MAX_RESPONSE_BYTES, 6 MiB)",
@@ -61,7 +63,8 @@ SERVE_SETTINGS = [
     "model", "device", "precision", "max_batch", "batch_window_ms",
     "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
-    "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes",
+    "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes", "max_jobs",
+    "job_heartbeat",
 ]  # fmt: skip
 
 

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
         description="Largest input_audio or melody upload accepted",
     )
     max_queue: int = Field(8, ge=1, le=1024, description="Requests admitted at once")
+    max_jobs: int = Field(
+        32, ge=1, le=4096, description="Jobs queued or running on this server at once"
+    )
+    job_heartbeat: float = Field(
+        5.0,
+        ge=0.1,
+        le=300,
+        description="Seconds between writes of a running job's record; a record not written "
+        "for four of them belongs to a server that stopped, and its job is reported failed",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # The AWS tiers (tunesmith.aws): the SageMaker container and the Lambda function.
     max_response_bytes: int = Field(

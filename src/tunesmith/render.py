@@ -5,14 +5,20 @@ caller)."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from tunesmith import __version__
 from tunesmith.engine import (
     CONTENT_TYPES,
     GenerationParams,
     MusicGenEngine,
+    Track,
     encode_audio,
     encoded_rate,
 )
@@ -66,9 +72,12 @@ def render(
     fmt: AudioFormat | None = None,
     progress: ProgressCallback | None = None,
     inputs: AudioInputs | None = None,
+    on_audio: Callable[[npt.NDArray[np.float32]], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RenderedAudio:
     """Generate `request` on `engine` (continuing or following `inputs`' audio) and encode it
-    as `fmt` (default: the request's format).
+    as `fmt` (default: the request's format). `on_audio` gets the samples as they are decoded
+    (`MusicGenEngine.stream`); setting `cancel` stops the generation (`Canceled`).
 
     Blocking; raises the engine's `TunesmithError` s (`GenerationFailed`, `ModelNotReady`...)."""
     fmt = fmt or request.format
@@ -77,7 +86,12 @@ def render(
     started = time.monotonic()
     continuation = None if inputs.continuation is None else inputs.continuation.samples
     melody = None if inputs.melody is None else inputs.melody.samples
-    track = engine.generate(params, progress, prompt_audio=continuation, melody=melody)
+    chunks = []
+    for chunk in engine.stream(params, progress, continuation, melody, cancel):
+        if on_audio is not None:
+            on_audio(chunk)
+        chunks.append(chunk)
+    track = Track(np.concatenate(chunks), engine.sample_rate)
     data = encode_audio(
         track.samples, track.sample_rate, fmt, request.normalization, request.loudness_lufs
     )

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from tunesmith.errors import TunesmithError
-from tunesmith.schema import GenerateResponse, TrackRecord
-from tunesmith.storage import Storage, new_key
+from pydantic import ValidationError
 
-__all__ = ["RECORD_TYPE", "now", "record_key", "store_track", "track_id"]
+from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithError
+from tunesmith.schema import GenerateResponse, TrackPage, TrackRecord, TrackSummary
+from tunesmith.storage import Storage, StoredObject, new_key
+
+__all__ = ["RECORD_TYPE", "list_tracks", "now", "record_key", "store_track", "track_id"]
 
 RECORD_TYPE = "application/json"
 
@@ -43,12 +45,14 @@ def store_track(
     record: TrackRecord,
     *,
     base_url: str | None = None,
+    key: str | None = None,
 ) -> GenerateResponse:
-    """Store encoded `audio` under a fresh key and `record` beside it, then describe them.
+    """Store encoded `audio` under `key` (default: a fresh one) and `record` beside it, then
+    describe them.
 
     Each `put` is atomic, and a record that cannot be stored takes its audio with it: a track
     is never left without its record."""
-    key = new_key(prefix, record.format)
+    key = key or new_key(prefix, record.format)
     record = record.model_copy(update={"id": track_id(key), "audio_key": key})
     storage.put(key, audio, record.content_type)
     meta = record_key(key)
@@ -73,3 +77,63 @@ def store_track(
         seed=record.seed,
         metadata_url=storage.locate(meta, base_url=base_url).public_url,
     )
+
+
+def list_tracks(
+    storage: Storage,
+    prefix: str,
+    *,
+    limit: int,
+    before: str | None = None,
+    base_url: str | None = None,
+) -> TrackPage:
+    """The stored tracks, newest first (by when their record was written), `limit` at a time.
+
+    `before` is the `TrackPage.next` of the page before. A record that cannot be read (being
+    removed, or not a track's) is skipped."""
+    records = [o for o in storage.list(prefix) if o.key.endswith(".json")]
+    records.sort(key=_order, reverse=True)
+    if before is not None:
+        cursor = _parse_cursor(before, prefix)
+        records = [o for o in records if _order(o) < cursor]
+    tracks: list[TrackSummary] = []
+    last: StoredObject | None = None
+    for item in records:
+        if len(tracks) == limit:
+            return TrackPage(tracks=tracks, next=_cursor(last) if last else None)
+        try:
+            record = TrackRecord.model_validate_json(storage.get(item.key))
+        except (NotFound, ValidationError):
+            continue
+        where = storage.locate(record.audio_key, base_url=base_url)
+        meta = storage.locate(item.key, base_url=base_url)
+        tracks.append(
+            TrackSummary(
+                id=record.id,
+                created=record.created,
+                public_url=where.public_url,
+                metadata_url=meta.public_url,
+                record=record,
+            )
+        )
+        last = item
+    return TrackPage(tracks=tracks, next=None)
+
+
+def _order(item: StoredObject) -> tuple[float, str]:
+    return (item.modified, item.key)
+
+
+def _cursor(item: StoredObject) -> str:
+    return f"{item.modified!r}_{track_id(item.key)}"
+
+
+def _parse_cursor(cursor: str, prefix: str) -> tuple[float, str]:
+    modified, _, ident = cursor.rpartition("_")
+    try:
+        when = float(modified)
+    except ValueError:
+        when = float("nan")
+    if when != when or not ident.isalnum():  # NaN: not a number
+        raise InvalidRequest([FieldError("before", "not a cursor this server gave")])
+    return (when, f"{prefix}{ident}.json")

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from tunesmith import __version__
 from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.jobs import router as jobs_router
 from tunesmith.api.observe import Metrics, RequestLog
 from tunesmith.api.routes import router
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
 from tunesmith.engine import MusicGenEngine, engine_for
+from tunesmith.jobs import JobManager
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
 
@@ -34,13 +37,15 @@ def create_app(
     engine = engine or engine_for(settings)
     storage = storage or create_storage(settings)
     service = TrackService(settings, engine, storage)
-    state = AppState(settings=settings, service=service, metrics=Metrics(service))
+    jobs = JobManager(settings, service)
+    state = AppState(settings=settings, service=service, jobs=jobs, metrics=Metrics(service))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not engine.ready:
             engine.load_in_background(state.load_failed)
         yield
+        await anyio.to_thread.run_sync(jobs.close)  # unfinished jobs are recorded failed
 
     app = FastAPI(
         title="tunesmith",
@@ -51,5 +56,6 @@ def create_app(
     app.state.tunesmith = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(jobs_router)
     app.add_middleware(RequestLog, metrics=state.metrics)
     return app

@@ -19,11 +19,21 @@ from tunesmith.storage import LocalStorage
 from tunesmith.tracks import RECORD_TYPE
 from tunesmith.uploads import UPLOAD_FIELDS, is_form, parse_generate_form
 
-__all__ = ["GENERATE_BODY", "health_response", "read_body", "read_generate_request", "router"]
+__all__ = [
+    "ERROR_SCHEMA",
+    "GENERATE_BODY",
+    "State",
+    "base_url",
+    "check_api_key",
+    "health_response",
+    "read_body",
+    "read_generate_request",
+    "router",
+]
 
 router = APIRouter()
 
-_ERROR_SCHEMA: dict[str, Any] = {
+ERROR_SCHEMA: dict[str, Any] = {
     "content": {
         "application/json": {
             "schema": {
@@ -127,11 +137,11 @@ def base_url(state: AppState, request: Request) -> str:
     summary="Generate a track from a text prompt (and audio to continue) and store it",
     openapi_extra=GENERATE_BODY,
     responses={
-        401: _ERROR_SCHEMA,
-        413: _ERROR_SCHEMA,
-        422: _ERROR_SCHEMA,
-        502: _ERROR_SCHEMA,
-        503: _ERROR_SCHEMA,
+        401: ERROR_SCHEMA,
+        413: ERROR_SCHEMA,
+        422: ERROR_SCHEMA,
+        502: ERROR_SCHEMA,
+        503: ERROR_SCHEMA,
     },
 )
 async def generate(request: Request, state: State) -> GenerateResponse:
@@ -143,16 +153,23 @@ async def generate(request: Request, state: State) -> GenerateResponse:
     return response
 
 
-def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
+def health_response(
+    engine: MusicGenEngine, in_flight: int, extra: dict[str, Any] | None = None
+) -> JSONResponse:
     """200 with the device once the model is loaded; 503 with Retry-After while it loads, or
-    with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)"""
-    body: dict[str, Any] = {"model": engine.model_name, "in_flight": in_flight}
+    with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)
+    `extra` adds what this server allows (the page reads it)."""
+    body: dict[str, Any] = {"model": engine.model_name, "in_flight": in_flight, **(extra or {})}
     if engine.ready:
         body |= {
             "status": "ok",
             "device": str(engine.loaded.device),
             "precision": engine.precision,
             "kernels": engine.kernels.path,
+            "sample_rate": engine.sample_rate,
+            "channels": engine.channels,
+            "continues_audio": engine.continues_audio,
+            "follows_melody": engine.follows_melody,
         }
         return JSONResponse(body)
     if engine.load_error is not None:
@@ -164,7 +181,12 @@ def health_response(engine: MusicGenEngine, in_flight: int) -> JSONResponse:
 
 @router.get("/healthz", summary="200 once the model is loaded, 503 until then")
 async def healthz(state: State) -> JSONResponse:
-    return health_response(state.service.engine, state.service.in_flight)
+    limits = {
+        "max_duration": state.settings.max_duration,
+        "auth_required": state.settings.api_key is not None,
+        "jobs": state.jobs.running,
+    }
+    return health_response(state.service.engine, state.service.in_flight, limits)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -1,4 +1,4 @@
-"""What the routes share: settings, the track service, what to do if loading fails."""
+"""What the routes share: settings, the track and job services, what to do if loading fails."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tunesmith.api.observe import Metrics
 from tunesmith.config import Settings
+from tunesmith.jobs import JobManager
 from tunesmith.service import TrackService
 
 __all__ = ["AppState"]
@@ -18,6 +19,7 @@ class AppState:
 
     settings: Settings
     service: TrackService
+    jobs: JobManager
     metrics: Metrics
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunesmith.errors import ConfigError
-from tunesmith.storage.base import KEY_PATTERN, Storage, StoredTrack, new_key
+from tunesmith.storage.base import KEY_PATTERN, Storage, StoredObject, StoredTrack, new_key
 from tunesmith.storage.local import LocalStorage
 from tunesmith.storage.s3 import S3Storage
 
@@ -21,6 +21,7 @@ __all__ = [
     "LocalStorage",
     "S3Storage",
     "Storage",
+    "StoredObject",
     "StoredTrack",
     "create_storage",
     "new_key",

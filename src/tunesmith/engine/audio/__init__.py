@@ -11,7 +11,9 @@ from tunesmith.engine.audio.files import (
     encoded_rate,
     prepare_samples,
     read_audio,
+    stream_pcm,
     true_peak,
+    wav_header,
 )
 
 __all__ = [
@@ -24,5 +26,7 @@ __all__ = [
     "encoded_rate",
     "prepare_samples",
     "read_audio",
+    "stream_pcm",
     "true_peak",
+    "wav_header",
 ]

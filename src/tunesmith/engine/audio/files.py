@@ -37,7 +37,9 @@ __all__ = [
     "encoded_rate",
     "prepare_samples",
     "read_audio",
+    "stream_pcm",
     "true_peak",
+    "wav_header",
 ]
 
 CEILING: Final = 10 ** (-1 / 20)  # -1 dBTP as a linear amplitude
@@ -181,6 +183,44 @@ def encode_audio(
     container, subtype = _SOUNDFILE[fmt]
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def wav_header(frames: int, channels: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV file of `frames` frames: the one libsndfile
+    writes for `encode_audio`'s WAV, so a header and `stream_pcm` chunks make that file."""
+    import struct
+
+    size = frames * channels * 2
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + size,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,  # PCM
+        channels,
+        sample_rate,
+        sample_rate * channels * 2,
+        channels * 2,
+        16,
+        b"data",
+        size,
+    )
+
+
+def stream_pcm(samples: npt.NDArray[np.float32]) -> bytes:
+    """16-bit PCM of a chunk of samples ``(frames, channels)`` as a stream plays them: clipped
+    at `CEILING`, as ``clip`` and ``none`` do. A stream cannot apply a whole-track gain (peak,
+    rms, loudness): for those it is the track before normalization, clipped alike."""
+    import soundfile
+
+    if samples.ndim != 2 or not np.isfinite(samples).all():
+        raise GenerationFailed("the model produced non-finite audio samples (NaN or infinity)")
+    audio = np.ascontiguousarray(np.clip(samples, -CEILING, CEILING), dtype=np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, 8000, format="RAW", subtype="PCM_16")  # rate: unused
     return buffer.getvalue()
 
 
