@@ -1,4 +1,4 @@
-"""`tunesmith bench --long`'s measurement, on the tiny model."""
+"""`tunesmith bench --long`, `--melody` and `--stream`, on the tiny models."""
 
 from pathlib import Path
 
@@ -36,3 +36,30 @@ def test_bench_long_and_melody_flags_run_end_to_end(tiny_model_dir: Path, tmp_pa
     out, figures = bench("--melody", "tiny", "-d", "2")
     assert "melody tiny (transformers generate, fp32): 2 s clip" in out
     assert figures["melody"]["duration"] == 2.0  # type: ignore[index]
+
+
+def test_bench_stream_times_first_audio_against_transformers(tiny_model_dir: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tunesmith.cli", "bench", "--stream", "6"]
+        + ["--model", str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["stream"]
+    ours = figures["tunesmith"]
+    assert ours["duration"] == 6.0 and ours["chunks"] == 6
+    assert 0 < ours["first_audio_seconds"] < ours["seconds"]
+    assert ours["realtime_factor"] == 6.0 / ours["seconds"]
+    assert ours["buffer_seconds"] >= ours["first_audio_seconds"]
+    assert (
+        figures["first_audio_ratio"]
+        == figures["transformers"]["seconds"] / (ours["first_audio_seconds"])
+    )
+    assert "first audio" in done.stdout and "sooner than transformers" in done.stdout

@@ -88,6 +88,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-precision", default="int8", choices=PRECISIONS)
     parser.add_argument("--stride", type=float, default=18.0, help="--long's extend stride")
     parser.add_argument(
+        "--stream",
+        type=float,
+        metavar="SECONDS",
+        help="instead: stream a track this long: time to first audio, realtime factor, the "
+        "buffer that plays it without stalls (transformers: its whole run)",
+    )
+    parser.add_argument("--stream-precision", default="int8", choices=PRECISIONS)
+    parser.add_argument(
         "--melody",
         metavar="PRESET",
         choices=["tiny", "small"],
@@ -144,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
             model = args.model or str(checkpoint_for("small", args.cache_dir, _say)[0])
             lengths = [float(v) for v in args.long.split(",") if v]
             figures["long"] = long_section(model, lengths, args.long_precision, args.stride, _say)
+        elif args.stream:
+            from tunesmith.benchmark.architectures import checkpoint_for
+            from tunesmith.benchmark.streaming import stream_section
+
+            model = args.model or str(checkpoint_for("small", args.cache_dir, _say)[0])
+            figures["stream"] = stream_section(
+                model,
+                args.stream,
+                args.stream_precision,
+                out,
+                _say,
+                reference=not args.skip_reference,
+            )
         elif args.melody:
             from tunesmith.benchmark.melody import melody_section
 
