@@ -43,9 +43,9 @@ def test_bench_stream_times_first_audio_against_transformers(tiny_model_dir: Pat
     import subprocess
     import sys
 
+    command = [sys.executable, "-m", "tunesmith.cli", "bench", "--stream", "6"]
     done = subprocess.run(
-        [sys.executable, "-m", "tunesmith.cli", "bench", "--stream", "6"]
-        + ["--model", str(tiny_model_dir)],
+        [*command, "--model", str(tiny_model_dir)],
         capture_output=True,
         text=True,
         timeout=600,
