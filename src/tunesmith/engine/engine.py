@@ -328,47 +328,11 @@ class MusicGenEngine:
         except RuntimeError as exc:  # e.g. out of memory allocating a window's cache
             raise GenerationFailed(f"generation failed: {exc}") from None
 
-    def _melody_codes(
-        self,
-        params: GenerationParams,
-        melody: npt.NDArray[np.float32] | None,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        assert self._melody is not None
-        frames = self.frames_for(params.duration)
-        try:
-            codes = self._melody.codes_for(
-                params.prompt, melody, self.sample_rate, frames, params.sampling, params.seed,
-                self.scheduler.call,
-            )  # fmt: skip
-        except (RuntimeError, ValueError) as exc:
-            raise GenerationFailed(f"generation failed: {exc}") from None
-        if progress is not None:  # transformers' loop reports nothing on the way
-            progress(frames, frames)
-        return codes
-
     def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
-        """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds."""
-        import torch
-
-        loaded = self.loaded
-        wanted = round(duration * loaded.sample_rate)
-        audio, call = self._audio, self.scheduler.call
-        assert audio is not None
-        try:
-            # a stereo model interleaves left and right codebooks
-            stereo = loaded.audio_channels == 2
-            halves = [codes[0::2], codes[1::2]] if stereo else [codes]
-            outputs = [audio.decode(part, call) for part in halves]
-            joined = call(lambda: torch.cat(outputs).float().cpu())
-        except RuntimeError as exc:
-            raise GenerationFailed(f"audio decoding failed: {exc}") from None
-        samples = joined.numpy()  # (channels, samples)
-        if samples.shape[-1] < wanted:
-            raise GenerationFailed(
-                f"the model produced {samples.shape[-1]} samples, {wanted} were needed"
-            )
-        return Track(np.ascontiguousarray(samples[:, :wanted].T), loaded.sample_rate)
+        """EnCodec-decode ``(K, frames)`` codes and cut to exactly `duration` seconds (the
+        chunks `stream` decodes, all at once)."""
+        samples = list(self._stream(lambda sink, halt: sink(codes), duration))
+        return Track(np.concatenate(samples), self.sample_rate)
 
     def stream(
         self,
@@ -390,7 +354,11 @@ class MusicGenEngine:
         if self._melody is not None:
 
             def produce(sink: CodeSink, halt: threading.Event) -> None:
-                sink(self._melody_codes(params, melody, progress))
+                assert self._melody is not None
+                frames = self.frames_for(params.duration)
+                sink(self._melody.track_codes(params, melody, self.sample_rate, frames, call))
+                if progress is not None:  # transformers' loop reports nothing on the way
+                    progress(frames, frames)
 
         else:
             prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
@@ -398,13 +366,18 @@ class MusicGenEngine:
             def produce(sink: CodeSink, halt: threading.Event) -> None:
                 self.generate_codes(params, progress, prompt, sink, halt)
 
+        return self._stream(produce, params.duration, cancel)
+
+    def _stream(
+        self, produce: Producer, duration: float, cancel: threading.Event | None = None
+    ) -> Iterator[npt.NDArray[np.float32]]:
         assert self._audio is not None
         return stream_audio(
             produce,
             self._audio,
-            call,
-            frames=self.frames_for(params.duration),
-            samples=round(params.duration * self.sample_rate),
+            self.scheduler.call,
+            frames=self.frames_for(duration),
+            samples=round(duration * self.sample_rate),
             stereo=self.channels == 2,
             cancel=cancel,
         )

@@ -28,9 +28,11 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.generation.streamers import BaseStreamer
 
 from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.errors import GenerationFailed
 
 if TYPE_CHECKING:
     from tunesmith.engine.loader import LoadedModel
+    from tunesmith.engine.params import GenerationParams
 
 __all__ = ["MelodyFeatureConfig", "MelodyGenerator", "chroma_features", "load_melody_model"]
 
@@ -252,6 +254,22 @@ class MelodyGenerator:
         if melody is not None:
             chroma = chroma_features(melody, sample_rate, self.processor.feature_extractor)
         return run(partial(self.generate_codes, prompt, chroma, frames, sampling, seed))
+
+    def track_codes(
+        self,
+        params: GenerationParams,
+        melody: npt.NDArray[np.float32] | None,
+        sample_rate: int,
+        frames: int,
+        run: Callable[[Callable[[], torch.Tensor]], torch.Tensor] = _run_here,
+    ) -> torch.Tensor:
+        """`codes_for` a request's parameters, its failures as `GenerationFailed`."""
+        try:
+            return self.codes_for(
+                params.prompt, melody, sample_rate, frames, params.sampling, params.seed, run
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise GenerationFailed(f"generation failed: {exc}") from None
 
     def generate_codes(
         self,
