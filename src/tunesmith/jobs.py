@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio.to_thread
@@ -97,6 +98,8 @@ class JobManager:
         self.replica = uuid.uuid4().hex[:12]  # names this server in the records it writes
         self.admission = Admission(settings.max_jobs)
         self.live: dict[str, LiveJob] = {}
+        # told of each stored track: (audio seconds, seconds it took), e.g. for /metrics
+        self.on_track: Callable[[float, float], None] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="job-heartbeat", daemon=True)
@@ -164,6 +167,7 @@ class JobManager:
 
     def _run(self, live: LiveJob, inputs: AudioInputs, base_url: str) -> None:
         job = live.job
+        began = time.monotonic()
         started = False
         samples_done = 0
         rate = self.service.engine.sample_rate
@@ -208,6 +212,8 @@ class JobManager:
                 key=audio_key,
             )
             final = live.update(status="succeeded", result=result)
+            if self.on_track is not None:
+                self.on_track(result.duration, time.monotonic() - began)
             log.info("job %s stored %s (%.1f s)", job.id, result.id, result.duration)
         except Canceled:
             if live.shutdown:

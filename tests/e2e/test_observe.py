@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,18 @@ def test_metrics_move_after_a_request(tmp_path: Path, tiny_engine: MusicGenEngin
         )
         >= 2 * 50
     )  # the 2 s track's decode steps, at some batch size
+
+
+def test_jobs_count_in_the_metrics(tmp_path: Path, tiny_engine: MusicGenEngine) -> None:
+    with serve(tmp_path, tiny_engine) as api:
+        job = api.client.post("/jobs", json=REQUEST).json()
+        while api.client.get(f"/jobs/{job['id']}").json()["status"] != "succeeded":
+            time.sleep(0.05)
+        after = api.client.get("/metrics").text
+    assert metric(after, "tunesmith_requests_total", route="/jobs", status="202") == 1.0
+    assert metric(after, "tunesmith_requests_total", route="/jobs/{job_id}", status="200") >= 1
+    assert metric(after, "tunesmith_audio_seconds_total") == pytest.approx(2.0)
+    assert metric(after, "tunesmith_jobs") == 0.0
 
 
 def test_each_request_logs_one_json_line_with_its_id_and_no_key(

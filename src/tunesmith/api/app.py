@@ -38,7 +38,9 @@ def create_app(
     storage = storage or create_storage(settings)
     service = TrackService(settings, engine, storage)
     jobs = JobManager(settings, service)
-    state = AppState(settings=settings, service=service, jobs=jobs, metrics=Metrics(service))
+    metrics = Metrics(service)
+    metrics.watch_jobs(jobs)
+    state = AppState(settings=settings, service=service, jobs=jobs, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

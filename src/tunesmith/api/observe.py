@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from tunesmith.jobs import JobManager
+
     from tunesmith.service import TrackService
 
 __all__ = ["REQUEST_ID_HEADER", "Metrics", "RequestLog"]
@@ -59,6 +61,12 @@ class Metrics:
         queue = Gauge("tunesmith_queue_depth", "Requests admitted and not finished", registry=r)
         queue.set_function(lambda: service.in_flight)
         r.register(_EngineCollector(service))
+
+    def watch_jobs(self, jobs: JobManager) -> None:
+        """Count `jobs` ' tracks too, and how many are queued or running."""
+        gauge = Gauge("tunesmith_jobs", "Jobs queued or running here", registry=self.registry)
+        gauge.set_function(lambda: jobs.running)
+        jobs.on_track = self.track
 
     def track(self, audio_seconds: float, seconds: float) -> None:
         """Count one finished track of `audio_seconds`, made in `seconds`."""
