@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from tunesmith.jobs import JobManager
-
     from tunesmith.service import TrackService
 
 __all__ = ["REQUEST_ID_HEADER", "Metrics", "RequestLog"]
