@@ -22,7 +22,7 @@ from tunesmith.api.routes import (
     read_generate_request,
 )
 from tunesmith.api.state import AppState
-from tunesmith.errors import Conflict
+from tunesmith.errors import Conflict, TunesmithError
 from tunesmith.jobs import KEEP_AUDIO_SECONDS, LiveJob
 from tunesmith.schema import Job, TrackPage
 from tunesmith.tracks import list_tracks
@@ -113,9 +113,13 @@ async def _events(state: AppState, job: Job) -> AsyncIterator[str]:
             quiet_since = time.monotonic()
         live = state.jobs.live_job(job.id)
         await anyio.sleep(_POLL_LIVE if live is not None else _POLL_STORED)
-        job = (
-            live.job if live is not None else await anyio.to_thread.run_sync(state.jobs.get, job.id)
-        )
+        if live is not None:
+            job = live.job
+            continue
+        try:
+            job = await anyio.to_thread.run_sync(state.jobs.get, job.id)
+        except TunesmithError:  # storage unreachable for a moment: look again
+            continue
 
 
 def _event(name: str, job: Job) -> str:
