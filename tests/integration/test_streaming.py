@@ -26,10 +26,11 @@ def test_the_stream_is_the_generated_track_in_chunks(tiny_engine: MusicGenEngine
 
     whole = tiny_engine.generate(params).samples
     np.testing.assert_array_equal(np.concatenate(chunks), whole)
-    assert [len(c) for c in chunks] == [32000, 32000, 32000, 9600]  # 1 s chunks, then the rest
+    # a quarter and a half second first, then 1 s chunks, then the rest
+    assert [len(c) for c in chunks] == [7680, 8320, 16000, 32000, 32000, 9600]
     total = tiny_engine.steps_for(3.3)
-    # the first second is out once its 50 frames (and the codebook delay) are decoded
-    assert 50 + 3 <= at_chunk[0] < total
+    # the first 12 frames are out once they (and the codebook delay) are decoded
+    assert 12 + 3 <= at_chunk[0] < total
 
 
 def test_a_continuation_streams_its_prompt_first(tiny_engine: MusicGenEngine) -> None:
@@ -51,7 +52,7 @@ def test_cancel_stops_the_stream_at_the_next_step(tiny_engine: MusicGenEngine) -
     cancel.set()
     with pytest.raises(Canceled):
         list(stream)
-    assert first.shape == (32000, 1)
+    assert first.shape == (7680, 1)
     assert steps[-1] < tiny_engine.steps_for(20.0)
     assert tiny_engine.scheduler.in_flight == 0
 

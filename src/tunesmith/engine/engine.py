@@ -342,8 +342,8 @@ class MusicGenEngine:
         melody: npt.NDArray[np.float32] | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[npt.NDArray[np.float32]]:
-        """The track `generate` makes, as samples ``(n, channels)`` a chunk (~1 s) at a time
-        while it is generated: the first chunk comes after ~50 decode steps, not all of them.
+        """The track `generate` makes, as samples ``(n, channels)`` a chunk (up to 1 s) at a time
+        while it is generated: the first (12 frames) comes after ~15 decode steps, not all of them.
         Setting `cancel` stops it at the next step (`Canceled`), as does closing the iterator."""
         call = self.scheduler.call  # raises until set up
         if melody is not None and not self.follows_melody:

@@ -189,10 +189,15 @@ class AudioDecoder:
         return run(partial(self._join, chunks))
 
     def chunk_ends(self, frames: int) -> list[int]:
-        """Where the chunks of a `frames` long track end. The first holds at least the frames
-        the layers before the LSTM pad at the start (reflected, as the whole track's are)."""
-        first = max(self.chunk_frames, (self.head_context or 0) + 1)
-        return [*range(first, frames, self.chunk_frames), frames] if frames > first else [frames]
+        """Where the chunks of a `frames` long track end: a quarter and a half chunk first, so
+        the first audio comes after a few steps, then every `chunk_frames`. The first holds at
+        least the frames the layers before the LSTM pad at the start (reflected, as the whole
+        track's are)."""
+        first = (self.head_context or 0) + 1
+        step = self.chunk_frames
+        ramp = {max(first, step // 4), max(first, step // 2)}
+        ends = sorted(e for e in ramp | set(range(step, frames, step)) if first <= e < frames)
+        return [*ends, frames]
 
     @torch.inference_mode()
     def _join(self, chunks: list[torch.Tensor]) -> torch.Tensor:
