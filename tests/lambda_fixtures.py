@@ -2,7 +2,8 @@
 real ``tunesmith endpoint`` process (tiny MusicGen), the SageMaker stand-in in front of it, and
 the environment the CDK app gives the function, pointed at them and at SeaweedFS S3.
 
-    endpoint    module    the container process (stricter limits than the function's)
+    endpoint    module    the container process (stricter limits than the function's), with
+                          credentials for SeaweedFS S3, as its execution role gives it on AWS
     standin     module    the SageMaker runtime stand-in in front of it
     sagemaker   function  the stand-in with a clean record and default behaviour
     lambda_env  function  the function's environment (monkeypatched), a fresh handler each test
@@ -27,10 +28,11 @@ __all__ = ["endpoint", "lambda_env", "sagemaker", "standin"]
 
 
 @pytest.fixture(scope="module")
-def endpoint(tiny_model_dir: Path) -> Iterator[EndpointProcess]:
+def endpoint(tiny_model_dir: Path, s3_server: SeaweedS3) -> Iterator[EndpointProcess]:
     env = {
         "TUNESMITH_MAX_DURATION": str(CONTAINER_MAX_DURATION),
         "TUNESMITH_MAX_RESPONSE_BYTES": str(CONTAINER_MAX_RESPONSE),
+        **s3_server.env(),  # an asynchronous request's record is stored by the container
     }
     with EndpointProcess(tiny_model_dir, env=env) as running:
         yield running
@@ -51,7 +53,9 @@ def sagemaker(standin: SageMakerStandIn) -> Iterator[SageMakerStandIn]:
     standin.faults.clear()
     standin.invocation_timeout = 60.0
     standin.output_path = standin.failure_path = None
+    standin.resume()
     yield standin
+    standin.resume()
     standin.wait_for_async()
 
 

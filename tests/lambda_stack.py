@@ -1,13 +1,14 @@
 """What the Lambda handler's end-to-end tests share: the request, the limits the container runs
-with (`lambda_fixtures` starts it), `call` (the real handler on a proxy event) and what S3 holds
-afterwards (`stored`, `record`)."""
+with (`lambda_fixtures` starts it), `call` (the real handler on a proxy event), `job_event` (a
+request for one job, as API Gateway routes ``/jobs/{id}``) and what S3 holds afterwards
+(`stored`, `record`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from apigw_events import lambda_context
+from apigw_events import lambda_context, proxy_event
 from s3server import SeaweedS3
 from tunesmith.aws import lambda_handler
 
@@ -17,6 +18,7 @@ __all__ = [
     "ENDPOINT",
     "REQUEST",
     "call",
+    "job_event",
     "record",
     "stored",
 ]
@@ -37,11 +39,23 @@ def call(event: Any) -> tuple[int, dict[str, str], Any]:
     return answer["statusCode"], answer["headers"], json.loads(answer["body"])
 
 
+def job_event(method: str, job_id: str, tail: str = "") -> dict[str, Any]:
+    """The proxy event of `method` ``/jobs/{id}`` (plus `tail`, e.g. ``/events``) for `job_id`."""
+    resource = f"/jobs/{{id}}{tail}"
+    event = proxy_event(None, method=method, resource=resource)
+    path = f"/jobs/{job_id}{tail}"
+    event["path"] = path
+    event["pathParameters"] = {"id": job_id}
+    event["requestContext"]["path"] = f"/{event['requestContext']['stage']}{path}"
+    return event
+
+
 def stored(server: SeaweedS3, bucket: str) -> list[str]:
     """Every key in `bucket`, sorted (a track's record sorts before its audio)."""
     client = server.client()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    # sorted here: SeaweedFS lists a folder's objects (<id>/track.wav) before <id>.json
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def record(server: SeaweedS3, bucket: str, track_id: str) -> dict[str, Any]:

@@ -8,14 +8,18 @@ real service checks, and forwards each invocation to the container's ``POST /inv
     POST /endpoints/{name}/invocations        InvokeEndpoint: the container's answer, relayed
         container non-2xx  -> 424 ModelError (OriginalStatusCode, OriginalMessage)
         no answer in time  -> 424 ModelError "Received server error (0) ... timed out ..."
-    POST /endpoints/{name}/async-invocations  InvokeEndpointAsync: 202 + OutputLocation at once;
-        a worker thread reads the request (the body inline, or the S3 object at InputLocation,
-        sent with the call's ContentType), invokes the container and writes its answer to S3 (a
-        real S3 server) at ``{output_path}/{S3OutputPathExtension}/{Filename}``, or an error
-        document under ``failure_path``
+    POST /endpoints/{name}/async-invocations  InvokeEndpointAsync: 202 + OutputLocation and
+        FailureLocation at once; a worker thread reads the request (the body inline, or the S3
+        object at InputLocation, sent with the call's ContentType and CustomAttributes), invokes
+        the container and writes its answer's body (nothing else of it) to S3 (a real S3
+        server) at ``{output_path}/{S3OutputPathExtension}/{Filename}``, or, when the container
+        answers non-2xx or not in time, an error document (its body, or a timeout's text) at
+        ``{failure_path}/{InferenceId}-error.out``
 
 Unsigned requests get 403, unknown endpoints 400 ValidationError, and `fail_next` makes the
 next call fail the way SageMaker does (throttling, unavailable, a container that crashed).
+`pause` keeps queued asynchronous requests in the queue until `resume`, as a busy endpoint
+(or one scaled to zero) does.
 """
 
 from __future__ import annotations
@@ -87,7 +91,16 @@ class SageMakerStandIn:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self._workers: list[threading.Thread] = []
+        self._released = threading.Event()
+        self._released.set()
         self.app = self._build()
+
+    def pause(self) -> None:
+        """Hold asynchronous requests queued (not yet sent to the container) until `resume`."""
+        self._released.clear()
+
+    def resume(self) -> None:
+        self._released.set()
 
     def fail_next(self, fault: Fault) -> None:
         """Answer the next call with `fault` instead of invoking the container."""
@@ -145,6 +158,10 @@ class SageMakerStandIn:
             headers = {"content-type": h.get("x-amzn-sagemaker-content-type", "")}
             if "x-amzn-sagemaker-accept" in h:
                 headers["accept"] = h["x-amzn-sagemaker-accept"]
+            if "x-amzn-sagemaker-custom-attributes" in h:  # forwarded verbatim
+                headers["x-amzn-sagemaker-custom-attributes"] = h[
+                    "x-amzn-sagemaker-custom-attributes"
+                ]
             source = h.get("x-amzn-sagemaker-inputlocation")
             worker = threading.Thread(
                 target=self._process_async,
@@ -192,6 +209,7 @@ class SageMakerStandIn:
             ("InferenceId", "x-amzn-sagemaker-inference-id"),
             ("Filename", "x-amzn-sagemaker-filename"),
             ("S3OutputPathExtension", "x-amzn-sagemaker-s3outputpathextension"),
+            ("CustomAttributes", "x-amzn-sagemaker-custom-attributes"),
         ):
             value = h.get(header)
             rules = _ASYNC_INPUT[member].metadata
@@ -199,10 +217,16 @@ class SageMakerStandIn:
                 if member == "InferenceId":
                     return _error(400, "ValidationError", "InferenceId is required here")
                 continue
-            # the model's patterns are Java regexes; two constructs differ in Python
-            pattern = rules["pattern"].replace(r"\p{Print}", r"\x20-\x7e").replace(r"\z", r"\Z")
-            if not rules["min"] <= len(value) <= rules["max"] or not re.search(pattern, value):
-                constraint = f"length {rules['min']}-{rules['max']}, pattern {rules['pattern']}"
+            # the model's patterns are Java regexes; three constructs differ in Python
+            pattern = (
+                rules["pattern"]
+                .replace(r"\p{Print}", r"\x20-\x7e")
+                .replace(r"\p{ASCII}", r"[\x00-\x7f]")
+                .replace(r"\z", r"\Z")
+            )
+            shortest = rules.get("min", 0)
+            if not shortest <= len(value) <= rules["max"] or not re.fullmatch(pattern, value):
+                constraint = f"length {shortest}-{rules['max']}, pattern {rules['pattern']}"
                 return _error(
                     400,
                     "ValidationError",
@@ -227,6 +251,7 @@ class SageMakerStandIn:
         self, body: bytes, source: str | None, headers: dict[str, str], output: str, failure: str
     ) -> None:
         assert self.s3_client is not None
+        self._released.wait()
         if source is not None:  # read when the request is processed, as SageMaker does
             bucket, key = _split(source)
             body = self.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()

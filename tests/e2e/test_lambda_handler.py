@@ -30,7 +30,7 @@ from s3server import FaultyProxy, SeaweedS3
 from sagemaker_standin import CONTAINER_CRASHED, NOT_READY, THROTTLED, UNAVAILABLE, SageMakerStandIn
 from tunesmith import __version__
 from tunesmith.aws import lambda_handler
-from tunesmith.schema import GenerateAccepted, GenerateResponse
+from tunesmith.schema import GenerateResponse, Job
 
 pytestmark = pytest.mark.s3
 pytest_plugins = ("lambda_fixtures",)  # endpoint, standin, sagemaker, lambda_env
@@ -274,7 +274,7 @@ def test_a_missing_bucket_setting_is_a_json_500_naming_it(lambda_env: pytest.Mon
 # -- the asynchronous variant --------------------------------------------------------------------
 
 
-def test_async_answers_202_with_urls_where_the_track_then_appears(
+def test_async_answers_202_with_a_job_whose_track_then_appears(
     lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
     sagemaker: SageMakerStandIn,
 ) -> None:  # fmt: skip
@@ -283,20 +283,23 @@ def test_async_answers_202_with_urls_where_the_track_then_appears(
     lambda_env.setenv("TUNESMITH_INVOKE_MODE", "async")
     lambda_env.setenv("TUNESMITH_INVOKE_TIMEOUT", "3600")
 
-    status, _, body = call(proxy_event({**REQUEST, "format": "flac"}))
+    status, headers, body = call(proxy_event({**REQUEST, "format": "flac"}))
 
     assert status == 202, body
-    assert set(body) == set(GenerateAccepted.model_fields) and body["status"] == "pending"
+    assert set(body) == set(Job.model_fields) and body["status"] == "queued"
+    assert headers["Location"] == f"/prod/jobs/{body['id']}"  # the stage, as the client sent it
     key = f"music-output/{body['id']}/track.flac"
     assert body["s3_url"] == f"s3://{s3_bucket}/{key}"
     assert body["public_url"] == f"{s3_env.endpoint_url}/{s3_bucket}/{key}"
-    assert isinstance(body["seed"], int) and body["format"] == "flac"
+    seed = body["request"]["seed"]
+    assert isinstance(seed, int) and body["request"]["format"] == "flac"
     (invocation,) = sagemaker.calls
     assert invocation["path"] == f"/endpoints/{ENDPOINT}/async-invocations"
     assert invocation["headers"]["x-amzn-sagemaker-invocationtimeoutseconds"] == "3600"
-    assert json.loads(invocation["body"])["seed"] == body["seed"]  # the reported seed is used
+    assert json.loads(invocation["body"])["seed"] == seed  # the reported seed is used
     sagemaker.wait_for_async()
-    assert stored(s3_env, s3_bucket) == [key]  # exactly where the answer said
+    meta, job = f"music-output/{body['id']}.json", f"music-jobs/{body['id']}.json"
+    assert stored(s3_env, s3_bucket) == [job, meta, key]  # exactly where the answer said
     track = httpx.get(body["public_url"])
     assert track.status_code == 200
     assert soundfile.info(io.BytesIO(track.content)).frames == 64000

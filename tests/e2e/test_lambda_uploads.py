@@ -212,10 +212,12 @@ def test_async_queues_a_form_as_an_s3_input_and_the_track_appears(
     sent, files = forwarded({"headers": {"content-type": content_type},
                              "body": queued["Body"].read()})  # fmt: skip
     assert files == {"input_audio": upload}
-    assert (sent.seed, sent.continuation_end) == (body["seed"], 0.75)  # the reported seed
+    assert (sent.seed, sent.continuation_end) == (body["request"]["seed"], 0.75)  # as reported
     sagemaker.wait_for_async()
     key = f"music-output/{body['id']}/track.wav"
-    assert stored(s3_env, s3_bucket) == [source, key]
+    job, meta = f"music-jobs/{body['id']}.json", f"music-output/{body['id']}.json"
+    assert stored(s3_env, s3_bucket) == [source, job, meta, key]
+    assert record(s3_env, s3_bucket, body["id"])["inputs"]["input_audio"]["end"] == 0.75
     assert soundfile.info(io.BytesIO(httpx.get(body["public_url"]).content)).frames == 64000
 
 

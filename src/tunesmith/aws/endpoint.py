@@ -13,6 +13,11 @@ SageMaker starts the image as ``docker run IMAGE serve`` and talks HTTP to port 
   (``TUNESMITH_MAX_RESPONSE_BYTES``: 6 MiB real-time, 4 MB serverless) is refused with 413
   before any compute is spent, never truncated.
 
+An asynchronous request names, in its custom attributes, where the track's record goes
+(`tunesmith.aws.protocol.RecordDestination`): SageMaker keeps only the answer's body, so the
+container stores the record in S3 itself (boto3, the ``[aws]`` extra; the execution role may
+put objects under the track prefix) before answering, and fails the invocation if it cannot.
+
 The model comes from ``/opt/ml/model`` when SageMaker put a saved checkpoint there (a
 ``config.json``), else from ``TUNESMITH_MODEL``. The engine runs as under ``tunesmith serve``:
 it loads in a background thread, generation runs off the event loop, and at most
@@ -40,6 +45,7 @@ from tunesmith.api.routes import health_response, read_generate_request
 from tunesmith.aws.protocol import (
     CUSTOM_ATTRIBUTES_HEADER,
     JSON_TYPE,
+    RecordDestination,
     TrackInfo,
     audio_size_bound,
 )
@@ -48,13 +54,15 @@ from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, engine_for
 from tunesmith.errors import (
     ConfigError,
     FieldError,
+    InvalidRequest,
     NotAcceptable,
     ResponseTooLarge,
     TunesmithError,
     UnsupportedMediaType,
 )
 from tunesmith.render import render
-from tunesmith.schema import AudioFormat, GenerateRequest
+from tunesmith.schema import AudioFormat, GenerateRequest, TrackRecord
+from tunesmith.tracks import RECORD_TYPE
 from tunesmith.uploads import MULTIPART, AudioInputs, audio_inputs, is_form
 
 __all__ = [
@@ -66,6 +74,7 @@ __all__ = [
     "endpoint_port",
     "endpoint_settings",
     "serve_endpoint",
+    "store_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -171,6 +180,32 @@ def _check_content_type(value: str | None) -> None:
         )
 
 
+def _record_destination(attributes: str | None) -> RecordDestination | None:
+    try:
+        return RecordDestination.from_attributes(attributes)
+    except ValueError as exc:
+        raise InvalidRequest([FieldError("custom-attributes", str(exc))]) from None
+
+
+def store_record(destination: RecordDestination, rendered: TrackRecord) -> None:
+    """Put the track's record where the request asked (blocking; `StorageError` on failure)."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "this image cannot store the track's record in S3: boto3 is not installed "
+            "(install tunesmith[aws] in the endpoint image)"
+        ) from None
+    from tunesmith.storage import S3Storage
+
+    storage = S3Storage(destination.bucket)
+    record = destination.record(rendered)
+    # replace: SageMaker may deliver a request twice; the role may put, not delete
+    storage.put(
+        destination.key, record.model_dump_json(indent=2).encode(), RECORD_TYPE, replace=True
+    )
+
+
 @dataclass
 class EndpointState:
     """What the container's routes share, kept on ``app.state.endpoint``."""
@@ -206,10 +241,17 @@ class EndpointState:
         )
 
     def render(
-        self, request: GenerateRequest, fmt: AudioFormat, inputs: AudioInputs
+        self,
+        request: GenerateRequest,
+        fmt: AudioFormat,
+        inputs: AudioInputs,
+        destination: RecordDestination | None = None,
     ) -> tuple[bytes, TrackInfo]:
-        """Generate and encode one track (blocking; runs in a worker thread)."""
+        """Generate and encode one track, storing its record at `destination` if one is given
+        (blocking; runs in a worker thread)."""
         audio = render(self.engine, request, fmt, inputs=inputs)
+        if destination is not None:
+            store_record(destination, audio.record)
         return audio.data, TrackInfo.from_record(audio.record)
 
 
@@ -241,6 +283,7 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
     @app.post("/invocations", summary="Generate one track; the answer is the encoded audio")
     async def invocations(request: Request) -> Response:
         _check_content_type(request.headers.get("content-type"))
+        destination = _record_destination(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
         parsed, files = await read_generate_request(request, settings)
         fmt = _choose_format(parsed, request.headers.get("accept"))
         state.check_fits(parsed, fmt)
@@ -249,7 +292,9 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
         else:
             inputs = audio_inputs(parsed, files, engine)
         with state.admission.held():
-            audio, info = await anyio.to_thread.run_sync(state.render, parsed, fmt, inputs)
+            audio, info = await anyio.to_thread.run_sync(
+                state.render, parsed, fmt, inputs, destination
+            )
         log.info(
             "rendered %.1f s of %s, seed %d: %d bytes", info.duration, fmt, info.seed, len(audio)
         )

@@ -1,4 +1,5 @@
-"""The Lambda tier: ``handler(event, context)`` behind API Gateway's ``POST /generate``.
+"""The Lambda tier: ``handler(event, context)`` behind API Gateway's ``POST /generate`` (and,
+on the async variant, ``POST /jobs``, ``GET /jobs/{id}`` and ``DELETE /jobs/{id}``).
 
 It validates the body with the one contract (`tunesmith.schema.parse_generate_request`, or
 `tunesmith.uploads.parse_generate_form` for ``multipart/form-data``), has the model tier render
@@ -13,10 +14,16 @@ environment (`tunesmith.config.Settings`, plus `tunesmith.aws.deployment` 's var
                                    function (the container-image variant, which has torch)
     TUNESMITH_INVOKE_MODE          sync: answer 200 with the stored track;
                                    async: queue it (InvokeEndpointAsync), answer 202 at once
-                                   with the URLs where it will appear (`GenerateAccepted`)
+                                   with a `Job` and ``Location: <base>/jobs/{id}`` (the stage
+                                   first, as the client's URL has it); the job's status is
+                                   ``GET /jobs/{id}`` (`tunesmith.aws.async_jobs`)
     TUNESMITH_INVOKE_TIMEOUT       seconds to wait for the endpoint (async: its time limit)
     TUNESMITH_VARIANT, TUNESMITH_TIME_LIMIT   the deployment, for refusals that say what it
                                    allows (a duration too long for it names the async variant)
+
+Jobs exist on the async variant only: elsewhere ``/jobs`` answers 404 naming it (the track
+is made while the request waits: ``POST /generate``). Nowhere is there ``/jobs/{id}/events``
+or ``/jobs/{id}/audio``: SageMaker writes the audio to S3 only once it is done (404).
 
 Uploads: API Gateway hands a form over base64-encoded (the API lists ``multipart/form-data``
 in ``binaryMediaTypes``). The function checks its fields and the uploads' sizes, not their
@@ -36,29 +43,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import threading
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tunesmith import __version__
-from tunesmith.aws.deployment import INPUT_PREFIX, Deployment
+from tunesmith.aws.async_jobs import AsyncJobs
+from tunesmith.aws.deployment import Deployment
 from tunesmith.aws.protocol import RenderedTrack, invocation_body
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
-from tunesmith.aws.sagemaker import SageMakerEndpoint, parse_s3_uri
+from tunesmith.aws.sagemaker import SageMakerEndpoint
 from tunesmith.config import HARD_MAX_DURATION, Settings, load_settings
 from tunesmith.errors import (
     ConfigError,
     MethodNotAllowed,
     NotFound,
-    StorageError,
     TunesmithError,
     UpstreamError,
 )
 from tunesmith.schema import (
-    MAX_SEED,
-    GenerateAccepted,
     GenerateRequest,
     GenerateResponse,
     TrackRecord,
@@ -76,10 +79,21 @@ __all__ = ["GenerateFunction", "handler", "reset"]
 log = logging.getLogger(__name__)
 
 ROUTE = "/generate"
+JOBS = "/jobs"
+JOB = "/jobs/{id}"
+_NO_JOBS = (
+    "jobs need the async variant (cdk deploy -c variant=async); this deployment makes the "
+    f"track while POST {ROUTE} waits, and answers with it"
+)
+_NO_STREAM = (
+    "the async variant cannot stream a job's events or audio: SageMaker writes the track to S3 "
+    "only once it is done; poll GET /jobs/{id}"
+)
 
 
 class GenerateFunction:
-    """``POST /generate`` for one configuration; `handle` turns a proxy event into an answer."""
+    """The API for one configuration (``POST /generate``; jobs on the async variant);
+    `handle` turns a proxy event into an answer."""
 
     def __init__(
         self,
@@ -105,6 +119,14 @@ class GenerateFunction:
             wait = settings.invoke_timeout if settings.invoke_mode == "sync" else 15.0
             endpoint = SageMakerEndpoint(settings.endpoint_name, timeout=wait)
         self.endpoint = endpoint
+        self.jobs: AsyncJobs | None = None
+        if settings.invoke_mode == "async" and endpoint is not None:
+            self.jobs = AsyncJobs(
+                self.storage,
+                endpoint,
+                prefix=settings.s3_prefix,
+                time_limit=max(1, min(3600, round(settings.invoke_timeout))),
+            )
         self._service: TrackService | None = None
         self._service_lock = threading.Lock()
 
@@ -128,18 +150,7 @@ class GenerateFunction:
                 + len(UPLOAD_FIELDS) * settings.max_upload_bytes,
             )
             request_id = proxy.request_id or request_id
-            if proxy.resource.rstrip("/") != ROUTE:
-                raise NotFound(f"no route {proxy.resource!r}; this API serves POST {ROUTE}")
-            if proxy.method != "POST":
-                raise MethodNotAllowed(f"{ROUTE} takes POST, not {proxy.method or 'nothing'}")
-            request, files = self.parse(proxy)
-            if settings.invoke_mode == "async":
-                accepted = self.submit(request, files)
-                log.info("request %s: queued %s", request_id, accepted.s3_url)
-                return json_response(202, accepted.model_dump(mode="json"))
-            response = self.generate(request, files)
-            log.info("request %s: stored %s", request_id, response.s3_url)
-            return json_response(200, response.model_dump(mode="json"))
+            return self.route(proxy, request_id)
         except TunesmithError as exc:
             level = logging.WARNING if exc.status >= 500 else logging.INFO
             log.log(level, "request %s: %d %s: %s", request_id, exc.status, exc.code, exc.message)
@@ -149,6 +160,37 @@ class GenerateFunction:
             return json_response(
                 500, {"error": "internal_error", "message": "internal error; see the function log"}
             )
+
+    def route(self, proxy: ProxyRequest, request_id: str | None) -> dict[str, Any]:
+        """The answer to one parsed request (errors raised as `TunesmithError`)."""
+        resource = proxy.resource.rstrip("/")
+        if resource in (ROUTE, JOBS):
+            if proxy.method != "POST":
+                raise MethodNotAllowed(f"{resource} takes POST, not {proxy.method or 'nothing'}")
+            if resource == JOBS and self.jobs is None:
+                raise NotFound(f"no route POST {JOBS}: {_NO_JOBS}")
+            request, files = self.parse(proxy)
+            if self.jobs is not None:
+                job = self.jobs.submit(request, files)
+                log.info("request %s: queued job %s for %s", request_id, job.id, job.s3_url)
+                location = f"{proxy.base_path}{JOBS}/{job.id}"  # the stage first, as sent
+                return json_response(202, job.model_dump(mode="json"), {"Location": location})
+            response = self.generate(request, files)
+            log.info("request %s: stored %s", request_id, response.s3_url)
+            return json_response(200, response.model_dump(mode="json"))
+        if resource == JOB:
+            if self.jobs is None:
+                raise NotFound(f"no route {proxy.method} {JOB}: {_NO_JOBS}")
+            job_id = proxy.path_parameters.get("id", "")
+            if proxy.method == "GET":
+                return json_response(200, self.jobs.get(job_id).model_dump(mode="json"))
+            if proxy.method == "DELETE":
+                self.jobs.cancel(job_id)
+            raise MethodNotAllowed(f"{JOB} takes GET or DELETE, not {proxy.method or 'nothing'}")
+        if resource.startswith(JOBS + "/"):
+            raise NotFound(f"no route {proxy.resource!r}: {_NO_STREAM if self.jobs else _NO_JOBS}")
+        routes = f"POST {ROUTE}" + (f", POST {JOBS}, GET and DELETE {JOB}" if self.jobs else "")
+        raise NotFound(f"no route {proxy.resource!r}; this API serves {routes}")
 
     def parse(self, proxy: ProxyRequest) -> tuple[GenerateRequest, dict[str, bytes]]:
         """The validated request and its uploads (sizes checked, audio not decoded)."""
@@ -215,60 +257,6 @@ class GenerateFunction:
             generation_seconds=info.generation_seconds,
             inputs=dict(info.inputs),
         )
-
-    def submit(
-        self, request: GenerateRequest, files: Mapping[str, bytes] | None = None
-    ) -> GenerateAccepted:
-        """Queue the request on the async endpoint; the URLs are where SageMaker will write."""
-        if self.endpoint is None:
-            raise ConfigError("asynchronous generation needs TUNESMITH_ENDPOINT_NAME")
-        # the seed is chosen here, so the answer can report it at once
-        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        request = request.model_copy(update={"seed": seed})
-        track_id = uuid.uuid4().hex
-        body, content_type = invocation_body(request, files or {})
-        filename = f"track.{request.format}"
-        timeout = max(1, min(3600, round(self.settings.invoke_timeout)))
-        source = uri = None
-        if files:  # too large to go inline: SageMaker reads it from S3
-            source = f"{INPUT_PREFIX}{track_id}.form"
-            uri = f"s3://{self.storage.bucket}/{source}"
-            self.storage.put(source, body, content_type)
-        try:
-            location = self.endpoint.submit(
-                content_type=content_type,
-                inference_id=track_id,
-                filename=filename,
-                timeout=timeout,
-                body=None if source else body,
-                input_location=uri,
-            )
-        except TunesmithError:
-            if source is not None:
-                self._discard(source)
-            raise
-        bucket, key = parse_s3_uri(location)
-        if bucket != self.storage.bucket or not key.startswith(self.settings.s3_prefix):
-            raise UpstreamError(
-                f"SageMaker will write to {location}, outside s3://{self.storage.bucket}/"
-                f"{self.settings.s3_prefix}: the endpoint's S3 output path is misconfigured"
-            )
-        where = self.storage.locate(key)
-        return GenerateAccepted(
-            id=track_id,
-            s3_url=where.s3_url or location,
-            public_url=where.public_url,
-            duration=request.duration,
-            format=request.format,
-            seed=seed,
-        )
-
-    def _discard(self, key: str) -> None:
-        """Remove a queued request's input that SageMaker will never read (best effort)."""
-        try:
-            self.storage.delete(key)
-        except StorageError:
-            log.warning("could not remove %s after its request failed to queue", key)
 
     def close(self) -> None:
         """Stop the in-process engine's decode thread, if one was started."""

@@ -24,25 +24,39 @@ rides in the custom-attributes header, which SageMaker forwards verbatim (at mos
 visible ASCII characters), URL-encoded as a query string: what the API tier needs for the
 track's record (`tunesmith.schema.TrackRecord`) that only the engine knows, the engine's
 description (``engine.*``) and each upload's hash and the part of it used. The model name is
-shortened to fit, then the optional fields dropped from the end. This module imports no torch.
+shortened to fit, then the optional fields dropped from the end.
+
+An asynchronous invocation's answer never reaches the API tier: SageMaker keeps only its body
+(the audio, written to S3). So the API tier asks the container to store the track's record
+itself, naming where in the request's custom attributes (`RecordDestination`):
+
+      X-Amzn-SageMaker-Custom-Attributes:
+        record=s3://bucket/music-output/<id>.json&audio=music-output/<id>/track.wav
+        &endpoint=<endpoint name>
+
+The container writes the record there before it answers (a failed write fails the
+invocation), so a track SageMaker stored always has its record. This module imports no torch.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, get_args
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from tunesmith.schema import AudioFormat, GenerateRequest, InputRecord, TrackRecord
+from tunesmith.storage.base import KEY_PATTERN, PREFIX_PATTERN
 
 __all__ = [
     "CUSTOM_ATTRIBUTES_HEADER",
     "JSON_TYPE",
     "MAX_ATTRIBUTES_CHARS",
+    "RecordDestination",
     "RenderedTrack",
     "TrackInfo",
     "audio_size_bound",
@@ -57,6 +71,9 @@ _WAV_HEADER_BYTES: Final = 44
 _FORMATS: Final = frozenset(get_args(AudioFormat))
 _REQUIRED: Final = ("seed", "sample_rate", "channels", "duration", "format", "model")
 _ENGINE: Final = "engine."
+_BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_AUDIO_KEY: Final = re.compile(PREFIX_PATTERN.pattern + r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,70 @@ class TrackInfo:
             engine=engine,
             generation_seconds=generation_seconds,
             inputs=inputs,
+        )
+
+
+@dataclass(frozen=True)
+class RecordDestination:
+    """Where the container stores a track's record itself: `key` (``<prefix><id>.json``) in
+    `bucket`, describing the audio SageMaker writes to `audio_key`, rendered by `endpoint`."""
+
+    bucket: str
+    key: str
+    audio_key: str
+    endpoint: str
+
+    def __post_init__(self) -> None:
+        if not _BUCKET.fullmatch(self.bucket):
+            raise ValueError(f"not an S3 bucket name: {self.bucket[:80]!r}")
+        if not KEY_PATTERN.fullmatch(self.key) or not self.key.endswith(".json"):
+            raise ValueError(f"not a track record's key (<prefix><id>.json): {self.key[:120]!r}")
+        if not _AUDIO_KEY.fullmatch(self.audio_key):
+            raise ValueError(f"not an object key: {self.audio_key[:120]!r}")
+        if not _ENDPOINT_NAME.fullmatch(self.endpoint):
+            raise ValueError(f"not a SageMaker endpoint name: {self.endpoint[:80]!r}")
+
+    @property
+    def id(self) -> str:
+        """The track's id: the record key's name."""
+        return self.key.rsplit("/", 1)[-1].removesuffix(".json")
+
+    def to_attributes(self) -> str:
+        """The custom-attributes header value that carries it (well under 1024 characters)."""
+        return urlencode(
+            {
+                "record": f"s3://{self.bucket}/{self.key}",
+                "audio": self.audio_key,
+                "endpoint": self.endpoint,
+            }
+        )
+
+    @classmethod
+    def from_attributes(cls, value: str | None) -> RecordDestination | None:
+        """The destination a request's custom attributes name; None when they name none (a
+        synchronous request: the answer's header carries the record's parts instead).
+        `ValueError` names what is malformed."""
+        fields = dict(parse_qsl(value or "", keep_blank_values=True))
+        if "record" not in fields:
+            return None
+        where = urlsplit(fields["record"])
+        if where.scheme != "s3" or where.query or where.fragment:
+            raise ValueError(f"the record's destination is not an s3:// URI: {value!r:.200}")
+        return cls(
+            where.netloc,
+            where.path.removeprefix("/"),
+            fields.get("audio", ""),
+            fields.get("endpoint", ""),
+        )
+
+    def record(self, rendered: TrackRecord) -> TrackRecord:
+        """`rendered`'s record as stored here: its id, its audio's key and the endpoint."""
+        return rendered.model_copy(
+            update={
+                "id": self.id,
+                "audio_key": self.audio_key,
+                "engine": {**rendered.engine, "endpoint": self.endpoint},
+            }
         )
 
 

@@ -1,7 +1,10 @@
 """API Gateway REST proxy integration: the event a Lambda function receives, the answer it returns.
 
-The event (payload format 1.0) carries ``httpMethod``, ``resource`` (``/generate``), ``path``,
-``headers`` and ``multiValueHeaders`` (either may be null), ``body`` (a string or null) and
+The event (payload format 1.0) carries ``httpMethod``, ``resource`` (``/generate``,
+``/jobs/{id}``), ``path`` (``/jobs/abc...``), ``pathParameters`` (``{"id": "abc..."}``, or
+null), ``requestContext.path`` (the path as the client sent it, the stage or a custom domain's
+base path first), ``headers`` and ``multiValueHeaders`` (either may be null), ``body`` (a string
+or null) and
 ``isBase64Encoded`` (true when API Gateway base64-encoded a body it treats as binary: a
 ``multipart/form-data`` one, which the API lists in ``binaryMediaTypes``). The answer is
 ``{"statusCode", "headers", "body", "isBase64Encoded"}``; tunesmith always answers
@@ -15,7 +18,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, TunesmithError
@@ -35,6 +38,8 @@ class ProxyRequest:
     headers: dict[str, str]
     body: bytes
     request_id: str | None
+    path_parameters: dict[str, str] = field(default_factory=dict)
+    base_path: str = ""  # what precedes `path` in the client's URL: "/prod" on execute-api
 
     @property
     def content_type(self) -> str | None:
@@ -56,12 +61,23 @@ class ProxyRequest:
         limit = max_body_bytes
         if max_form_bytes is not None and is_form(headers.get("content-type")):
             limit = max_form_bytes
+        if not isinstance(context, Mapping):
+            context = {}
+        parameters = event.get("pathParameters")
+        path = str(event.get("path") or "")
+        seen = str(context.get("path") or "")
         return cls(
             method=str(event.get("httpMethod") or "").upper(),
-            resource=str(event.get("resource") or event.get("path") or ""),
+            resource=str(event.get("resource") or path),
             headers=headers,
             body=_body(event.get("body"), bool(event.get("isBase64Encoded")), limit),
-            request_id=context.get("requestId") if isinstance(context, Mapping) else None,
+            request_id=context.get("requestId"),
+            path_parameters=(
+                {str(k): str(v) for k, v in parameters.items()}
+                if isinstance(parameters, Mapping)
+                else {}
+            ),
+            base_path=seen.removesuffix(path).rstrip("/") if path and seen.endswith(path) else "",
         )
 
 

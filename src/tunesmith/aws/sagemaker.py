@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ from tunesmith.errors import (
 )
 from tunesmith.schema import AudioFormat
 
-__all__ = ["EndpointRefused", "SageMakerEndpoint", "parse_s3_uri"]
+__all__ = ["AsyncLocations", "EndpointRefused", "SageMakerEndpoint", "parse_s3_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ class EndpointRefused(InvalidRequest):
         super().__init__(fields, str(body.get("message") or "the model endpoint refused it"))
         self.status = status
         self.code = str(body.get("error") or "invalid_request")
+
+
+@dataclass(frozen=True)
+class AsyncLocations:
+    """Where SageMaker will write a queued request's answer, and its error document (None: the
+    endpoint has no failure path)."""
+
+    output: str
+    failure: str | None
 
 
 class SageMakerEndpoint:
@@ -116,18 +126,22 @@ class SageMakerEndpoint:
         timeout: int,
         body: bytes | None = None,
         input_location: str | None = None,
-    ) -> str:
-        """``InvokeEndpointAsync``: queue the request; returns the S3 URI the track will have.
+        custom_attributes: str | None = None,
+    ) -> AsyncLocations:
+        """``InvokeEndpointAsync``: queue the request; returns where its answer will be.
 
         The request is `body` inline (at most 128 kB: a JSON request) or the S3 object at
         `input_location` (a form with its uploads), of `content_type` either way: SageMaker
         hands the container the object with that type. It writes the answer under the
-        endpoint's S3 output path, extended by `inference_id`, as `filename`, and reports that
-        URI (``OutputLocation``) at once.
+        endpoint's S3 output path, extended by `inference_id`, as `filename`, or an error
+        document under its failure path, and reports both URIs at once. `custom_attributes`
+        reach the container verbatim (its answer's never come back: only the body is kept).
         """
         source: dict[str, Any] = (
             {"Body": body} if input_location is None else {"InputLocation": input_location}
         )
+        if custom_attributes is not None:
+            source["CustomAttributes"] = custom_attributes
         try:
             answer = self.client.invoke_endpoint_async(
                 EndpointName=self.name,
@@ -143,7 +157,8 @@ class SageMakerEndpoint:
         location = answer.get("OutputLocation")
         if not location:
             raise UpstreamError(f"the model endpoint {self.name!r} gave no output location")
-        return str(location)
+        failure = answer.get("FailureLocation")
+        return AsyncLocations(str(location), str(failure) if failure else None)
 
     # -- errors ------------------------------------------------------------------------------
 
