@@ -4,10 +4,16 @@
   boto3; bundled by `LocalPipBundling`) calling the SageMaker endpoint, or, with
   ``variant=lambda``, the engine image itself (``deploy/Dockerfile``'s ``lambda`` stage).
   Its role may write its own logs, invoke this endpoint, and put (and, after a failed put,
-  delete) objects under the track prefix, nothing else.
-* The REST API (Regional) has one method, ``POST /generate``, a Lambda proxy integration with
-  a JSON body validated against the request contract first, stage and usage-plan throttling, an
-  API key by default, access logs, and gateway errors answered in tunesmith's JSON shape.
+  delete) objects under the track prefix, nothing else. On the async variant SageMaker writes
+  the tracks (and the container their records): the function may put and delete queued forms
+  under ``music-inputs/``, read and write job records under ``music-jobs/``, read the tracks,
+  their records and SageMaker's error documents, and list the bucket (without that, S3 answers
+  403 for a missing object, and a job not yet done could not be told from a denied read).
+* The REST API (Regional) has ``POST /generate`` and, on the async variant, ``POST /jobs``,
+  ``GET /jobs/{id}`` and ``DELETE /jobs/{id}`` (`tunesmith.aws.async_jobs`): Lambda proxy
+  integrations, the POST bodies validated against the request contract first, stage and
+  usage-plan throttling, an API key by default, access logs, and gateway errors answered in
+  tunesmith's JSON shape (an unknown route names the routes there are).
   ``multipart/form-data`` (uploads) is a binary media type, so it reaches the function
   base64-encoded and intact; the gateway validates it against no model (models are JSON
   Schema, and a content type with no model mapped is not validated): the function does.
@@ -26,16 +32,25 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from tunesmith.aws.async_jobs import JOB_PREFIX
 from tunesmith.aws.deployment import ASYNC_MAX_DURATION, INPUT_PREFIX
 from tunesmith.schema import GenerateRequest
 from tunesmith.uploads import MULTIPART, UPLOAD_FIELDS
+from tunesmith_deploy.bucket import FAILURE_PREFIX
 from tunesmith_deploy.bundling import REPO_ROOT, LocalPipBundling, docker_command
 from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.model_endpoint import ModelEndpoint, engine_image_args
 from tunesmith_deploy.nag import acknowledge, wildcard_finding
 from tunesmith_deploy.request_model import request_schema
 
-__all__ = ["HANDLER", "RUNTIME", "GenerateService", "contract_message", "gateway_errors"]
+__all__ = [
+    "HANDLER",
+    "RUNTIME",
+    "GenerateService",
+    "contract_message",
+    "gateway_errors",
+    "routes_message",
+]
 
 HANDLER = "tunesmith.aws.lambda_handler.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -67,8 +82,18 @@ def contract_message(variant: str, max_duration: float) -> str:
     )
 
 
+def routes_message(variant: str) -> str:
+    """What the gateway says for a route it does not have: the routes it has."""
+    if variant != "async":
+        return "no such route; this API serves POST /generate (jobs need the async variant)"
+    return (
+        "no such route; this API serves POST /generate, POST /jobs, GET and DELETE /jobs/{id} "
+        "(the async variant cannot stream a job's events or audio: poll GET /jobs/{id})"
+    )
+
+
 def gateway_errors(
-    api_timeout: int, contract: str
+    api_timeout: int, contract: str, routes: str
 ) -> dict[apigw.ResponseType, tuple[str | None, str]]:
     """Gateway response type -> (status, or None to keep the gateway's, JSON template)."""
 
@@ -87,7 +112,7 @@ def gateway_errors(
             "401", body("unauthorized", '"missing or wrong API key (send it as x-api-key)"')
         ),
         apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN: (
-            "404", body("not_found", '"no such route; this API serves POST /generate"')
+            "404", body("not_found", json.dumps(routes))
         ),
         apigw.ResponseType.THROTTLED: ("429", body("throttled")),
         apigw.ResponseType.QUOTA_EXCEEDED: ("429", body("quota_exceeded")),
@@ -101,7 +126,8 @@ def gateway_errors(
 
 
 class GenerateService(Construct):
-    """The function (`function`) and the REST API (`api`, `generate_url`, `api_key`)."""
+    """The function (`function`) and the REST API (`api`, `generate_url`, `jobs_url` on the
+    async variant, `api_key`)."""
 
     def __init__(
         self,
@@ -134,31 +160,14 @@ class GenerateService(Construct):
             description="POST /generate: invoke the model tier, store tracks, write its logs",
         )
         log_group.grant_write(role)
-        tracks = bucket.arn_for_objects(f"{config.prefix}*")
-        actions = [] if config.variant == "async" else ["s3:PutObject", "s3:DeleteObject"]
-        if config.url_mode == "presigned":  # a presigned GET carries the signer's permission
-            actions.append("s3:GetObject")
-        if actions:  # async and public: SageMaker writes the track, the function only queues
-            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[tracks]))
+        for actions, prefix, reason in self._object_grants(config):
+            objects = bucket.arn_for_objects(f"{prefix}*")
+            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[objects]))
             policy = role.node.find_child("DefaultPolicy")
-            acknowledge(
-                policy,
-                wildcard_finding(policy, tracks),
-                "Every track gets a fresh random key, so the grant names the track prefix and "
-                "nothing outside it. Delete removes a track whose upload failed; get signs "
-                "presigned URLs.",
-            )
-        if config.variant == "async":  # a form with uploads goes to SageMaker through S3
-            inputs = bucket.arn_for_objects(f"{INPUT_PREFIX}*")
+            acknowledge(policy, wildcard_finding(policy, objects), reason)
+        if config.variant == "async":  # a missing object is then 404, not 403
             role.add_to_policy(
-                iam.PolicyStatement(actions=["s3:PutObject", "s3:DeleteObject"], resources=[inputs])
-            )
-            policy = role.node.find_child("DefaultPolicy")
-            acknowledge(
-                policy,
-                wildcard_finding(policy, inputs),
-                "Each queued form gets a fresh random key under the private input prefix, which "
-                "the endpoint reads; delete removes one whose request failed to queue.",
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
             )
         environment = {
             "TUNESMITH_S3_BUCKET": bucket.bucket_name,
@@ -230,6 +239,48 @@ class GenerateService(Construct):
             **common,  # type: ignore[arg-type]
         )
 
+    @staticmethod
+    def _object_grants(config: DeployConfig) -> list[tuple[list[str], str, str]]:
+        """(actions, key prefix, why) for each S3 object grant of the function's role."""
+        presigned = config.url_mode == "presigned"  # a presigned GET carries the signer's grant
+        if config.variant != "async":
+            actions = ["s3:PutObject", "s3:DeleteObject"] + (["s3:GetObject"] if presigned else [])
+            return [
+                (
+                    actions,
+                    config.prefix,
+                    "Every track gets a fresh random key, so the grant names the track prefix "
+                    "and nothing outside it. Delete removes a track whose upload failed; get "
+                    "signs presigned URLs.",
+                )
+            ]
+        return [
+            (
+                ["s3:PutObject", "s3:DeleteObject"],
+                INPUT_PREFIX,
+                "Each queued form gets a fresh random key under the private input prefix, which "
+                "the endpoint reads; delete removes one whose request failed to queue.",
+            ),
+            (
+                ["s3:GetObject", "s3:PutObject"],
+                JOB_PREFIX,
+                "Each job's record has the job's fresh random id as its key under the private "
+                "job prefix: written when it is queued and when it ends, read for its status.",
+            ),
+            (
+                ["s3:GetObject"],
+                config.prefix,
+                "SageMaker writes each job's track under a fresh random key; get reads whether "
+                "it is there and the record beside it (and signs presigned URLs).",
+            ),
+            (
+                ["s3:GetObject"],
+                FAILURE_PREFIX,
+                "SageMaker writes a failed job's error document under the private failure "
+                "prefix, named for the job's random id; get reads it for the job's error.",
+            ),
+        ]
+
     # -- the REST API ------------------------------------------------------------------------
 
     def _api(self, config: DeployConfig) -> None:
@@ -268,7 +319,7 @@ class GenerateService(Construct):
             ),
         )
         contract = contract_message(config.variant, config.duration_limit)
-        errors = gateway_errors(config.api_timeout, contract)
+        errors = gateway_errors(config.api_timeout, contract, routes_message(config.variant))
         for response_type, (status, template) in errors.items():
             name = response_type.response_type  # jsii gives a new object per access: compare names
             self.api.add_gateway_response(
@@ -287,18 +338,39 @@ class GenerateService(Construct):
         validator = self.api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
-        generate = self.api.root.add_resource("generate")
-        generate.add_method(
-            "POST",
-            apigw.LambdaIntegration(
-                self.function, proxy=True, timeout=Duration.seconds(config.api_timeout)
-            ),
-            api_key_required=config.api_key,
-            request_validator=validator,
-            # JSON only: a form has no model mapped, so the gateway passes it unvalidated
-            request_models={"application/json": model},
+        integration = apigw.LambdaIntegration(
+            self.function, proxy=True, timeout=Duration.seconds(config.api_timeout)
         )
+        methods = []
+        posts = [self.api.root.add_resource("generate")]
+        if config.variant == "async":
+            posts.append(self.api.root.add_resource("jobs"))
+        for resource in posts:
+            methods.append(
+                resource.add_method(
+                    "POST",
+                    integration,
+                    api_key_required=config.api_key,
+                    request_validator=validator,
+                    # JSON only: a form has no model mapped, so the gateway passes it unvalidated
+                    request_models={"application/json": model},
+                )
+            )
         self.generate_url = self.api.url_for_path("/generate")
+        self.jobs_url: str | None = None
+        if config.variant == "async":
+            job = posts[1].add_resource("{id}")
+            for verb in ("GET", "DELETE"):
+                methods.append(
+                    job.add_method(
+                        verb,
+                        integration,
+                        api_key_required=config.api_key,
+                        request_validator=validator,
+                        request_parameters={"method.request.path.id": True},
+                    )
+                )
+            self.jobs_url = self.api.url_for_path("/jobs")
         self.api_key: apigw.IApiKey | None = None
         if config.api_key:
             self.api_key = self.api.add_api_key("ApiKey", description="tunesmith POST /generate")
@@ -319,13 +391,15 @@ class GenerateService(Construct):
             "No WAF web ACL by default (it costs per month and per request); the stage is "
             "throttled and the method needs an API key. Attach a web ACL for public launches.",
         )
-        for rule in ("APIG4", "COG4"):
-            acknowledge(
-                generate.node.find_child("POST"),
-                rule,
-                "Callers are identified by API key and usage plan (the seed's design), not by "
-                "per-user sign-in; add a Cognito or IAM authorizer in front for user accounts.",
-            )
+        for method in methods:
+            for rule in ("APIG4", "COG4"):
+                acknowledge(
+                    method,
+                    rule,
+                    "Callers are identified by API key and usage plan (the seed's design), not "
+                    "by per-user sign-in; add a Cognito or IAM authorizer in front for user "
+                    "accounts.",
+                )
         acknowledge(
             self.api.node.find_child("CloudWatchRole"),
             "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"

@@ -8,10 +8,12 @@ baked in at build time (``-c model=...``). The endpoint configuration follows th
     realtime    an instance (ml.g4dn.xlarge by default, a T4 GPU) answering synchronously
     async       an instance plus AsyncInferenceConfig: answers are written to
                 s3://<bucket>/<prefix><id>/track.<format>, failures under music-failures/;
-                a request with uploads is read from music-inputs/
+                a request with uploads is read from music-inputs/; the container stores
+                each track's record, <prefix><id>.json, itself (`tunesmith.aws.protocol`)
 
 The execution role may pull this image, write this endpoint's logs and (async) put objects
-under the track and failure prefixes and read those under the input prefix only.
+under the track and failure prefixes (the records included) and read those under the input
+prefix only.
 """
 
 from __future__ import annotations
@@ -194,8 +196,8 @@ class ModelEndpoint(Construct):
             acknowledge(
                 policy,
                 wildcard_finding(policy, objects),
-                "Asynchronous answers get a fresh key per request: put is allowed under "
-                "this prefix only.",
+                "Asynchronous answers (and the container's track records) get a fresh key per "
+                "request: put is allowed under this prefix only.",
             )
         for objects in inputs:
             acknowledge(

@@ -39,6 +39,9 @@ class TunesmithStack(Stack):
         CfnOutput(self, "Variant", value=config.variant)
         CfnOutput(self, "GenerateUrl", value=self.service.generate_url,
                   description="POST a JSON body or a form with uploads here (README)")  # fmt: skip
+        if self.service.jobs_url is not None:
+            CfnOutput(self, "JobsUrl", value=self.service.jobs_url,
+                      description="POST a job here; GET <JobsUrl>/<id> reports it")  # fmt: skip
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         if self.model is not None:
             CfnOutput(self, "EndpointName", value=self.model.endpoint_name)

@@ -1,8 +1,10 @@
-"""The synthesized templates: every resource, POST /generate wired to the function, the model
-tier per variant, the function's environment, and IAM scoped to this endpoint and prefix."""
+"""The synthesized templates: every resource, POST /generate (and the async variant's job
+routes) wired to the function, the model tier per variant, the function's environment, and IAM
+scoped to this endpoint and these prefixes."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -51,6 +53,26 @@ def logical_id(synth: Synth, kind: str, starts: str) -> str:
     return found
 
 
+def methods(synth: Synth) -> dict[tuple[str, str], dict[str, Any]]:
+    """(HTTP method, resource path) -> the method's properties, for every API method."""
+    resources = synth.resources("AWS::ApiGateway::Resource")
+
+    def path(ref: Any) -> str:
+        if "Ref" not in ref:  # the root resource
+            return ""
+        props = resources[ref["Ref"]]["Properties"]
+        return f"{path(props['ParentId'])}/{props['PathPart']}"
+
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in synth.resources("AWS::ApiGateway::Method").values()
+    }
+
+
+def is_async(scenario: str) -> bool:
+    return SCENARIOS[scenario].get("variant") == "async"
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_resource_is_there(synths: dict[str, Synth], scenario: str) -> None:
     synth = synths[scenario]
@@ -59,7 +81,7 @@ def test_every_resource_is_there(synths: dict[str, Synth], scenario: str) -> Non
     t.resource_count_is("AWS::S3::BucketPolicy", 2)
     assert len([k for k in synth.resources("AWS::Lambda::Function") if "Service" in k]) == 1
     t.resource_count_is("AWS::ApiGateway::RestApi", 1)
-    t.resource_count_is("AWS::ApiGateway::Method", 1)
+    t.resource_count_is("AWS::ApiGateway::Method", 4 if is_async(scenario) else 1)
     t.resource_count_is("AWS::ApiGateway::RequestValidator", 1)
     t.resource_count_is("AWS::ApiGateway::Model", 1)
     with_sagemaker = scenario != "lambda"
@@ -70,6 +92,7 @@ def test_every_resource_is_there(synths: dict[str, Synth], scenario: str) -> Non
     t.resource_count_is("AWS::ApiGateway::UsagePlan", 1 if with_key else 0)
     outputs = synth.template["Outputs"]
     assert {"GenerateUrl", "BucketName", "Variant"} <= set(outputs)
+    assert ("JobsUrl" in outputs) == is_async(scenario)
     assert ("EndpointName" in outputs) == with_sagemaker and ("ApiKeyId" in outputs) == with_key
 
 
@@ -77,12 +100,7 @@ def test_every_resource_is_there(synths: dict[str, Synth], scenario: str) -> Non
 def test_post_generate_is_wired_to_the_function(synths: dict[str, Synth], scenario: str) -> None:
     synth = synths[scenario]
     function_id = logical_id(synth, "AWS::Lambda::Function", "Service")
-    resource_id, resource = synth.one("AWS::ApiGateway::Resource")
-    assert resource["Properties"]["PathPart"] == "generate"
-    _, method = synth.one("AWS::ApiGateway::Method")
-    props = method["Properties"]
-    assert props["HttpMethod"] == "POST"
-    assert props["ResourceId"] == {"Ref": resource_id}
+    props = methods(synth)[("POST", "/generate")]
     assert props["ApiKeyRequired"] is (SCENARIOS[scenario].get("api_key") != "false")
     integration = props["Integration"]
     assert (integration["Type"], integration["IntegrationHttpMethod"]) == ("AWS_PROXY", "POST")
@@ -102,6 +120,51 @@ def test_post_generate_is_wired_to_the_function(synths: dict[str, Synth], scenar
             "Principal": "apigateway.amazonaws.com",
         },
     )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_async_variant_routes_jobs_to_the_function(
+    synths: dict[str, Synth], scenario: str
+) -> None:
+    synth = synths[scenario]
+    routes = methods(synth)
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]["ResponseTemplates"]["application/json"]
+        for r in synth.resources("AWS::ApiGateway::GatewayResponse").values()
+    }
+    no_route = responses["MISSING_AUTHENTICATION_TOKEN"]
+    if not is_async(scenario):
+        assert set(routes) == {("POST", "/generate")}
+        assert "jobs need the async variant" in no_route
+        return
+    assert set(routes) == {
+        ("POST", "/generate"), ("POST", "/jobs"), ("GET", "/jobs/{id}"), ("DELETE", "/jobs/{id}"),
+    }  # fmt: skip
+    function_id = logical_id(synth, "AWS::Lambda::Function", "Service")
+    validator_id, _ = synth.one("AWS::ApiGateway::RequestValidator")
+    model_id, _ = synth.one("AWS::ApiGateway::Model")
+    for (verb, _), props in routes.items():
+        integration = props["Integration"]
+        assert (integration["Type"], integration["IntegrationHttpMethod"]) == ("AWS_PROXY", "POST")
+        assert {"Fn::GetAtt": [function_id, "Arn"]} in integration["Uri"]["Fn::Join"][1]
+        assert props["ApiKeyRequired"] is True and props["RequestValidatorId"] == {
+            "Ref": validator_id
+        }
+        if verb == "POST":  # POST /jobs takes the body /generate takes, validated alike
+            assert props["RequestModels"] == {"application/json": {"Ref": model_id}}
+        else:
+            assert "RequestModels" not in props
+            assert props["RequestParameters"] == {"method.request.path.id": True}
+    # each route may invoke the function: API Gateway's permission names its method and path
+    permitted = [
+        json.dumps(p["Properties"]["SourceArn"])
+        for p in synth.resources("AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    for verb, path in routes:  # a path parameter is a wildcard there
+        assert any(f"/{verb}{path.replace('{id}', '*')}" in arn for arn in permitted), verb
+    assert "POST /jobs, GET and DELETE /jobs/{id}" in no_route and "cannot stream" in no_route
+    assert "jobs" in json.dumps(synth.template["Outputs"]["JobsUrl"]["Value"])
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -268,18 +331,27 @@ def test_the_function_may_invoke_this_endpoint_and_write_this_prefix_only(
     expected: dict[str, list[Any]] = {}
     if variant != "async":
         expected |= {"s3:PutObject": [tracks], "s3:DeleteObject": [tracks]}
-    else:  # a form with uploads is queued as an S3 input, never under the public prefix
+        if presigned:
+            expected["s3:GetObject"] = [tracks]
+    else:  # SageMaker writes the track; forms are queued, jobs recorded, outcomes read
         inputs = bucket_objects(synth, "music-inputs/")
-        expected |= {"s3:PutObject": [inputs], "s3:DeleteObject": [inputs]}
-    if presigned:
-        expected["s3:GetObject"] = [tracks]
+        jobs = bucket_objects(synth, "music-jobs/")
+        failures = bucket_objects(synth, "music-failures/")
+        bucket = logical_id(synth, "AWS::S3::Bucket", "StorageTracks")
+        expected |= {
+            "s3:PutObject": [inputs, jobs],
+            "s3:DeleteObject": [inputs],
+            "s3:GetObject": [jobs, tracks, failures],
+            "s3:ListBucket": [{"Fn::GetAtt": [bucket, "Arn"]}],  # a missing object is 404
+        }
     if variant != "lambda":
         endpoint = logical_id(synth, "AWS::SageMaker::Endpoint", "ModelEndpoint")
         action = "InvokeEndpointAsync" if variant == "async" else "InvokeEndpoint"
         expected[f"sagemaker:{action}"] = [{"Ref": endpoint}]  # Ref is the endpoint's ARN
     logs = {a: r for a, r in granted.items() if a.startswith("logs:")}
     assert set(logs) == {"logs:CreateLogStream", "logs:PutLogEvents"}
-    assert {a: r for a, r in granted.items() if not a.startswith("logs:")} == expected
+    found = {a: sorted(map(str, r)) for a, r in granted.items() if not a.startswith("logs:")}
+    assert found == {a: sorted(map(str, r)) for a, r in expected.items()}
 
 
 def test_the_async_endpoint_may_write_only_the_track_and_failure_prefixes(
@@ -313,9 +385,10 @@ def test_forms_reach_the_function_intact_and_async_inputs_expire(
     synth = synths[scenario]
     _, api = synth.one("AWS::ApiGateway::RestApi")
     assert api["Properties"]["BinaryMediaTypes"] == ["multipart/form-data"]
-    _, method = synth.one("AWS::ApiGateway::Method")
     # JSON Schema for JSON only: a content type with no model mapped is not validated
-    assert set(method["Properties"]["RequestModels"]) == {"application/json"}
+    for (verb, _), props in methods(synth).items():
+        if verb == "POST":
+            assert set(props["RequestModels"]) == {"application/json"}
     bucket = synth.template["Resources"][logical_id(synth, "AWS::S3::Bucket", "StorageTracks")]
     rules = {r["Id"]: r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
     if SCENARIOS[scenario].get("variant") == "async":
