@@ -32,9 +32,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from tunesmith.aws.async_jobs import JOB_PREFIX
 from tunesmith.aws.deployment import ASYNC_MAX_DURATION, INPUT_PREFIX
-from tunesmith.schema import GenerateRequest
+from tunesmith.schema import JOB_PREFIX, GenerateRequest
 from tunesmith.uploads import MULTIPART, UPLOAD_FIELDS
 from tunesmith_deploy.bucket import FAILURE_PREFIX
 from tunesmith_deploy.bundling import REPO_ROOT, LocalPipBundling, docker_command

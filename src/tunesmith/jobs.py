@@ -42,23 +42,26 @@ from tunesmith.errors import (
     TunesmithError,
 )
 from tunesmith.render import render
-from tunesmith.schema import MAX_SEED, GenerateRequest, Job, JobError, JobProgress
+from tunesmith.schema import (
+    JOB_PREFIX,
+    MAX_SEED,
+    GenerateRequest,
+    Job,
+    JobError,
+    JobProgress,
+    job_key,
+)
 from tunesmith.service import TrackService
 from tunesmith.storage import new_key
 from tunesmith.tracks import RECORD_TYPE, now, record_key, store_track, track_id
 from tunesmith.uploads import AudioInputs
 
-__all__ = ["JOB_PREFIX", "JobManager", "LiveJob"]
+__all__ = ["JobManager", "LiveJob"]
 
-JOB_PREFIX = "music-jobs/"
 STALE_HEARTBEATS = 4  # a record this many heartbeats old belongs to a server that stopped
 KEEP_AUDIO_SECONDS = 120.0  # how long a finished job's streamed audio stays in memory
 
 log = logging.getLogger(__name__)
-
-
-def job_key(job_id: str) -> str:
-    return f"{JOB_PREFIX}{job_id}.json"
 
 
 def cancel_key(job_id: str) -> str:

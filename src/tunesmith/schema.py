@@ -23,11 +23,11 @@ from tunesmith.config import HARD_MAX_DURATION
 from tunesmith.errors import FieldError, InvalidRequest
 
 __all__ = [
+    "JOB_PREFIX",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "AudioFormat",
     "Normalization",
-    "GenerateAccepted",
     "GenerateRequest",
     "GenerateResponse",
     "InputRecord",
@@ -38,6 +38,7 @@ __all__ = [
     "TrackPage",
     "TrackSummary",
     "TrackRecord",
+    "job_key",
     "parse_generate_request",
 ]
 
@@ -177,6 +178,14 @@ class TrackRecord(BaseModel):
     inputs: dict[str, InputRecord] = Field(default_factory=dict)
 
 
+JOB_PREFIX = "music-jobs/"  # where job records are stored, beside the tracks' folder
+
+
+def job_key(job_id: str) -> str:
+    """The key of a job's record (``music-jobs/<id>.json``)."""
+    return f"{JOB_PREFIX}{job_id}.json"
+
+
 class JobProgress(BaseModel):
     """How far a job is: decoder steps over every window, and seconds of audio decoded."""
 
@@ -236,22 +245,6 @@ class TrackPage(BaseModel):
 
     tracks: list[TrackSummary]
     next: str | None = Field(None, description="Pass as ?before= for the next page; null: last")
-
-
-class GenerateAccepted(BaseModel):
-    """What ``POST /generate`` answers (202) on an asynchronous deployment.
-
-    The track is being generated; it appears at `s3_url` / `public_url` when done (until then
-    a GET there answers 403 or 404).
-    """
-
-    id: str
-    status: Literal["pending"] = "pending"
-    s3_url: str
-    public_url: str
-    duration: float
-    format: AudioFormat
-    seed: int
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:

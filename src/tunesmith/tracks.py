@@ -16,7 +16,15 @@ from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithErro
 from tunesmith.schema import GenerateResponse, TrackPage, TrackRecord, TrackSummary
 from tunesmith.storage import Storage, StoredObject, new_key
 
-__all__ = ["RECORD_TYPE", "list_tracks", "now", "record_key", "store_track", "track_id"]
+__all__ = [
+    "RECORD_TYPE",
+    "describe_track",
+    "list_tracks",
+    "now",
+    "record_key",
+    "store_track",
+    "track_id",
+]
 
 RECORD_TYPE = "application/json"
 
@@ -64,7 +72,20 @@ def store_track(
         except TunesmithError:
             log.error("could not remove %s after its record failed to store", key)
         raise
-    where = storage.locate(key, base_url=base_url)
+    return describe_track(storage, record, base_url=base_url)
+
+
+def describe_track(
+    storage: Storage,
+    record: TrackRecord,
+    *,
+    base_url: str | None = None,
+    record_at: str | None = None,
+) -> GenerateResponse:
+    """What a generate request answers for the stored track `record` describes; `record_at`
+    is the record's key when it is not beside the audio (the async variant's)."""
+    where = storage.locate(record.audio_key, base_url=base_url)
+    meta = record_at or record_key(record.audio_key)
     return GenerateResponse(
         id=record.id,
         s3_url=where.s3_url,

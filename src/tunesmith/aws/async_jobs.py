@@ -52,15 +52,15 @@ from tunesmith.schema import (
     JobError,
     JobProgress,
     TrackRecord,
+    job_key,
 )
 from tunesmith.storage import S3Storage
-from tunesmith.tracks import RECORD_TYPE, now
+from tunesmith.tracks import RECORD_TYPE, describe_track, now
 
-__all__ = ["JOB_PREFIX", "QUEUE_TTL", "AsyncJob", "AsyncJobs", "job_key"]
+__all__ = ["QUEUE_TTL", "AsyncJob", "AsyncJobs"]
 
 log = logging.getLogger(__name__)
 
-JOB_PREFIX: Final = "music-jobs/"
 # How long a request may wait in SageMaker's queue (InvokeEndpointAsync's RequestTTLSeconds
 # default, 6 h); a job with no answer past that and its time limit never gets one.
 QUEUE_TTL: Final = 21600
@@ -78,11 +78,6 @@ class AsyncJob(Job):
     def public(self) -> Job:
         """The job as ``GET /jobs/{id}`` answers it."""
         return Job.model_validate(self.model_dump(exclude={"failure_location"}))
-
-
-def job_key(job_id: str) -> str:
-    """The key of a job's record (``music-jobs/<id>.json``)."""
-    return f"{JOB_PREFIX}{job_id}.json"
 
 
 class AsyncJobs:
@@ -255,19 +250,7 @@ class AsyncJobs:
         return record
 
     def _result(self, job_id: str, record: TrackRecord) -> GenerateResponse:
-        where = self.storage.locate(record.audio_key)
-        return GenerateResponse(
-            id=job_id,
-            s3_url=where.s3_url,
-            public_url=where.public_url,
-            duration=record.duration,
-            sample_rate=record.sample_rate,
-            channels=record.channels,
-            format=record.format,
-            model=record.model,
-            seed=record.seed,
-            metadata_url=self.storage.locate(f"{self.prefix}{job_id}.json").public_url,
-        )
+        return describe_track(self.storage, record, record_at=f"{self.prefix}{job_id}.json")
 
     def _failure(self, job: AsyncJob) -> JobError | None:
         """The error document SageMaker wrote, if it has written one."""
