@@ -46,6 +46,13 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         "max_upload_bytes": "largest audio upload (TUNESMITH_MAX_UPLOAD_BYTES, default 10 MiB)",
         "max_queue": "requests admitted at once before 503 (TUNESMITH_MAX_QUEUE)",
         "max_jobs": "jobs queued or running at once before 503 (TUNESMITH_MAX_JOBS, 32)",
+        "api_keys_file": "more API keys, one per line (TUNESMITH_API_KEYS_FILE)",
+        "protect_metrics": "require a key on /metrics (TUNESMITH_PROTECT_METRICS)",
+        "rate_limit": "requests a minute per key or address (TUNESMITH_RATE_LIMIT)",
+        "max_waiting": "requests waiting for a slot before 503 (TUNESMITH_MAX_WAITING, 32)",
+        "queue_timeout": "seconds a request waits for a slot (TUNESMITH_QUEUE_TIMEOUT, 30)",
+        "request_timeout": "seconds a /generate may take before 504 (TUNESMITH_REQUEST_TIMEOUT)",
+        "shutdown_grace": "seconds in-flight work gets after SIGTERM (TUNESMITH_SHUTDOWN_GRACE)",
         "job_heartbeat": "seconds between a running job's record writes (TUNESMITH_JOB_HEARTBEAT)",
         "presign_expires": "presigned URL lifetime, seconds (TUNESMITH_PRESIGN_EXPIRES)",
         "max_body_bytes": "request body limit (TUNESMITH_MAX_BODY_BYTES)",
@@ -64,7 +71,8 @@ SERVE_SETTINGS = [
     "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
     "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes", "max_jobs",
-    "job_heartbeat",
+    "job_heartbeat", "api_keys_file", "protect_metrics", "rate_limit", "max_waiting",
+    "queue_timeout", "request_timeout", "shutdown_grace",
 ]  # fmt: skip
 
 
@@ -91,8 +99,20 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings, storage=storage)
     _json_access_log()
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        # SIGTERM: stop taking requests, give those in flight this long, then fail the rest
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
     )
+    if not _loopback(settings.host) and not app.state.tunesmith.keys.required:
+        log.warning(
+            "serving on %s with no API key: anyone who reaches it can spend its compute and "
+            "list its tracks (set TUNESMITH_API_KEY or TUNESMITH_API_KEYS_FILE)",
+            settings.host,
+        )
     server = uvicorn.Server(config)
     state = app.state.tunesmith
     state.on_load_failure = lambda: setattr(server, "should_exit", True)
@@ -103,6 +123,17 @@ def _serve(args: argparse.Namespace) -> int:
     if state.load_error is not None:
         raise TunesmithError(state.load_error)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 GENERATE_SETTINGS = ["model", "device", "precision", "max_duration", "extend_stride"]

@@ -59,7 +59,14 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        None, description="The key callers must send; several: comma-separated"
+    )
+    api_keys_file: Path | None = Field(None, description="More keys, one per line")
+    protect_metrics: bool = Field(False, description="Require a key on /metrics too")
+    rate_limit: float | None = Field(
+        None, gt=0, le=1e6, description="Requests a minute per key (or address) to generate"
+    )
     max_duration: float = Field(DEFAULT_MAX_DURATION, gt=0, le=HARD_MAX_DURATION)
     extend_stride: float = Field(
         18.0,
@@ -74,6 +81,18 @@ class Settings(BaseSettings):
         description="Largest input_audio or melody upload accepted",
     )
     max_queue: int = Field(8, ge=1, le=1024, description="Requests admitted at once")
+    max_waiting: int = Field(
+        32, ge=0, le=65536, description="Requests that may wait for a slot beyond max_queue"
+    )
+    queue_timeout: float = Field(
+        30.0, ge=0, le=3600, description="Seconds a request waits for a slot before a 503"
+    )
+    request_timeout: float | None = Field(
+        None, gt=0, le=86400, description="Seconds a /generate may take before a 504"
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, le=3600, description="Seconds in-flight work may finish after SIGTERM"
+    )
     max_jobs: int = Field(
         32, ge=1, le=4096, description="Jobs queued or running on this server at once"
     )
@@ -121,6 +140,9 @@ class Settings(BaseSettings):
 
     @field_validator(
         "api_key",
+        "api_keys_file",
+        "rate_limit",
+        "request_timeout",
         "s3_bucket",
         "public_base_url",
         "endpoint_name",

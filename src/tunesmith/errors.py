@@ -17,10 +17,13 @@ the tree to status codes in exactly one place (`tunesmith.api.errors`).
     ├── Conflict (409)                  the resource's state forbids it (cancel a finished job)
     ├── Unavailable (503)               try again later; carries `retry_after` seconds
     │   ├── ModelNotReady               the model is still loading
-    │   └── Overloaded                  the request queue is full
+    │   ├── Overloaded                  the request queue is full
+    │   └── RateLimited (429)           this caller sent too many requests
     ├── ModelUnavailable (503)          the model cannot be loaded (offline, wrong path)
     ├── GenerationFailed (500)          the engine failed part-way (nothing was stored)
     │   └── Canceled                    the request was canceled before it finished
+    │       ├── DeadlineExceeded (504)  it ran past its deadline (nothing was stored)
+    │       └── ClientGone (499)        its client disconnected (nginx's status for it)
     ├── UpstreamError (502)             a remote tier (model endpoint, object store) failed
     │   ├── StorageError                the object store refused or failed the write/read
     │   └── UpstreamTimeout (504)       a remote tier did not answer in time
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "Canceled",
+    "ClientGone",
+    "DeadlineExceeded",
     "ConfigError",
     "Conflict",
     "FieldError",
@@ -44,6 +49,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "ResponseTooLarge",
     "StorageError",
     "TunesmithError",
@@ -172,6 +178,11 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+class RateLimited(Unavailable):
+    status = 429
+    code = "rate_limited"
+
+
 class ModelUnavailable(TunesmithError):
     status = 503
     code = "model_unavailable"
@@ -184,6 +195,16 @@ class GenerationFailed(TunesmithError):
 
 class Canceled(GenerationFailed):
     code = "canceled"
+
+
+class DeadlineExceeded(Canceled):
+    status = 504
+    code = "deadline_exceeded"
+
+
+class ClientGone(Canceled):
+    status = 499
+    code = "client_closed_request"
 
 
 class UpstreamError(TunesmithError):

@@ -1,21 +1,28 @@
 """The request flow shared by the HTTP API: admit, generate, encode, store, answer.
 
-A request is admitted only while fewer than ``max_queue`` are in flight (else `Overloaded`,
-503 with Retry-After); generation runs in a worker thread so the event loop keeps answering.
-Nothing is stored until the audio is complete and encoded, and the store's `put` is atomic, so
-a failure at any point leaves no object behind.
+At most ``max_queue`` requests generate at once; up to ``max_waiting`` more wait their turn
+for ``queue_timeout`` seconds (past either bound: `Overloaded`, 503 with Retry-After).
+Generation runs in a worker thread so the event loop keeps answering, and it is canceled at
+the next decode step when the request passes ``request_timeout`` (`DeadlineExceeded`, 504) or
+its client disconnects. Nothing is stored until the audio is complete and encoded, and the
+store's `put` is atomic, so a failure at any point leaves no object behind.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
 
+import anyio
 import anyio.to_thread
 
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
 from tunesmith.engine import MusicGenEngine
 from tunesmith.engine.engine import ProgressCallback
+from tunesmith.errors import Canceled, ClientGone, DeadlineExceeded
 from tunesmith.render import render
 from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
@@ -26,6 +33,8 @@ __all__ = ["TrackService"]
 
 log = logging.getLogger(__name__)
 
+_WATCH = 0.1  # seconds between looks at the deadline and the client
+
 
 class TrackService:
     """Turns validated requests into stored tracks."""
@@ -34,11 +43,21 @@ class TrackService:
         self.settings = settings
         self.engine = engine
         self.storage = storage
-        self.admission = Admission(settings.max_queue)
+        self.admission = Admission(
+            settings.max_queue, waiting=settings.max_waiting, timeout=settings.queue_timeout
+        )
 
     @property
     def in_flight(self) -> int:
         return self.admission.in_flight
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight (a store under way finishes); False if some
+        still were after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.admission.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.admission.in_flight
 
     def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
         """The request's uploads decoded for the loaded model (`InvalidRequest` if bad)."""
@@ -50,14 +69,63 @@ class TrackService:
         *,
         base_url: str,
         files: dict[str, bytes] | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> GenerateResponse:
-        """Check the uploads, admit the request, then generate and store it off the event loop."""
+        """Check the uploads, wait for a slot, then generate and store off the event loop.
+
+        `disconnected` tells whether the client has gone; then the generation stops."""
+        started = time.monotonic()
         self.engine.loaded  # noqa: B018 - raises ModelNotReady (503) before queueing
         inputs = await anyio.to_thread.run_sync(self.audio_inputs, request, files or {})
-        with self.admission.held():
-            return await anyio.to_thread.run_sync(
-                self.generate_sync, request, base_url, None, inputs
-            )
+        limit = self.settings.request_timeout
+        cancel = threading.Event()
+        why: list[str] = []
+
+        async def watch() -> None:
+            while True:
+                await anyio.sleep(_WATCH)
+                if limit is not None and time.monotonic() - started > limit:
+                    why.append("deadline")
+                elif disconnected is not None and await disconnected():
+                    why.append("gone")
+                    cancel.set()
+                    group.cancel_scope.cancel()  # out of the queue too
+                    return
+                else:
+                    continue
+                cancel.set()
+                return
+
+        response: GenerateResponse | None = None
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:  # errors leave it unwrapped, below
+            group.start_soon(watch)
+            try:
+                wait = None if limit is None else max(0.0, limit - (time.monotonic() - started))
+                async with self.admission.queued(wait):
+                    response = await anyio.to_thread.run_sync(
+                        self.generate_sync, request, base_url, None, inputs, cancel
+                    )
+            except Exception as exc:
+                failure = exc
+            finally:
+                group.cancel_scope.cancel()
+        if isinstance(failure, Canceled) and why:
+            if why[0] == "deadline":
+                raise self._deadline(limit) from None
+            failure = None  # the client went away
+        if failure is not None:
+            raise failure
+        if response is None:
+            raise ClientGone("the client went away; its request was dropped")
+        return response
+
+    @staticmethod
+    def _deadline(limit: float | None) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request took longer than TUNESMITH_REQUEST_TIMEOUT ({limit:g} s); nothing "
+            "was stored: ask for a shorter track, or use POST /jobs"
+        )
 
     def generate_sync(
         self,
@@ -65,9 +133,10 @@ class TrackService:
         base_url: str,
         progress: ProgressCallback | None = None,
         inputs: AudioInputs | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerateResponse:
-        """Generate, encode and store one track (blocking)."""
-        audio = render(self.engine, request, progress=progress, inputs=inputs)
+        """Generate, encode and store one track (blocking); `cancel` stops it (`Canceled`)."""
+        audio = render(self.engine, request, progress=progress, inputs=inputs, cancel=cancel)
         response = store_track(
             self.storage, self.settings.s3_prefix, audio.data, audio.record, base_url=base_url
         )

@@ -195,7 +195,7 @@ def test_healthz_answers_while_a_track_is_generating(api: Api) -> None:
 
 
 def test_overload_is_503_with_retry_after(tmp_path: Path, tiny_engine: MusicGenEngine) -> None:
-    with serve(tmp_path, tiny_engine, max_queue=1) as api:
+    with serve(tmp_path, tiny_engine, max_queue=1, max_waiting=0) as api:
         worker = threading.Thread(target=api.generate, args=({"prompt": "x", "duration": 30},))
         worker.start()
         deadline = time.monotonic() + 30

@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from tunesmith import __version__
+from tunesmith.api.auth import ApiKeys, RateLimit
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.jobs import router as jobs_router
 from tunesmith.api.observe import Metrics, RequestLog
@@ -34,20 +35,34 @@ def create_app(
 
     Storage is not touched here: ``tunesmith serve`` calls `Storage.check` before it starts.
     """
+    owned = engine is None
     engine = engine or engine_for(settings)
     storage = storage or create_storage(settings)
     service = TrackService(settings, engine, storage)
     jobs = JobManager(settings, service)
     metrics = Metrics(service)
     metrics.watch_jobs(jobs)
-    state = AppState(settings=settings, service=service, jobs=jobs, metrics=metrics)
+    state = AppState(
+        settings=settings,
+        service=service,
+        jobs=jobs,
+        metrics=metrics,
+        keys=ApiKeys.from_settings(settings),
+        rate=RateLimit(settings.rate_limit),
+    )
+
+    owns_engine = owned
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not engine.ready:
             engine.load_in_background(state.load_failed)
         yield
+        # uvicorn has stopped taking requests and given those in flight their grace period
         await anyio.to_thread.run_sync(jobs.close)  # unfinished jobs are recorded failed
+        if owns_engine:
+            engine.close()  # what still runs fails at its next step, storing nothing
+        await anyio.to_thread.run_sync(service.drain, 10.0)
 
     app = FastAPI(
         title="tunesmith",

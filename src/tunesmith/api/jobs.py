@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from tunesmith.api.routes import (
+    COSTLY,
     ERROR_SCHEMA,
     GENERATE_BODY,
     State,
@@ -35,7 +36,7 @@ _POLL_LIVE = 0.1  # seconds between looks at a job this server runs
 _POLL_STORED = 1.0  # and at one another server runs (a storage read each time)
 _KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: ERROR_SCHEMA for code in (401, 404, 409, 413, 422, 502, 503)
+    code: ERROR_SCHEMA for code in (401, 404, 409, 413, 422, 429, 502, 503)
 }
 
 
@@ -43,7 +44,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/jobs",
     status_code=202,
     response_model=Job,
-    dependencies=[Depends(check_api_key)],
+    dependencies=COSTLY,
     summary="Start generating a track; answers at once with the job and its final URLs",
     openapi_extra=GENERATE_BODY,
     responses=_ERRORS,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -10,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from tunesmith.api.auth import given_key
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
 from tunesmith.engine import CONTENT_TYPES, MusicGenEngine
-from tunesmith.errors import NotFound, PayloadTooLarge, Unauthorized
+from tunesmith.errors import NotFound, PayloadTooLarge
 from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
 from tunesmith.storage import LocalStorage
 from tunesmith.tracks import RECORD_TYPE
@@ -24,6 +24,7 @@ __all__ = [
     "GENERATE_BODY",
     "State",
     "base_url",
+    "COSTLY",
     "check_api_key",
     "health_response",
     "read_body",
@@ -58,21 +59,36 @@ State = Annotated[AppState, Depends(get_state)]
 
 
 def check_api_key(
+    request: Request,
     state: State,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> None:
-    """When TUNESMITH_API_KEY is set, require it as ``Authorization: Bearer`` or ``X-API-Key``."""
-    expected = state.settings.api_key
-    if expected is None:
-        return
-    given = x_api_key
-    if given is None and authorization and authorization.lower().startswith("bearer "):
-        given = authorization[7:].strip()
-    if given is None or not secrets.compare_digest(
-        given.encode(), expected.get_secret_value().encode()
-    ):
-        raise Unauthorized("missing or wrong API key (send 'Authorization: Bearer <key>')")
+    """When the server has keys (TUNESMITH_API_KEY, TUNESMITH_API_KEYS_FILE), require one as
+    ``Authorization: Bearer`` or ``X-API-Key``; the caller is named for the rate limit."""
+    if state.keys.required:
+        request.state.caller = state.keys.identify(given_key(authorization, x_api_key))
+    else:
+        request.state.caller = "ip:" + (request.client.host if request.client else "unknown")
+
+
+def limit_rate(request: Request, state: State) -> None:
+    """TUNESMITH_RATE_LIMIT: 429 with Retry-After for a caller past its requests a minute."""
+    state.rate.take(request.state.caller)
+
+
+def check_metrics_key(
+    request: Request,
+    state: State,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> None:
+    if state.settings.protect_metrics:
+        check_api_key(request, state, authorization, x_api_key)
+
+
+# what every route that spends compute depends on: the key, then the rate limit
+COSTLY = [Depends(check_api_key), Depends(limit_rate)]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -133,22 +149,23 @@ def base_url(state: AppState, request: Request) -> str:
 @router.post(
     "/generate",
     response_model=GenerateResponse,
-    dependencies=[Depends(check_api_key)],
+    dependencies=COSTLY,
     summary="Generate a track from a text prompt (and audio to continue) and store it",
     openapi_extra=GENERATE_BODY,
     responses={
-        401: ERROR_SCHEMA,
-        413: ERROR_SCHEMA,
-        422: ERROR_SCHEMA,
-        502: ERROR_SCHEMA,
-        503: ERROR_SCHEMA,
+        **{code: ERROR_SCHEMA for code in (401, 413, 422, 429, 499, 502, 503, 504)},
     },
 )
 async def generate(request: Request, state: State) -> GenerateResponse:
     parsed, files = await read_generate_request(request, state.settings)
     request.state.duration_asked = parsed.duration
     started = time.monotonic()
-    response = await state.service.generate(parsed, base_url=base_url(state, request), files=files)
+    response = await state.service.generate(
+        parsed,
+        base_url=base_url(state, request),
+        files=files,
+        disconnected=request.is_disconnected,
+    )
     state.metrics.track(response.duration, time.monotonic() - started)
     return response
 
@@ -185,11 +202,17 @@ async def healthz(state: State) -> JSONResponse:
         "max_duration": state.settings.max_duration,
         "auth_required": state.settings.api_key is not None,
         "jobs": state.jobs.running,
+        "waiting": state.service.admission.waiting,
     }
     return health_response(state.service.engine, state.service.in_flight, limits)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(check_metrics_key)],
+)
 async def metrics(state: State) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunesmith.api.auth import ApiKeys, RateLimit
 from tunesmith.api.observe import Metrics
 from tunesmith.config import Settings
 from tunesmith.jobs import JobManager
@@ -21,6 +22,8 @@ class AppState:
     service: TrackService
     jobs: JobManager
     metrics: Metrics
+    keys: ApiKeys
+    rate: RateLimit
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
