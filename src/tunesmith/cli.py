@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -104,8 +105,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="info",
         access_log=False,
-        # SIGTERM: stop taking requests, give those in flight this long, then fail the rest
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        # past our own grace (below), in-flight requests have failed with a clean 503
+        timeout_graceful_shutdown=round(settings.shutdown_grace) + 10,
     )
     if not _loopback(settings.host) and not app.state.tunesmith.keys.required:
         log.warning(
@@ -113,8 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
             "list its tracks (set TUNESMITH_API_KEY or TUNESMITH_API_KEYS_FILE)",
             settings.host,
         )
-    server = uvicorn.Server(config)
     state = app.state.tunesmith
+    server = _graceful_server(config, lambda: state.service.stop(settings.shutdown_grace))
     state.on_load_failure = lambda: setattr(server, "should_exit", True)
     log.info(
         "loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port
@@ -123,6 +124,19 @@ def _serve(args: argparse.Namespace) -> int:
     if state.load_error is not None:
         raise TunesmithError(state.load_error)
     return 0
+
+
+def _graceful_server(config: Any, on_exit: Callable[[], None]) -> Any:
+    """uvicorn's server, telling the service when SIGTERM (or Ctrl-C) comes: uvicorn stops
+    taking requests, and those in flight get TUNESMITH_SHUTDOWN_GRACE seconds to finish."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def _loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ the tree to status codes in exactly one place (`tunesmith.api.errors`).
     ├── Unavailable (503)               try again later; carries `retry_after` seconds
     │   ├── ModelNotReady               the model is still loading
     │   ├── Overloaded                  the request queue is full
+    │   ├── ShuttingDown                the server stopped before the request finished
     │   └── RateLimited (429)           this caller sent too many requests
     ├── ModelUnavailable (503)          the model cannot be loaded (offline, wrong path)
     ├── GenerationFailed (500)          the engine failed part-way (nothing was stored)
@@ -51,6 +52,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "ResponseTooLarge",
+    "ShuttingDown",
     "StorageError",
     "TunesmithError",
     "Unauthorized",
@@ -176,6 +178,10 @@ class ModelNotReady(Unavailable):
 
 class Overloaded(Unavailable):
     code = "overloaded"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
 
 
 class RateLimited(Unavailable):

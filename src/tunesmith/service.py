@@ -22,7 +22,7 @@ from tunesmith.admission import Admission
 from tunesmith.config import Settings
 from tunesmith.engine import MusicGenEngine
 from tunesmith.engine.engine import ProgressCallback
-from tunesmith.errors import Canceled, ClientGone, DeadlineExceeded
+from tunesmith.errors import Canceled, ClientGone, DeadlineExceeded, ShuttingDown
 from tunesmith.render import render
 from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
@@ -46,10 +46,16 @@ class TrackService:
         self.admission = Admission(
             settings.max_queue, waiting=settings.max_waiting, timeout=settings.queue_timeout
         )
+        self.stop_at: float | None = None  # set by `stop`: when in-flight work is failed
 
     @property
     def in_flight(self) -> int:
         return self.admission.in_flight
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM: requests in flight or queued get `grace` seconds, then fail cleanly
+        (503, nothing stored) at their next decode step."""
+        self.stop_at = time.monotonic() + grace
 
     def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight (a store under way finishes); False if some
@@ -86,14 +92,15 @@ class TrackService:
                 await anyio.sleep(_WATCH)
                 if limit is not None and time.monotonic() - started > limit:
                     why.append("deadline")
+                elif self.stop_at is not None and time.monotonic() >= self.stop_at:
+                    why.append("shutdown")
                 elif disconnected is not None and await disconnected():
                     why.append("gone")
-                    cancel.set()
-                    group.cancel_scope.cancel()  # out of the queue too
-                    return
                 else:
                     continue
                 cancel.set()
+                if why[0] != "deadline":  # out of the queue too
+                    group.cancel_scope.cancel()
                 return
 
         response: GenerateResponse | None = None
@@ -110,6 +117,11 @@ class TrackService:
                 failure = exc
             finally:
                 group.cancel_scope.cancel()
+        if why and why[0] == "shutdown" and (response is None or isinstance(failure, Canceled)):
+            raise ShuttingDown(
+                "the server shut down before the track was finished; nothing was stored",
+                retry_after=10,
+            )
         if isinstance(failure, Canceled) and why:
             if why[0] == "deadline":
                 raise self._deadline(limit) from None
