@@ -72,6 +72,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "throttle_rate": "2",
         "throttle_burst": "4",
         "max_duration": "20",
+        "min_instances": "2",
+        "max_instances": "6",
+        "invocations_target": "3",
+        "scale_in_cooldown": "900",
+        "scale_out_cooldown": "120",
     },
 }
 UNACKNOWLEDGED = {"acknowledge_findings": "false"}

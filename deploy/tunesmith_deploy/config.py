@@ -9,8 +9,10 @@ Variants and what shapes them (DESIGN.md, "AWS limits"):
                 invocation; pay per inference, scales to zero (the design's default)
     realtime    a SageMaker real-time endpoint on an instance (ml.g4dn.xlarge: a T4 GPU);
                 6 MB payloads, 60 s per invocation; billed per instance-hour, idle or not
+                (at least one instance; more under load, up to `max_instances`)
     async       a SageMaker asynchronous endpoint: the API answers 202 at once and the
-                endpoint writes the track to S3 (up to 1 h per request, 1 GB payloads)
+                endpoint writes the track to S3 (up to 1 h per request, 1 GB payloads);
+                its instances follow the queue, down to none while idle
     lambda      no SageMaker: the engine runs in a Lambda container image (CPU, <= 10 GB,
                 15 min), behind the same API
 
@@ -90,6 +92,13 @@ class DeployConfig:
     instance_type: str = "ml.g4dn.xlarge"
     instance_count: int = 1
     async_timeout: int = 3600
+    # Application Auto Scaling of the realtime and async variants (`tunesmith_deploy.scaling`)
+    min_instances: int = 0  # async may reach 0 while idle; a real-time variant keeps 1
+    max_instances: int = 2
+    invocations_target: float = 4.0  # realtime: invocations per instance per minute
+    backlog_target: float = 2.0  # async: queued requests per instance
+    scale_in_cooldown: int = 600  # seconds
+    scale_out_cooldown: int = 300
     lambda_memory: int = 10240
     lambda_timeout: int = 900
     endpoint_name: str = ""  # default: tunesmith-<variant>
@@ -115,6 +124,16 @@ class DeployConfig:
             ("instance_type", self.instance_type.startswith("ml."), "a SageMaker type, ml.*"),
             ("instance_count", 1 <= self.instance_count <= 100, "1 to 100"),
             ("async_timeout", 1 <= self.async_timeout <= 3600, "1 to 3600 seconds"),
+            ("min_instances", 0 <= self.min_instances <= 100, "0 to 100"),
+            ("max_instances",
+             max(1, self.min_instances, self.instance_count) <= self.max_instances <= 100,
+             f"{max(1, self.min_instances, self.instance_count)} to 100 (at least min_instances "
+             "and instance_count)"),
+            ("invocations_target", 0 < self.invocations_target <= 100000,
+             "> 0 invocations per instance per minute"),
+            ("backlog_target", 0 < self.backlog_target <= 100000, "> 0 requests per instance"),
+            ("scale_in_cooldown", 0 <= self.scale_in_cooldown <= 86400, "0 to 86400 seconds"),
+            ("scale_out_cooldown", 0 <= self.scale_out_cooldown <= 86400, "0 to 86400 seconds"),
             ("lambda_memory", 128 <= self.lambda_memory <= 10240, "128 to 10240 MB"),
             ("lambda_timeout", 1 <= self.lambda_timeout <= 900, "1 to 900 seconds"),
             ("endpoint_name",
@@ -147,6 +166,16 @@ class DeployConfig:
         return self.variant in ("realtime", "async") and self.instance_type.startswith(
             ("ml.g", "ml.p")
         )
+
+    @property
+    def scales(self) -> bool:
+        """Whether the endpoint's instance count follows its load (the instance variants)."""
+        return self.variant in ("realtime", "async")
+
+    @property
+    def scaling_min(self) -> int:
+        """The fewest instances: async may have none while idle, a real-time variant needs one."""
+        return self.min_instances if self.variant == "async" else max(1, self.min_instances)
 
     @property
     def sagemaker_endpoint_name(self) -> str:

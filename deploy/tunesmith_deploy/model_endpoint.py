@@ -11,6 +11,8 @@ baked in at build time (``-c model=...``). The endpoint configuration follows th
                 a request with uploads is read from music-inputs/; the container stores
                 each track's record, <prefix><id>.json, itself (`tunesmith.aws.protocol`)
 
+The realtime and async variants' instance count follows their load (`tunesmith_deploy.scaling`).
+
 The execution role may pull this image, write this endpoint's logs and (async) put objects
 under the track and failure prefixes (the records included) and read those under the input
 prefix only.
@@ -30,8 +32,11 @@ from tunesmith_deploy.bucket import FAILURE_PREFIX
 from tunesmith_deploy.bundling import REPO_ROOT
 from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.nag import acknowledge, wildcard_finding
+from tunesmith_deploy.scaling import EndpointScaling
 
-__all__ = ["ModelEndpoint", "engine_image_args"]
+__all__ = ["VARIANT_NAME", "ModelEndpoint", "engine_image_args"]
+
+VARIANT_NAME = "AllTraffic"  # the endpoint's one production variant
 
 
 def engine_image_args(config: DeployConfig) -> dict[str, str]:
@@ -137,6 +142,15 @@ class ModelEndpoint(Construct):
         )
         self.endpoint_name = endpoint.attr_endpoint_name
         self.endpoint_arn = endpoint.ref  # Ref is the endpoint's ARN
+        self.scaling: EndpointScaling | None = None
+        if config.scales:
+            self.scaling = EndpointScaling(
+                self,
+                "Scaling",
+                config=config,
+                endpoint_name=self.endpoint_name,
+                variant_name=VARIANT_NAME,
+            )
 
     @staticmethod
     def _variant(
@@ -144,7 +158,7 @@ class ModelEndpoint(Construct):
     ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
         if config.variant == "serverless":
             return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name="AllTraffic",
+                variant_name=VARIANT_NAME,
                 model_name=model_name,
                 serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
                     memory_size_in_mb=config.serverless_memory,
@@ -152,7 +166,7 @@ class ModelEndpoint(Construct):
                 ),
             )
         return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-            variant_name="AllTraffic",
+            variant_name=VARIANT_NAME,
             model_name=model_name,
             instance_type=config.instance_type,
             initial_instance_count=config.instance_count,

@@ -111,11 +111,29 @@ def test_uploads_are_capped_to_what_reaches_the_model_tier() -> None:
         ("prefix", "../up/", "prefix='../up/'"),
         ("endpoint_name", "no_underscores", "endpoint_name='no_underscores'"),
         ("api_timeout", "0", "api_timeout=0"),
+        ("min_instances", "-1", "min_instances=-1"),
+        ("max_instances", "0", "max_instances=0: must be 1 to 100"),
+        ("max_instances", "101", "max_instances=101"),
+        ("invocations_target", "0", "invocations_target=0.0"),
+        ("backlog_target", "-2", "backlog_target=-2.0"),
+        ("scale_in_cooldown", "1.5", "scale_in_cooldown='1.5': must be a whole number"),
+        ("scale_out_cooldown", "-1", "scale_out_cooldown=-1"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match="context " + message.replace("(", r"\(")):
         config(**{key: value})
+
+
+def test_scaling_bounds_hold_the_variants_floor_and_the_instances_it_starts_with() -> None:
+    assert (config(variant="async").scaling_min, config(variant="realtime").scaling_min) == (0, 1)
+    assert config(variant="realtime", min_instances="3", max_instances="3").scaling_min == 3
+    assert config(variant="async", min_instances="2", max_instances="4").scaling_min == 2
+    assert config().scales is False and config(variant="lambda").scales is False
+    with pytest.raises(ValueError, match=r"context max_instances=2: must be 3 to 100"):
+        config(min_instances="3")  # the maximum below the minimum names the maximum
+    with pytest.raises(ValueError, match=r"context max_instances=2: must be 4 to 100"):
+        config(variant="async", instance_count="4")  # it starts above its maximum
 
 
 def test_the_app_stops_on_a_bad_value_with_one_line() -> None:
