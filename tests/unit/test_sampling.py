@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
@@ -54,3 +55,43 @@ def test_same_generator_seed_same_codes_and_temperature_matters() -> None:
     gen = torch.Generator().manual_seed(4)
     cold = torch.stack([pick_tokens(s, SamplingParams(temperature=0.05), gen) for _ in range(50)])
     assert (cold == s.argmax(-1)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-45, 1e-38, 1e-30])
+@pytest.mark.parametrize(("top_k", "top_p"), [(250, 0.0), (0, 0.0), (0, 0.5), (0, 1.0), (1, 1e-12)])
+def test_a_temperature_below_float32_s_range_picks_the_best_code(
+    temperature: float, top_k: int, top_p: float
+) -> None:
+    # dividing float32 scores by these overflowed to inf (or, rounded to 0, gave NaN), and
+    # multinomial refused the probabilities
+    s = scores()
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    picked = pick_tokens(s, params, torch.Generator().manual_seed(5))
+    assert torch.equal(picked, s.argmax(-1))
+
+
+def test_a_tiny_temperature_shares_the_choice_between_tied_best_codes() -> None:
+    s = torch.tensor([[1.0, 4.0, -2.0, 4.0, 3.999]])
+    gen = torch.Generator().manual_seed(6)
+    params = SamplingParams(temperature=1e-300, top_k=0)
+    seen = {int(pick_tokens(s, params, gen)) for _ in range(200)}
+    assert seen == {1, 3}
+
+
+def test_the_highest_temperature_samples_widely_from_finite_probabilities() -> None:
+    s = scores()
+    gen = torch.Generator().manual_seed(7)
+    params = SamplingParams(temperature=10.0, top_k=0)
+    seen = torch.stack([pick_tokens(s, params, gen) for _ in range(200)])
+    assert all(len(set(seen[:, k].tolist())) > 20 for k in range(4))
+
+
+@pytest.mark.parametrize("top_p", [5e-324, 1e-46, 1e-45, 1e-12])
+@pytest.mark.parametrize("top_k", [0, 50])
+def test_a_top_p_that_rounds_to_0_in_float32_keeps_the_best_code(top_p: float, top_k: int) -> None:
+    # compared in float32, such a top_p was 0 and cut every code: multinomial then refused a
+    # distribution that summed to 0
+    s = scores()
+    params = SamplingParams(top_k=top_k, top_p=top_p)
+    picked = pick_tokens(s, params, torch.Generator().manual_seed(8))
+    assert torch.equal(picked, s.argmax(-1))

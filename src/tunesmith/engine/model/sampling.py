@@ -42,7 +42,7 @@ def pick_tokens(
     if params.greedy:
         return scores.argmax(dim=-1)
     if params.temperature != 1.0:
-        scores = scores / params.temperature
+        scores = _cooled(scores, params.temperature)
     if 0 < params.top_k < scores.shape[-1]:
         values, indices = scores.topk(params.top_k, dim=-1)  # sorted, largest first
     elif params.top_p > 0:
@@ -53,6 +53,17 @@ def pick_tokens(
     probs = torch.softmax(values, dim=-1)
     if 0 < params.top_p < 1:
         before = probs.cumsum(dim=-1) - probs  # mass of the likelier codes
-        probs = probs.masked_fill(before >= params.top_p, 0.0)  # the best one always stays
+        cut = before >= params.top_p
+        cut[..., 0] = False  # the best one always stays, even where top_p rounds to 0 in float32
+        probs = probs.masked_fill(cut, 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)
     return indices.gather(-1, choice).squeeze(-1)
+
+
+def _cooled(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``scores / temperature``, up to a shift softmax ignores: measured from each row's best
+    score, so a temperature that overflows the gaps (or rounds to 0 in float32) turns them into
+    -inf, a choice among the best codes, rather than inf - inf = NaN."""
+    floor = torch.finfo(scores.dtype).tiny
+    gaps = scores - scores.amax(dim=-1, keepdim=True)
+    return gaps / max(temperature, floor)
