@@ -129,6 +129,11 @@ def _collect(parts: list[tuple[bytes, bytearray]]) -> Form:
     return form
 
 
+_OPTIONAL = frozenset(
+    name for name, info in GenerateRequest.model_fields.items() if not info.is_required()
+)
+
+
 def parse_generate_form(
     body: bytes, content_type: str, *, max_duration: float, max_upload_bytes: int
 ) -> tuple[GenerateRequest, dict[str, bytes]]:
@@ -139,7 +144,9 @@ def parse_generate_form(
             raise PayloadTooLarge(max_upload_bytes, field=name)
         if not data:
             raise InvalidRequest([FieldError(name, "the upload is empty")])
-    request = parse_generate_request(dict(form.fields), max_duration=max_duration, form=True)
+    # a form cannot say null: an empty optional field (seed, continuation_end) is not given
+    fields = {k: v for k, v in form.fields.items() if v.strip() or k not in _OPTIONAL}
+    request = parse_generate_request(fields, max_duration=max_duration, form=True)
     check_uploads(request, form.files)
     return request, form.files
 

@@ -35,6 +35,16 @@ def test_form_values_are_converted_to_the_fields_types() -> None:
     assert (request.duration, request.seed, files) == (12.5, 7, {})
 
 
+def test_an_empty_optional_field_is_not_given() -> None:
+    # an HTML form sends every input, filled or not; a form cannot say null
+    raw = body(("prompt", b"x", None), ("seed", b"", None), ("continuation_end", b" ", None))
+    request, _ = parse_generate_form(raw, TYPE, max_duration=300, max_upload_bytes=1024)
+    assert (request.seed, request.continuation_end, request.duration) == (None, None, 10.0)
+    with pytest.raises(InvalidRequest) as refused:  # the prompt is required all the same
+        parse_generate_form(body(("prompt", b"", None)), TYPE, max_duration=300, max_upload_bytes=1)
+    assert [f.field for f in refused.value.fields] == ["prompt"]
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [

@@ -236,7 +236,9 @@ def read_audio(
 
     try:
         audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+    except soundfile.LibsndfileError as exc:
+        raise ValueError(f"not a readable audio file ({exc.error_string})") from None
+    except (RuntimeError, TypeError) as exc:
         raise ValueError(f"not a readable audio file ({exc})") from None
     if audio.shape[0] == 0 or audio.shape[1] == 0:
         raise ValueError("the audio file holds no samples")
