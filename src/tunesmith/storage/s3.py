@@ -17,6 +17,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
@@ -38,6 +39,8 @@ _MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
 _FORBIDDEN_CODES = frozenset({"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId"})
 _FORBIDDEN_CODES |= {"SignatureDoesNotMatch", "AllAccessDisabled"}
+_RETRY_REMOVALS = 2.0  # seconds between tries at removing what a failed store left behind
+_REMOVAL_PATIENCE = 3600.0  # how long to keep trying
 
 
 class S3Storage(Storage):
@@ -73,6 +76,10 @@ class S3Storage(Storage):
         self.presign_expires = presign_expires
         self._client = client
         self._client_lock = threading.Lock()
+        # keys a failed store left while S3 was unreachable, removed once it answers
+        self._leftovers: dict[str, float] = {}  # key -> since when
+        self._leftovers_lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, url_mode={self.url_mode!r})"
@@ -91,9 +98,10 @@ class S3Storage(Storage):
     def put(self, key: str, data: bytes, content_type: str, *, replace: bool = False) -> None:
         """Store `data` with one ``PutObject`` (Content-Type and Content-MD5 set).
 
-        On failure a fresh key is deleted (best effort, in case the server stored the object but
-        the answer was lost) and `StorageError` is raised; with `replace` the key is left as it
-        is (the older object, or the new one: each is whole).
+        On failure a fresh key is deleted (in case the server stored the object but the answer
+        was lost; retried in the background while S3 is unreachable) and `StorageError` is
+        raised; with `replace` the key is left as it is (the older object, or the new one: each
+        is whole).
         """
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
         try:
@@ -106,6 +114,8 @@ class S3Storage(Storage):
             if isinstance(exc, _boto_errors()):
                 raise self._error(f"storing {key!r}", exc) from exc
             raise
+        with self._leftovers_lock:
+            self._leftovers.pop(key, None)  # stored anew: no longer to be removed
 
     def locate(self, key: str, *, base_url: str | None = None) -> StoredTrack:
         """``s3://bucket/key`` plus a public or presigned HTTP URL (`base_url` is unused)."""
@@ -145,10 +155,15 @@ class S3Storage(Storage):
         return f"https://{s3_host}/{self.bucket}/{quoted}"
 
     def delete(self, key: str) -> None:
-        """Delete `key` (S3 answers success when it is already absent)."""
+        """Delete `key` (S3 answers success when it is already absent).
+
+        Deletes clean up after failed stores (a track whose record could not be stored), so
+        when S3 cannot be reached the key is also removed later, once it answers."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except _boto_errors() as exc:
+            if _transient(exc):
+                self._remove_later(key)
             raise self._error(f"deleting {key!r}", exc) from exc
 
     def get(self, key: str) -> bytes:
@@ -197,13 +212,47 @@ class S3Storage(Storage):
     # -- helpers -------------------------------------------------------------------------------
 
     def _discard(self, key: str) -> None:
-        """Best-effort delete after a failed put, so no object is left behind."""
+        """Delete after a failed put, so no object is left behind (later, if S3 is down)."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as exc:  # the put's own error is the one worth reporting
+            later = _transient(exc)
+            if later:
+                self._remove_later(key)
             log.warning(
-                "could not remove %r from bucket %r after a failed put: %s", key, self.bucket, exc
-            )
+                "could not remove %r from bucket %r after a failed put%s: %s",
+                key, self.bucket, " (will retry)" if later else "", exc,
+            )  # fmt: skip
+
+    def _remove_later(self, key: str) -> None:
+        with self._leftovers_lock:
+            self._leftovers.setdefault(key, time.monotonic())
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(
+                    target=self._sweep, name="s3-leftovers", daemon=True
+                )
+                self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Remove the leftovers every few seconds until none is left (or patience runs out)."""
+        while True:
+            time.sleep(_RETRY_REMOVALS)
+            with self._leftovers_lock:
+                if not self._leftovers:
+                    self._sweeper = None
+                    return
+                pending = list(self._leftovers.items())
+            for key, since in pending:
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                except Exception as exc:
+                    if _transient(exc) and time.monotonic() - since < _REMOVAL_PATIENCE:
+                        break  # still unreachable: the next round tries again
+                    log.error("gave up removing %r from bucket %r: %s", key, self.bucket, exc)
+                else:  # (S3 does not say whether there was anything to remove)
+                    log.debug("removed %r, left by a failed store, from %r", key, self.bucket)
+                with self._leftovers_lock:
+                    self._leftovers.pop(key, None)
 
     def _error(self, action: str, exc: Exception, *, head_bucket: bool = False) -> StorageError:
         """A `StorageError` naming the bucket, the endpoint, the error code and a likely cause."""
@@ -288,6 +337,17 @@ def _boto_errors() -> tuple[type[Exception], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (ClientError, BotoCoreError)
+
+
+def _transient(exc: Exception) -> bool:
+    """S3 could not be reached, or failed on its side (5xx): worth trying again later."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as Unreachable
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and status >= 500
+    return isinstance(exc, Unreachable | HTTPClientError)  # refused, cut off, timed out
 
 
 def _error_code(exc: Exception) -> str | None:
