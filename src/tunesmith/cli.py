@@ -249,6 +249,12 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from tunesmith.benchmark.loadtest import main as loadtest_main
+
+    return loadtest_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
@@ -325,13 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     bench.set_defaults(run=_bench)  # its own flags are parsed by tunesmith.benchmark.run
+    loadtest = commands.add_parser(
+        "loadtest",
+        help="serve under concurrent load and faults on loopback (S3, replicas), then check "
+        "every stored object (`tunesmith loadtest --help`)",
+        add_help=False,
+    )
+    loadtest.set_defaults(run=_loadtest)  # its flags: tunesmith.benchmark.loadtest
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
+    if args.command in ("bench", "loadtest"):
         args.bench_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
