@@ -73,10 +73,11 @@ def summary(figures: dict[str, Any]) -> None:
         )
     v = figures["verification"]
     say(
-        f"storage: {v['tracks']} tracks named by 200s, {v['whole']} whole (audio of the right "
-        f"length, record beside it); lost {len(v['lost'])}, corrupt {len(v['corrupt'])}, "
-        f"no record {len(v['no_record'])}, orphaned {len(v['orphaned'])}; {v['job_records']} job "
-        f"records; {v['objects']} objects in the bucket"
+        f"storage: {v['tracks']} tracks answered (warm-up and jobs included), {v['whole']} "
+        "whole (audio of the right length, record beside it); "
+        f"lost {len(v['lost'])}, corrupt {len(v['corrupt'])}, no record {len(v['no_record'])}, "
+        f"orphaned {len(v['orphaned'])}; {v['job_records']} job records; "
+        f"{v['objects']} objects in the bucket"
     )
     t = figures["timings"]
     steps = {"s3_start_s": "S3 start", "replicas_ready_s": "replicas ready",
