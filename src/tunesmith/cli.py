@@ -1,5 +1,5 @@
-"""The ``tunesmith`` command: ``serve``, ``generate``, ``endpoint``, ``download``, ``kernels``
-and ``bench``.
+"""The ``tunesmith`` command: ``serve``, ``generate``, ``endpoint``, ``download``, ``kernels``,
+``bench`` and ``loadtest``.
 
 Flags mirror the ``TUNESMITH_*`` environment variables and win over them. Known failures
 (bad settings, a model that cannot be loaded, bad parameters) end with a one-line message
