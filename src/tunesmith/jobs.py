@@ -53,7 +53,7 @@ from tunesmith.schema import (
 )
 from tunesmith.service import TrackService
 from tunesmith.storage import new_key
-from tunesmith.tracks import RECORD_TYPE, now, record_key, store_track, track_id
+from tunesmith.tracks import RECORD_TYPE, record_key, store_track, track_id
 from tunesmith.uploads import AudioInputs
 
 __all__ = ["JobManager", "LiveJob"]
@@ -62,6 +62,11 @@ STALE_HEARTBEATS = 4  # a record this many heartbeats old belongs to a server th
 KEEP_AUDIO_SECONDS = 120.0  # how long a finished job's streamed audio stays in memory
 
 log = logging.getLogger(__name__)
+
+
+def _stamp() -> str:
+    """Now, to the millisecond: a record's age is judged against heartbeats under a second."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def cancel_key(job_id: str) -> str:
@@ -84,7 +89,7 @@ class LiveJob:
 
     def update(self, **changes: object) -> Job:
         with self._lock:
-            self.job = self.job.model_copy(update={**changes, "updated": now()})
+            self.job = self.job.model_copy(update={**changes, "updated": _stamp()})
             if self.job.finished and self.finished_at is None:
                 self.finished_at = time.monotonic()
             self.changed.set()
@@ -145,7 +150,7 @@ class JobManager:
         engine = self.service.engine
         frames = round(request.duration * engine.sample_rate)
         header = wav_header(frames, engine.channels, engine.sample_rate)
-        stamp = now()
+        stamp = _stamp()
         job = Job(
             id=job_id,
             status="queued",
@@ -278,7 +283,7 @@ class JobManager:
             job = job.model_copy(
                 update={
                     "status": "failed",
-                    "updated": now(),
+                    "updated": _stamp(),
                     "error": JobError(
                         error="interrupted",
                         message="the server running this job stopped before it finished "
@@ -294,6 +299,7 @@ class JobManager:
         if job.replica == self.replica:
             return True  # ours but not live here: its thread is gone
         written = datetime.fromisoformat(job.updated)
+        # a second more: the clocks of two servers on one storage are never quite the same
         limit = timedelta(seconds=STALE_HEARTBEATS * self.settings.job_heartbeat + 1)
         return datetime.now(UTC) - written > limit
 

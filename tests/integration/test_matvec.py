@@ -272,3 +272,14 @@ def test_every_int8_path_this_cpu_runs_gives_the_same_sums() -> None:
     for got in results.values():
         for ours, base in zip(got, results[0], strict=True):
             assert torch.equal(ours, base)
+
+
+@pytest.mark.usefixtures("compiled_kernels")
+def test_loading_the_kernels_keeps_the_process_subnormals() -> None:
+    # built with -ffast-math itself, the library would switch the whole process to
+    # flush-to-zero on load: Python's, numpy's and torch's subnormals would read as 0
+    import numpy as np
+
+    assert float("5e-324") > 0
+    assert np.float32(1e-45) * np.float32(1) > 0
+    assert torch.tensor(1e-40, dtype=torch.float32).mul(1).item() > 0

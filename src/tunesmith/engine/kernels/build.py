@@ -75,8 +75,19 @@ class _BuildError(Exception):
         self.failure = Failure(cause, fix)
 
 
+# -ffast-math spelled out: given to the link, -ffast-math or -funsafe-math-optimizations make
+# gcc < 13 link crtfastmath.o even into a shared library, which turns on flush-to-zero for
+# the whole process when it loads (every float in Python, numpy and torch then loses its
+# subnormals).
+_FAST_MATH = [
+    "-fno-math-errno", "-fno-signed-zeros", "-fno-trapping-math", "-fassociative-math",
+    "-freciprocal-math", "-ffinite-math-only", "-fno-rounding-math", "-fno-signaling-nans",
+    "-fcx-limited-range", "-fexcess-precision=fast",
+]  # fmt: skip
+
+
 def _flags() -> list[str]:
-    flags = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC", f"-I{CSRC}"]
+    flags = ["-O3", *_FAST_MATH, "-fopenmp", "-shared", "-fPIC", f"-I{CSRC}"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
     else:  # the portable loops: no fused multiply-add where the vector code would have none

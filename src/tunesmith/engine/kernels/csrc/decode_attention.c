@@ -8,7 +8,7 @@
  * attention kernel reads a one-query cache well below the memory bandwidth (and computes
  * bfloat16 slowly on CPUs without AVX-512 BF16).
  *
- * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (vectorized dot
+ * Built by tunesmith.engine.kernels.build with -O3, -ffast-math's parts and -fopenmp (vectorized dot
  * products, conversions and exp); large calls split groups across torch's own OpenMP threads.
  * The head size of every MusicGen checkpoint (64) has its own AVX2 version (`DEFINE_ATTEND64`).
  */

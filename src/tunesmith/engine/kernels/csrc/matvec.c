@@ -12,7 +12,7 @@
  * every output accumulates the same products in the same order whatever the row count, so a
  * request's result does not depend on what it is batched with.
  *
- * Built by tunesmith.engine.kernels.build with -O3 -ffast-math -fopenmp (plus -mavx2 -mfma
+ * Built by tunesmith.engine.kernels.build with -O3, -ffast-math's parts and -fopenmp (plus -mavx2 -mfma
  * where the CPU has them; without AVX2 the portable loops below are vectorized by the
  * compiler).
  */
