@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -77,7 +78,23 @@ def s3_env(
 # Compiled kernels: csrc/*.c bound to the tunesmith:: torch operators (engine.kernels.build).
 #
 #   compiled_kernels  function  built (or taken from the cache) and bound; skips without compilers
+#   weight_store      session   (autouse) TUNESMITH_WEIGHT_CACHE: converted weights go to a tmp dir
 # =================================================================================================
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weight_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Converted weights (`tunesmith.engine.model.store`) go to a session directory, not the
+    user's cache: every tiny checkpoint a test saves would leave a file there. Servers the
+    tests start inherit it."""
+    directory = tmp_path_factory.mktemp("weight-store")
+    previous = os.environ.get("TUNESMITH_WEIGHT_CACHE")
+    os.environ["TUNESMITH_WEIGHT_CACHE"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("TUNESMITH_WEIGHT_CACHE", None)
+    else:
+        os.environ["TUNESMITH_WEIGHT_CACHE"] = previous
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ def test_a_projection_begins_with_its_layer_norm_and_adds_the_residual(
     residual = torch.randn(3, 96, generator=generator)
     module = {
         "compiled-f32": lambda n: DenseProjection(w, 0, compiled=True, norm=n),
-        "compiled-int8": lambda n: Int8Projection(w, norm=n),
+        "compiled-int8": lambda n: Int8Projection.quantize(w, norm=n),
         "linear": lambda n: DenseProjection(w, 4, compiled=False, norm=n),
         "fbgemm": lambda n: FbgemmInt8Projection(w, norm=n),
     }[kernel]
@@ -212,7 +212,7 @@ def test_the_fused_arguments_are_checked() -> None:
 @pytest.mark.usefixtures("compiled_kernels")
 def test_the_modules_use_the_op_eagerly_and_scripted() -> None:
     x, w = _inputs(3, 130, 200)
-    dense, int8 = DenseProjection(w, 0, compiled=True), Int8Projection(w)
+    dense, int8 = DenseProjection(w, 0, compiled=True), Int8Projection.quantize(w)
     for module, expected in [
         (dense, torch.ops.tunesmith.matvec(x, w, None)),
         (int8, torch.ops.tunesmith.matvec(x, *pack_int8(w))),

@@ -101,7 +101,9 @@ class MusicGenEngine:
 
     def _setup(self) -> None:
         from tunesmith.engine.audio.codec import AudioDecoder
+        from tunesmith.engine import kernels
         from tunesmith.engine.model import FastDecoder, release_decoder_weights, resolve_precision
+        from tunesmith.engine.model.store import WeightStore
         from tunesmith.engine.scheduler import BatchScheduler
 
         loaded = load_model(self.model_name, self.device_setting)
@@ -109,7 +111,8 @@ class MusicGenEngine:
             self._setup_melody(loaded)
             return
         precision = resolve_precision(self.precision_setting, loaded.device)
-        decoder = FastDecoder(loaded.model, precision, loaded.device)
+        store = WeightStore.for_checkpoint(loaded.directory, precision, kernels.LAYOUT)
+        decoder = FastDecoder(loaded.model, precision, loaded.device, store)
         if decoder.kernels.cause is not None:  # wanted (CPU) but not had: slower, other numerics
             log.warning(
                 "compiled kernels unavailable, the decoder runs torch's (slower, more memory): "

@@ -36,6 +36,7 @@ class LoadedModel:
     model: Any  # transformers MusicgenForConditionalGeneration
     processor: Any  # transformers MusicgenProcessor
     device: torch.device
+    directory: Path | None = None  # the checkpoint's files (a hub model's cached snapshot)
 
     @property
     def sample_rate(self) -> int:
@@ -115,7 +116,21 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     model.to(target)
     model.eval()
     log.info("loaded %s on %s", name, target)
-    return LoadedModel(name=name, model=model, processor=processor, device=target)
+    return LoadedModel(name, model, processor, target, _directory(source))
+
+
+def _directory(source: str) -> Path | None:
+    """The directory a loaded checkpoint's files are in: `source` itself, or the hub cache's
+    snapshot of it (found offline: `from_pretrained` has just put it there)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from transformers.utils import cached_file
+
+    try:
+        config = cached_file(source, "config.json", local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return Path(config).parent if config else None
 
 
 def save_model(name: str, output: Path) -> Path:

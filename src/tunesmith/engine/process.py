@@ -3,10 +3,15 @@ given back to the OS after loading."""
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["in_passing_thread", "return_freed_memory"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["drop_file_pages", "in_passing_thread", "return_freed_memory"]
 
 
 def in_passing_thread(work: Callable[[], None]) -> None:
@@ -44,10 +49,7 @@ def return_freed_memory() -> None:
     gc.collect()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        with open("/proc/self/maps") as maps:
-            regions = [line.split()[0] for line in maps if line.rstrip().endswith(".safetensors")]
-        for region in regions:
-            start, end = (int(part, 16) for part in region.split("-"))
+        for start, end in _safetensors_regions():
             libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
         libc.malloc_trim(0)
     except (OSError, AttributeError):  # not Linux/glibc: nothing to give back this way
@@ -55,3 +57,42 @@ def return_freed_memory() -> None:
 
 
 _MADV_DONTNEED = 4
+
+
+def drop_file_pages(tensors: list[torch.Tensor]) -> None:
+    """Drop the resident pages of `tensors` that are views of a mapped ``.safetensors`` file
+    (transformers maps the checkpoint): converting the decoder tensor by tensor, each float32
+    weight then leaves memory once converted instead of all of them staying until the end.
+
+    Only whole pages inside a tensor that lie in such a mapping are dropped (clean file pages,
+    read back on a later touch); anything else is left alone."""
+    import ctypes
+
+    regions = _safetensors_regions()
+    if not regions:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    for tensor in tensors:
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        if not any(low <= start and end <= high for low, high in regions):
+            continue
+        first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE
+        if last > first:
+            libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
+
+def _safetensors_regions() -> list[tuple[int, int]]:
+    """The address ranges where ``.safetensors`` files are mapped (Linux), else none."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = [line.split()[0] for line in maps if line.rstrip().endswith(".safetensors")]
+    except OSError:
+        return []
+    return [(int(a, 16), int(b, 16)) for a, b in (line.split("-") for line in lines)]
+
+
+_PAGE = mmap.PAGESIZE

@@ -28,6 +28,7 @@ from tunesmith.engine.kernels import build
 __all__ = [
     "ACTIVATIONS",
     "CHUNK",
+    "LAYOUT",
     "MAX_HEAD_DIM",
     "OPERATORS",
     "SCALE_BYTES",
@@ -45,6 +46,8 @@ def _header_constants() -> dict[str, int]:
 
 
 _C = _header_constants()
+# every constant the kernels share: converted weights stored on disk are keyed by them
+LAYOUT: Final = dict(_C)
 TILE: Final = _C["TILE"]  # int8 weights: output rows per packed tile
 CHUNK: Final = _C["CHUNK"]  # int8 weights: inputs per packed chunk
 SCALE_BYTES: Final = _C["SCALE_BYTES"]  # an int8 cache row ends in its float32 scale

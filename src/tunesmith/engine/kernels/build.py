@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils import cpp_extension
 
-__all__ = ["ENTRIES", "Failure", "failure", "isa", "library"]
+__all__ = ["ENTRIES", "Failure", "cache_dir", "failure", "isa", "library"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def _operator_flags() -> list[str]:
     return [*flags, f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu"]
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where built libraries (and converted weights: `tunesmith.engine.model.store`) are kept."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tunesmith"
 
@@ -125,7 +126,7 @@ def _compiled(
     digest = hashlib.sha256(" ".join([torch.__version__, *flags]).encode())
     for source in [*sources, _HEADER]:
         digest.update(source.name.encode() + source.read_bytes())
-    target = _cache_dir() / f"{stem}-{digest.hexdigest()[:16]}.so"
+    target = cache_dir() / f"{stem}-{digest.hexdigest()[:16]}.so"
     if target.exists():  # a prebuilt one (the container image has them) needs no compiler
         return target
     name = os.environ.get(compiler_variable, compiler)

@@ -26,11 +26,13 @@ after them keep the prompt's codes where the delay pattern still reaches into it
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from tunesmith.engine import kernels
 from tunesmith.engine.kernels import ACTIVATIONS, SCALE_BYTES
@@ -48,6 +50,10 @@ from tunesmith.engine.model.projections import (
 )
 from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
 from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
+from tunesmith.engine.process import drop_file_pages
+
+if TYPE_CHECKING:
+    from tunesmith.engine.model.store import WeightStore
 
 __all__ = ["Conditioning", "DecodeJob", "FastDecoder", "release_decoder_weights"]
 
@@ -118,7 +124,13 @@ class DecodeJob:
 class FastDecoder:
     """The decoder of a loaded `MusicgenForConditionalGeneration`, ready to step in batches."""
 
-    def __init__(self, model: Any, precision: Precision, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: Any,
+        precision: Precision,
+        device: torch.device,
+        store: "WeightStore | None" = None,
+    ) -> None:
         decoder = model.decoder.model.decoder
         self.model = model
         self.device = device
@@ -126,12 +138,18 @@ class FastDecoder:
         self.dtype = HALF_DTYPES.get(precision, torch.float32)
         self.kernels = kernels.status(device)
         compiled = self.kernels.path == "compiled"
+        # converted weights come from (and go to) `store` where they are quantized; float
+        # weights are the checkpoint's own
+        self._store = store if precision not in ("fp32", *HALF_DTYPES) else None
         self.cache_dtype = self._cache_dtype(compiled)
         self._read_config(model.decoder.config)
         self._embed(decoder)
         linear_rows = self._linear_rows(decoder, compiled)
         self._convert_layers(decoder, linear_rows, compiled)
         self._convert_heads(model, linear_rows, compiled)
+        if self._store is not None:
+            self._store.save()
+        self._text_weights = [p.detach() for p in model.text_encoder.parameters()]
         self._stack = script(Stack(self.layers, self.lm_heads))
         # where the projections are compiled kernels, short prompts fold cross-attention's
         # weights into their keys and values (`tunesmith.engine.model.cross`); the float
@@ -183,8 +201,47 @@ class FastDecoder:
 
     def _embed(self, decoder: Any) -> None:
         """The codebook embeddings stacked ``(K, V + 1, D)``, and the position table."""
-        self.embeddings = torch.stack([self._cast(e.weight) for e in decoder.embed_tokens])
+
+        def stack() -> dict[str, torch.Tensor]:
+            return {"": torch.stack([self._cast(e.weight) for e in decoder.embed_tokens])}
+
+        self.embeddings = (self._store.get("embeddings", stack) if self._store else stack())[""]
         self.positions = self._cast(decoder.embed_positions.weights)
+
+    def _project(
+        self,
+        name: str,
+        weights: list[torch.Tensor],
+        linear_rows: int,
+        compiled: bool,
+        activation: int = 0,
+        norm: list[torch.Tensor] | None = None,
+    ) -> Projection:
+        """The projection of `weights` (the checkpoint's, stacked by output rows), converted
+        (or found in the store under `name`) at this precision."""
+
+        def load() -> torch.Tensor:
+            stacked = weights[0] if len(weights) == 1 else torch.cat(weights)
+            return stacked.to(self.device)
+
+        return projection(
+            load,
+            self.precision,
+            linear_rows,
+            compiled,
+            activation,
+            norm,
+            in_features=int(weights[0].shape[1]),
+            store=self._store,
+            name=name,
+        )
+
+    def _drop_pages(self, weights: list[torch.Tensor]) -> None:
+        """Checkpoint `weights` that have served their turn leave memory (quantized precisions;
+        fp32 runs on them): loading converts one layer at a time and never holds the whole
+        float decoder, and a mapped page is read back if it is touched again."""
+        if self.precision not in ("fp32", *HALF_DTYPES):
+            drop_file_pages(weights)
 
     def _linear_rows(self, decoder: Any, compiled: bool) -> int:
         """fp32 without the compiled kernel: `F.linear` or ``mm``, timed on a few weights."""
@@ -196,38 +253,62 @@ class FastDecoder:
 
     def _convert_layers(self, decoder: Any, linear_rows: int, compiled: bool) -> None:
         """Each layer's projections at this precision (q/k/v fused), each beginning with the
-        layer norm before it; the cross-attention k/v weights kept for prompt encoding."""
-        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # used once per request
+        layer norm before it; the cross-attention k/v projections kept for prompt encoding.
+        One layer's weights are read at a time."""
+        self.cross_kv: list[tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = []
         self.cross_qo: list[tuple[Projection, Projection]] = []  # the layers' q/out projections
         self.layers: list[Layer] = []
         for index, layer in enumerate(decoder.layers):
             sa, ca = layer.self_attn, layer.encoder_attn
-            qkv = torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]).to(self.device)
+            qkv = [sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]
             if self.precision == "fp32":  # the modules keep views of the fused copy: no duplicate
-                _share(qkv, [sa.q_proj, sa.k_proj, sa.v_proj])
-            weights = [qkv, sa.out_proj.weight, ca.q_proj.weight, ca.out_proj.weight]
-            weights += [layer.fc1.weight, layer.fc2.weight]
-            weights = [w.to(self.device) for w in weights]
+                fused = torch.cat(qkv).to(self.device)
+                _share(fused, [sa.q_proj, sa.k_proj, sa.v_proj])
+                qkv = [fused]
+            weights = [qkv, [sa.out_proj.weight], [ca.q_proj.weight], [ca.out_proj.weight]]
+            weights += [[layer.fc1.weight], [layer.fc2.weight]]
             # each layer norm begins the projection after it (none before out and fc2)
             cross_norm = self._norm(layer.encoder_attn_layer_norm)
             norms = [self._norm(layer.self_attn_layer_norm), None, cross_norm, None]
             norms += [self._norm(layer.final_layer_norm), None]
             activations = [0, 0, 0, 0, self.activation, 0]
+            names = [f"layers.{index}.{n}" for n in ("qkv", "out", "cross_q", "cross_out")]
+            names += [f"layers.{index}.fc1", f"layers.{index}.fc2"]
             projections = [
-                projection(w, self.precision, linear_rows, compiled, act, n)
-                for w, act, n in zip(weights, activations, norms, strict=True)
+                self._project(name, w, linear_rows, compiled, act, n)
+                for name, w, act, n in zip(names, weights, activations, norms, strict=True)
             ]
             self.layers.append(Layer(index, cross_norm, projections, self.heads, compiled))
-            self.cross_kv.append((self._cast(ca.k_proj.weight), self._cast(ca.v_proj.weight)))
+            self.cross_kv.append(self._cross_kv(index, ca, linear_rows, compiled))
             self.cross_qo.append((projections[2], projections[3]))
+            self._drop_pages(
+                [w for ws in weights for w in ws] + [ca.k_proj.weight, ca.v_proj.weight]
+            )
+
+    def _cross_kv(
+        self, index: int, attention: Any, linear_rows: int, compiled: bool
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+        """A layer's cross-attention key and value projections, used once per request: the
+        checkpoint's float weights, or converted where the decoder is quantized (a quarter of
+        the memory, kept for as long as the decoder)."""
+        pair = [attention.k_proj.weight, attention.v_proj.weight]
+        if self.precision in ("fp32", *HALF_DTYPES):
+            return tuple(partial(F.linear, weight=self._cast(w)) for w in pair)
+        return tuple(
+            self._project(f"layers.{index}.cross_{part}", [w], linear_rows, compiled)
+            for part, w in zip("kv", pair, strict=True)
+        )
 
     def _convert_heads(self, model: Any, linear_rows: int, compiled: bool) -> None:
         """The codebooks' LM heads fused into one projection, beginning with the final norm."""
-        heads = torch.cat([head.weight for head in model.decoder.lm_heads]).to(self.device)
+        heads = [head.weight for head in model.decoder.lm_heads]
         if self.precision == "fp32":
-            _share(heads, list(model.decoder.lm_heads))
+            fused = torch.cat(heads).to(self.device)
+            _share(fused, list(model.decoder.lm_heads))
+            heads = [fused]
         final_norm = self._norm(model.decoder.model.decoder.layer_norm)
-        self.lm_heads = projection(heads, self.precision, linear_rows, compiled, 0, final_norm)
+        self.lm_heads = self._project("lm_heads", heads, linear_rows, compiled, 0, final_norm)
+        self._drop_pages(heads)
 
     @property
     def weight_bytes(self) -> int:
@@ -263,6 +344,9 @@ class FastDecoder:
         """Encode the prompt and compute each layer's cross-attention keys/values."""
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
         encoded = encode_prompt(self.model, ids, mask, self.dtype)
+        # a quantized decoder's process is sized for its weights, not the text encoder's
+        # float32 ones (more than the decoder's): they are read back for the next prompt
+        self._drop_pages(self._text_weights)
         prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
         folded = None
         if self.fold_cross and encoded.shape[0] < self.head_dim:

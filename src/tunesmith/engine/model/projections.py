@@ -27,13 +27,17 @@ the others with the torch references (`tunesmith.engine.kernels.reference`).
 import logging
 import time
 import warnings
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
 from tunesmith.engine.kernels import matvec
 from tunesmith.engine.kernels.reference import finish, layer_norm
+
+if TYPE_CHECKING:
+    from tunesmith.engine.model.store import WeightStore
 
 __all__ = [
     "PRECISIONS",
@@ -128,16 +132,31 @@ class Int8Projection(torch.nn.Module):
     norm_bias: torch.Tensor | None
 
     def __init__(
-        self, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
+        self,
+        parts: dict[str, torch.Tensor],
+        in_features: int,
+        activation: int = 0,
+        norm: list[torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        packed, scale = matvec.pack_int8(weight)
-        self.register_buffer("weight", packed, persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("weight", parts["weight"], persistent=False)
+        self.register_buffer("scale", parts["scale"], persistent=False)
         _register_norm(self, norm)
-        self.weight_count = weight.numel()
-        self.in_features = int(weight.shape[1])
+        self.weight_count = int(parts["scale"].shape[0]) * in_features
+        self.in_features = in_features
         self.activation = activation
+
+    @staticmethod
+    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`weight` ``(out, in)`` as this projection keeps it (`matvec.pack_int8`)."""
+        packed, scale = matvec.pack_int8(weight)
+        return {"weight": packed, "scale": scale}
+
+    @classmethod
+    def quantize(
+        cls, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
+    ) -> "Int8Projection":
+        return cls(cls.pack(weight), int(weight.shape[1]), activation, norm)
 
     @property
     def nbytes(self) -> int:
@@ -194,25 +213,37 @@ Projection = DenseProjection | Int8Projection | FbgemmInt8Projection
 
 
 def projection(
-    weight: torch.Tensor,
+    weight: torch.Tensor | Callable[[], torch.Tensor],
     precision: Precision,
     linear_rows: int,
     compiled: bool,
     activation: int = 0,
     norm: list[torch.Tensor] | None = None,
+    *,
+    in_features: int | None = None,
+    store: "WeightStore | None" = None,
+    name: str = "",
 ) -> Projection:
     """The projection module for `weight` at `precision` (its dtype converted as needed),
     beginning with the layer norm `norm` (its weight and bias, in the activations' dtype) if
     given and ending in `activation` (an `ACTIVATIONS` code, 0 for none); `compiled`: the
-    compiled kernels are available (CPU)."""
+    compiled kernels are available (CPU).
+
+    `weight` may be a function that makes it (with `in_features` given): a quantized weight
+    found in `store` under `name` is taken from there, and the function is never called."""
+    load = weight if callable(weight) else lambda: weight
+    size = in_features if callable(weight) else int(weight.shape[1])
+    if precision == "int8" and compiled:
+        if size is None:
+            raise ValueError("a weight given as a function needs its in_features")
+        parts = store.get(name, lambda: Int8Projection.pack(load())) if store else None
+        return Int8Projection(parts or Int8Projection.pack(load()), size, activation, norm)
     if precision == "int8":
-        if compiled:
-            return Int8Projection(weight, activation, norm)
-        return FbgemmInt8Projection(weight, activation, norm)
+        return FbgemmInt8Projection(load(), activation, norm)
     if precision in HALF_DTYPES:
-        half = weight.to(HALF_DTYPES[precision])
+        half = load().to(HALF_DTYPES[precision])
         return DenseProjection(half, ALWAYS_LINEAR, False, activation, norm)
-    return DenseProjection(weight, linear_rows, compiled, activation, norm)
+    return DenseProjection(load(), linear_rows, compiled, activation, norm)
 
 
 def fastest_linear_rows(weights: list[torch.Tensor], rows: int = 2) -> int:

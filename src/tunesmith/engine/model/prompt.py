@@ -1,10 +1,10 @@
 """Prompt encoding: the text encoder once per request, then each layer's cross-attention keys
 and values over the prompt (what every later step of that request attends to)."""
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["encode_prompt", "prompt_keys_values"]
 
@@ -25,14 +25,16 @@ def encode_prompt(
 
 
 def prompt_keys_values(
-    encoded: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]], heads: int
+    encoded: torch.Tensor,
+    projections: list[tuple[Callable[[torch.Tensor], torch.Tensor], ...]],
+    heads: int,
 ) -> torch.Tensor:
-    """Each layer's cross-attention keys and values over `encoded` ``(S, D)``, from its
-    ``k_proj`` and ``v_proj`` weights: ``(layers, 2, 1, H, S, hd)``."""
+    """Each layer's cross-attention keys and values over `encoded` ``(S, D)``, through its
+    ``k_proj`` and ``v_proj`` (a pair of functions per layer): ``(layers, 2, 1, H, S, hd)``."""
     shape = (1, -1, heads, encoded.shape[1] // heads)
     return torch.stack(
         [
-            torch.stack([F.linear(encoded, w).view(shape).transpose(1, 2) for w in pair])
-            for pair in weights
+            torch.stack([project(encoded).view(shape).transpose(1, 2) for project in pair])
+            for pair in projections
         ]
     )
