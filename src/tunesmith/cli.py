@@ -30,7 +30,7 @@ def _setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     helps = {
         "model": f"HF model id or local directory (TUNESMITH_MODEL, default {DEFAULT_MODEL})",
         "device": "auto, cpu or cuda (TUNESMITH_DEVICE)",
-        "precision": "auto, fp32, int8 (CPU), fp16 or bf16 (CUDA) (TUNESMITH_PRECISION)",
+        "precision": "auto, fp32, int8 or int4 (CPU), fp16 or bf16 (CUDA) (TUNESMITH_PRECISION)",
         "max_batch": "requests decoded together (TUNESMITH_MAX_BATCH, default 8)",
         "batch_window_ms": "idle wait for concurrent requests, ms (TUNESMITH_BATCH_WINDOW_MS)",
         "storage": "local or s3 (TUNESMITH_STORAGE)",
@@ -218,6 +218,14 @@ def _kernels(args: argparse.Namespace) -> int:
     if status.path != "compiled":
         print(f"fix: {status.fix}", file=sys.stderr)
         return 1 if args.require else 0
+    if args.model:
+        from tunesmith.engine import MusicGenEngine
+
+        engine = MusicGenEngine(args.model, "cpu", precision=args.precision)
+        engine.setup()  # converts the decoder's weights into the store, or finds them there
+        engine.close()
+        store = engine.decoder.store_path
+        print(f"converted weights: {store if store else 'none kept (not a quantized precision)'}")
     return 0
 
 
@@ -323,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     kern.add_argument(
         "--require", action="store_true", help="exit 1 unless the compiled kernels are usable"
     )
+    kern.add_argument(
+        "--model",
+        help="also convert this checkpoint's decoder at --precision and keep it, so a server "
+        "(or an image) starts without converting (TUNESMITH_WEIGHT_CACHE says where)",
+    )
+    kern.add_argument("--precision", default="int8", help="with --model (default int8)")
     kern.set_defaults(run=_kernels)
     bench = commands.add_parser(
         "bench",

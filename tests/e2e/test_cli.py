@@ -31,6 +31,8 @@ def run(
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESMITH_")}
+    if "TUNESMITH_WEIGHT_CACHE" in os.environ:  # the session's store (tests/conftest.py)
+        env["TUNESMITH_WEIGHT_CACHE"] = os.environ["TUNESMITH_WEIGHT_CACHE"]
     return {**env, **extra}
 
 
@@ -180,3 +182,21 @@ def test_readme_flow_serve_then_curl(tiny_model_dir: Path, tmp_path: Path) -> No
     # Ctrl-C: a graceful shutdown, then the conventional status for SIGINT
     assert proc.returncode == 130
     assert "Finished server process" in output and "Traceback" not in output
+
+
+@pytest.mark.usefixtures("compiled_kernels")
+def test_kernels_with_a_model_keeps_its_converted_weights(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunesmith.engine.kernels import LAYOUT
+    from tunesmith.engine.model.store import WeightStore
+
+    store = tmp_path / "store"
+    env = clean_env(TUNESMITH_WEIGHT_CACHE=str(store))
+    done = run("kernels", "--model", str(tiny_model_dir), "--precision", "int8", env=env)
+    assert done.returncode == 0, done.stderr
+    kept = list(store.glob("*.safetensors"))
+    assert len(kept) == 1 and f"converted weights: {kept[0]}" in done.stdout
+    # what a server started with the same setting finds, instead of converting
+    monkeypatch.setenv("TUNESMITH_WEIGHT_CACHE", str(store))
+    assert WeightStore.for_checkpoint(tiny_model_dir, "int8", LAYOUT).hit

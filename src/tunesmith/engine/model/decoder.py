@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -154,7 +155,7 @@ class FastDecoder:
         # where the projections are compiled kernels, short prompts fold cross-attention's
         # weights into their keys and values (`tunesmith.engine.model.cross`); the float
         # weights are read back from the projections per request (no second copy is kept)
-        self.fold_cross = compiled and precision in ("fp32", "int8")
+        self.fold_cross = compiled and precision in ("fp32", "int8", "int4")
         self._codebook_index = torch.arange(self.num_codebooks, device=device)
         self._cond_index: dict[tuple[int, ...], torch.Tensor] = {}
         # the prompt keys/values of the current batch stacked, when all its prompts have the
@@ -166,13 +167,13 @@ class FastDecoder:
 
     def _cache_dtype(self, compiled: bool) -> torch.dtype:
         """The self-attention cache's dtype. Late in a long track the cache is read as many
-        bytes per step as the int8 weights: int8 (already approximate) keeps it in int8 rows
-        with a scale each where the compiled kernel reads them (68 bytes a 64-value row against
-        256 in float32), else in bfloat16 where something reads that fast (a CPU with AVX-512
-        BF16; on plain AVX2 torch's bfloat16 attention is slower than its float32)."""
-        if self.precision == "int8" and compiled:
+        bytes per step as the int8 weights: int8 and int4 (already approximate) keep it in int8
+        rows with a scale each where the compiled kernel reads them (68 bytes a 64-value row
+        against 256 in float32), else in bfloat16 where something reads that fast (a CPU with
+        AVX-512 BF16; on plain AVX2 torch's bfloat16 attention is slower than its float32)."""
+        if self.precision in ("int8", "int4") and compiled:
             return torch.int8
-        if self.precision == "int8" and _fast_bfloat16():
+        if self.precision in ("int8", "int4") and _fast_bfloat16():
             return torch.bfloat16
         return self.dtype
 
@@ -311,6 +312,11 @@ class FastDecoder:
         self._drop_pages(heads)
 
     @property
+    def store_path(self) -> Path | None:
+        """The file the converted weights are kept in (None: not kept)."""
+        return None if self._store is None else self._store.path
+
+    @property
     def weight_bytes(self) -> int:
         """Bytes of decoder weights a step reads (projections and heads)."""
         modules = [*self.layers, self.lm_heads]
@@ -350,7 +356,7 @@ class FastDecoder:
         prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
         folded = None
         if self.fold_cross and encoded.shape[0] < self.head_dim:
-            int8 = self.precision == "int8"
+            int8 = self.precision in ("int8", "int4")  # A and B are small: int8 serves int4 too
             folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
         return Conditioning(prompt_kv, folded)
 
