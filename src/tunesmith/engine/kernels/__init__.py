@@ -31,6 +31,8 @@ __all__ = [
     "LAYOUT",
     "MAX_HEAD_DIM",
     "OPERATORS",
+    "Q4_GROUP",
+    "Q4_TILE",
     "SCALE_BYTES",
     "TILE",
     "KernelStatus",
@@ -50,6 +52,8 @@ _C = _header_constants()
 LAYOUT: Final = dict(_C)
 TILE: Final = _C["TILE"]  # int8 weights: output rows per packed tile
 CHUNK: Final = _C["CHUNK"]  # int8 weights: inputs per packed chunk
+Q4_GROUP: Final = _C["Q4_GROUP"]  # int4 weights: inputs per scale
+Q4_TILE: Final = _C["Q4_TILE"]  # int4 weights: output rows per packed tile
 SCALE_BYTES: Final = _C["SCALE_BYTES"]  # an int8 cache row ends in its float32 scale
 MAX_HEAD_DIM: Final = _C["MAX_HEAD_DIM"]
 # the transformers activation -> its code in the kernels (0: none)

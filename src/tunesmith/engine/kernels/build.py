@@ -35,7 +35,7 @@ __all__ = ["ENTRIES", "Failure", "cache_dir", "failure", "isa", "library"]
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-_HEADER = CSRC / "tunesmith.h"
+_HEADERS = sorted(CSRC.glob("*.h"))  # tunesmith.h, the contract, and the kernels' shared one
 _SOURCES = sorted(CSRC.glob("*.c"))
 _OPS_SOURCE = CSRC / "ops.cpp"
 # qkv, out, job count; per-job arrays of caches, positions, cache lengths, rows; heads, dim, scale
@@ -51,6 +51,7 @@ ENTRIES: dict[str, list[type]] = {
     "self_attention_bf16": _SELF_ATTENTION,
     "matvec_f32": [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int],
     "matvec_i8": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int],
+    "matvec_q4": [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int],
     "self_attention_i8": _SELF_ATTENTION,
 }
 _lock = threading.Lock()
@@ -89,7 +90,7 @@ _FAST_MATH = [
 def _flags() -> list[str]:
     flags = ["-O3", *_FAST_MATH, "-fopenmp", "-shared", "-fPIC", f"-I{CSRC}"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        flags += ["-mavx2", "-mfma"]
+        flags += ["-mavx2", "-mfma", "-mf16c"]  # F16C: int4's float16 scales (every AVX2 CPU)
     else:  # the portable loops: no fused multiply-add where the vector code would have none
         flags += ["-ffp-contract=off"]
     return flags
@@ -124,7 +125,7 @@ def _compiled(
     Raises `_BuildError` naming the cause and the fix."""
     # the cache key: torch, the flags (with the sources' directory) and every source's bytes
     digest = hashlib.sha256(" ".join([torch.__version__, *flags]).encode())
-    for source in [*sources, _HEADER]:
+    for source in [*sources, *_HEADERS]:
         digest.update(source.name.encode() + source.read_bytes())
     target = cache_dir() / f"{stem}-{digest.hexdigest()[:16]}.so"
     if target.exists():  # a prebuilt one (the container image has them) needs no compiler

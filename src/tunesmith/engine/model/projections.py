@@ -16,6 +16,10 @@ kernel reads fastest:
   fbgemm picks one activation scale for the whole input, which would make a request's result
   depend on the other rows in its batch; so each row is scaled to a max-abs of 1 and two extra
   input columns fixed at +1 and -1 (against zero weights) pin the range.
+- ``int4`` (`Int4Projection`): 4-bit weights with a float16 scale per 32 inputs of each output
+  (`tunesmith.engine.kernels.int4`), activations rounded to int8 per group of 32: 0.5625 bytes
+  a weight, the fastest CPU precision and the least exact. CPU only; where the compiled kernel
+  is unavailable, its torch reference computes the same (slowly).
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 
 A projection can begin with the layer norm before it (``norm``: weight and bias, eps 1e-5),
@@ -28,13 +32,13 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
 
 import torch
 import torch.nn.functional as F
 
-from tunesmith.engine.kernels import matvec
-from tunesmith.engine.kernels.reference import finish, layer_norm
+from tunesmith.engine.kernels import int4, matvec
+from tunesmith.engine.kernels.reference import finish, layer_norm, matvec_int4
 
 if TYPE_CHECKING:
     from tunesmith.engine.model.store import WeightStore
@@ -43,6 +47,7 @@ __all__ = [
     "PRECISIONS",
     "DenseProjection",
     "FbgemmInt8Projection",
+    "Int4Projection",
     "Int8Projection",
     "Precision",
     "Projection",
@@ -51,8 +56,8 @@ __all__ = [
     "resolve_precision",
 ]
 
-Precision = Literal["fp32", "int8", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "fp16", "bf16")
+Precision = Literal["fp32", "int8", "int4", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "int4", "fp16", "bf16")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
 
@@ -65,15 +70,20 @@ def _register_norm(module: torch.nn.Module, norm: list[torch.Tensor] | None) -> 
 
 
 def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """``auto`` is fp32 on the CPU (exact) and fp16 on CUDA; int8 is CPU-only, halves CUDA-only."""
+    """``auto`` is fp32 on the CPU (exact) and fp16 on CUDA; int8 and int4 are CPU-only, halves
+    CUDA-only."""
     from tunesmith.errors import ConfigError
 
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "int8" and device.type != "cpu":
-        raise ConfigError("TUNESMITH_PRECISION: int8 runs on the CPU; use fp16 or bf16 on CUDA")
+    if precision in ("int8", "int4") and device.type != "cpu":
+        raise ConfigError(
+            f"TUNESMITH_PRECISION: {precision} runs on the CPU; use fp16 or bf16 on CUDA"
+        )
     if precision in HALF_DTYPES and device.type != "cuda":
-        raise ConfigError(f"TUNESMITH_PRECISION: {precision} needs CUDA; use fp32 or int8 on CPU")
+        raise ConfigError(
+            f"TUNESMITH_PRECISION: {precision} needs CUDA; use fp32, int8 or int4 on CPU"
+        )
     if precision not in PRECISIONS:
         raise ConfigError(f"TUNESMITH_PRECISION: unknown precision {precision!r}")
     return precision  # type: ignore[return-value]
@@ -123,8 +133,9 @@ class DenseProjection(torch.nn.Module):
         return finish(torch.mm(self.weight, x.t()).t(), self.activation, residual)
 
 
-class Int8Projection(torch.nn.Module):
-    """``y ≈ x @ W.T`` with ``W`` quantized to int8 per output channel (compiled kernel, CPU)."""
+class _PackedProjection(torch.nn.Module):
+    """A projection over a weight packed for a compiled kernel: the parts `pack` makes
+    (``weight`` and ``scale``) as buffers, which the weight store can hand over as they are."""
 
     weight: torch.Tensor
     scale: torch.Tensor
@@ -142,9 +153,32 @@ class Int8Projection(torch.nn.Module):
         self.register_buffer("weight", parts["weight"], persistent=False)
         self.register_buffer("scale", parts["scale"], persistent=False)
         _register_norm(self, norm)
-        self.weight_count = int(parts["scale"].shape[0]) * in_features
         self.in_features = in_features
         self.activation = activation
+
+    @staticmethod
+    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`weight` ``(out, in)`` as this projection keeps it."""
+        raise NotImplementedError
+
+    @classmethod
+    def quantize(
+        cls, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
+    ) -> Self:
+        return cls(cls.pack(weight), int(weight.shape[1]), activation, norm)
+
+    def _compiled(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.tunesmith.matvec(
+            x, self.weight, self.scale, self.activation, self.norm_weight, self.norm_bias, residual
+        )
+        return out
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self._compiled(x, residual)
+
+
+class Int8Projection(_PackedProjection):
+    """``y ≈ x @ W.T`` with ``W`` quantized to int8 per output channel (compiled kernel, CPU)."""
 
     @staticmethod
     def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,26 +186,51 @@ class Int8Projection(torch.nn.Module):
         packed, scale = matvec.pack_int8(weight)
         return {"weight": packed, "scale": scale}
 
-    @classmethod
-    def quantize(
-        cls, weight: torch.Tensor, activation: int = 0, norm: list[torch.Tensor] | None = None
-    ) -> "Int8Projection":
-        return cls(cls.pack(weight), int(weight.shape[1]), activation, norm)
-
     @property
     def nbytes(self) -> int:
-        return int(self.weight_count)  # one byte per weight
+        return int(self.scale.shape[0]) * self.in_features  # one byte per weight
 
     def dense(self) -> torch.Tensor:
         """The float32 weight ``(out, in)`` this projection multiplies by (its int8 values
         times their scales)."""
         return matvec.unpack_int8(self.weight, self.scale, self.in_features)
 
+
+class Int4Projection(_PackedProjection):
+    """``y ≈ x @ W.T`` with ``W`` rounded to 4 bits per group of inputs (CPU): the compiled
+    kernel, else its torch reference (`compiled` False: the same sums, far slower)."""
+
+    def __init__(
+        self,
+        parts: dict[str, torch.Tensor],
+        in_features: int,
+        activation: int = 0,
+        norm: list[torch.Tensor] | None = None,
+        compiled: bool = True,
+    ) -> None:
+        super().__init__(parts, in_features, activation, norm)
+        self.compiled = compiled
+
+    @staticmethod
+    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`weight` ``(out, in)`` as this projection keeps it (`int4.pack_int4`)."""
+        packed, scale = int4.pack_int4(weight)
+        return {"weight": packed, "scale": scale}
+
+    @property
+    def nbytes(self) -> int:  # the packed values (padding included) and their float16 scales
+        return int(self.weight.numel()) + 2 * int(self.scale.numel())
+
+    def dense(self) -> torch.Tensor:
+        """The float32 weight ``(out, in)`` this projection multiplies by (its 4-bit values
+        times their scales)."""
+        return int4.unpack_int4(self.weight, self.scale, self.in_features)
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.tunesmith.matvec(
-            x, self.weight, self.scale, self.activation, self.norm_weight, self.norm_bias, residual
-        )
-        return out
+        if self.compiled:
+            return self._compiled(x, residual)
+        x = layer_norm(x, self.norm_weight, self.norm_bias)
+        return finish(matvec_int4(x, self.weight, self.scale), self.activation, residual)
 
 
 class FbgemmInt8Projection(torch.nn.Module):
@@ -209,7 +268,7 @@ class FbgemmInt8Projection(torch.nn.Module):
         return finish(out.mul_(scale), self.activation, residual)
 
 
-Projection = DenseProjection | Int8Projection | FbgemmInt8Projection
+Projection = DenseProjection | Int8Projection | Int4Projection | FbgemmInt8Projection
 
 
 def projection(
@@ -233,13 +292,16 @@ def projection(
     found in `store` under `name` is taken from there, and the function is never called."""
     load = weight if callable(weight) else lambda: weight
     size = in_features if callable(weight) else int(weight.shape[1])
-    if precision == "int8" and compiled:
+    if precision == "int8" and not compiled:
+        return FbgemmInt8Projection(load(), activation, norm)
+    if precision in ("int8", "int4"):
         if size is None:
             raise ValueError("a weight given as a function needs its in_features")
-        parts = store.get(name, lambda: Int8Projection.pack(load())) if store else None
-        return Int8Projection(parts or Int8Projection.pack(load()), size, activation, norm)
-    if precision == "int8":
-        return FbgemmInt8Projection(load(), activation, norm)
+        pack = Int8Projection.pack if precision == "int8" else Int4Projection.pack
+        parts = (store.get(name, lambda: pack(load())) if store else None) or pack(load())
+        if precision == "int4":
+            return Int4Projection(parts, size, activation, norm, compiled)
+        return Int8Projection(parts, size, activation, norm)
     if precision in HALF_DTYPES:
         half = load().to(HALF_DTYPES[precision])
         return DenseProjection(half, ALWAYS_LINEAR, False, activation, norm)

@@ -2,7 +2,7 @@
  *
  * y (rows, N) = x (rows, K) W^T for a weight W (N, K): float32 in the nn.Linear layout, or int8
  * (prepacked, below) with one float scale per output: y[:, n] = scale[n] * sum_k x[:, k] W[n, k];
- * optionally followed by a GELU (`activate`).
+ * optionally followed by a GELU (`matvec_activate`).
  *
  * A decode step multiplies a few rows (two per guided request) by every weight once, so it is
  * bound by reading the weights: torch's mm reads a decoder-sized float32 weight for two rows
@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "matvec.h"
 #include "tunesmith.h"
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -32,11 +33,6 @@
 /* int8: bytes ahead of the weight stream to prefetch, far enough to cover the longer memory
  * latency of server CPUs. */
 #define PREFETCH_I8 4096
-
-/* Below this many weights a call runs on the calling thread (waking the second costs more). */
-#define PARALLEL_WEIGHTS (1L << 16)
-
-static inline long min_long(long a, long b) { return a < b ? a : b; }
 
 #if defined(__AVX2__) && defined(__FMA__)
 typedef __m256 vf;
@@ -319,7 +315,7 @@ static inline void activate8(float *v, int activation) {
 }
 
 /* Within a parallel region: the threads share y's (rows, N) outputs. */
-static void activate(float *y, long rows, long N, int activation) {
+void matvec_activate(float *y, long rows, long N, int activation) {
     if (activation == TS_ACTIVATION_NONE) return;
     const long blocks = (N + 7) / 8;
 #pragma omp for schedule(static)
@@ -344,7 +340,7 @@ int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long
 #pragma omp for schedule(static)
         for (long n = 0; n < N; n += TILE)
             tile_f32(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
-        activate(y, rows, N, activation);
+        matvec_activate(y, rows, N, activation);
     }
     return 0;
 }
@@ -420,7 +416,7 @@ int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, lon
                 tile_q(xq, xs, rows, w + n * Kp, Kp, min_long(TILE, N - n), scale + n, y + n, N,
                        acc);
         free(acc);
-        activate(y, rows, N, activation); /* (on a failed call: values nobody reads) */
+        matvec_activate(y, rows, N, activation); /* (on a failed call: values nobody reads) */
     }
     free(xq), free(xs);
     return failed;

@@ -30,6 +30,8 @@ namespace {
 using MatvecF32 = int (*)(const float *, const float *, float *, long, long, long, int);
 using MatvecI8 = int (*)(const float *, const int8_t *, const float *, float *, long, long, long,
                          int);
+using MatvecQ4 = int (*)(const float *, const uint8_t *, const uint16_t *, float *, long, long,
+                         long, int);
 using DecodeAttention = int (*)(const float *, const void *, const void *, float *, long, long,
                                 long, long, float);
 using SelfAttention = int (*)(const float *, float *, long, void *const *, const long *,
@@ -43,10 +45,12 @@ struct Kernels {
     SelfAttention self_attention_bf16 = nullptr;
     MatvecF32 matvec_f32 = nullptr;
     MatvecI8 matvec_i8 = nullptr;
+    MatvecQ4 matvec_q4 = nullptr;
     SelfAttention self_attention_i8 = nullptr;
 } kernels;
 
 constexpr int64_t kTile = TS_TILE, kChunk = TS_CHUNK;
+constexpr int64_t kQ4Tile = TS_Q4_TILE, kGroup = TS_Q4_GROUP;
 constexpr int64_t kActivations = TS_ACTIVATION_GELU_TANH;  // the largest activation code
 constexpr int64_t kMaxHeadDim = TS_MAX_HEAD_DIM;
 constexpr int64_t kScaleBytes = TS_SCALE_BYTES;
@@ -90,7 +94,8 @@ at::Tensor layer_norm_rows(const at::Tensor &x, const at::Tensor &weight, const 
 }
 
 // x (rows, K) float32 times weight (N, K) transposed; weight float32, or int8 packed by
-// tunesmith.engine.kernels.matvec.pack_int8 with its (N,) float32 scales; then the activation
+// tunesmith.engine.kernels.matvec.pack_int8 with its (N,) float32 scales, or int4 (uint8)
+// packed by tunesmith.engine.kernels.int4.pack_int4 with its float16 scales; then the activation
 // (TS_ACTIVATION_* in tunesmith.h). With norm_weight and norm_bias, x is layer-normalized
 // first (`layer_norm_rows`); with a residual (rows, N), it is added to the result. Fusing them
 // here saves the decoder step ~120 torch operators, each dispatched on its own.
@@ -125,6 +130,27 @@ at::Tensor matvec(const at::Tensor &x_in, const at::Tensor &weight,
     return y;
 }
 
+// The product of contiguous float32 rows x and an int4 weight (csrc/matvec_q4.c's layout).
+at::Tensor project_q4(const at::Tensor &x, const at::Tensor &weight,
+                      const std::optional<at::Tensor> &scale, int64_t activation) {
+    TORCH_CHECK_VALUE(scale.has_value() && scale->scalar_type() == at::kHalf && scale->dim() == 2 &&
+                          scale->is_contiguous(),
+                      "matvec takes an int4 (uint8) weight with float16 scales (groups, N)");
+    const int64_t rows = x.size(0), size = x.size(1), outputs = scale->size(1);
+    const int64_t groups = ceil_div(size, kGroup);
+    const std::vector<int64_t> packed{ceil_div(outputs, kQ4Tile), groups * kGroup / 8, kQ4Tile * 4};
+    TORCH_CHECK_VALUE(weight.sizes() == c10::IntArrayRef(packed) && scale->size(0) == groups,
+                      "int4 weight ", weight.sizes(), " with scales ", scale->sizes(),
+                      " is not packed for ", x.sizes());
+    at::Tensor y = at::empty({rows, outputs}, x.options());
+    const int failed = kernels.matvec_q4(
+        x.const_data_ptr<float>(), weight.const_data_ptr<uint8_t>(),
+        static_cast<const uint16_t *>(scale->const_data_ptr()), y.mutable_data_ptr<float>(),
+        rows, size, outputs, static_cast<int>(activation));
+    TORCH_CHECK(!failed, "matvec could not allocate its rounded rows");
+    return y;
+}
+
 // The product of contiguous float32 rows x and a weight, as `matvec` describes.
 at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
                    const std::optional<at::Tensor> &scale, int64_t activation) {
@@ -138,9 +164,11 @@ at::Tensor project(const at::Tensor &x, const at::Tensor &weight,
                            static_cast<int>(activation));
         return y;
     }
+    if (weight.scalar_type() == at::kByte) return project_q4(x, weight, scale, activation);
     TORCH_CHECK_VALUE(weight.scalar_type() == at::kChar && scale.has_value() &&
                           scale->scalar_type() == at::kFloat,
-                      "matvec takes a float32 weight, or an int8 one with float32 scales");
+                      "matvec takes a float32 weight, an int8 one with float32 scales or an int4 "
+                      "(uint8) one with float16 scales");
     const int64_t outputs = scale->size(0);
     const std::vector<int64_t> packed{ceil_div(outputs, kTile), ceil_div(size, kChunk), kTile,
                                       kChunk};
@@ -295,6 +323,8 @@ extern "C" int tunesmith_bind_kernel(const char *name, void *entry) {
         kernels.matvec_f32 = reinterpret_cast<MatvecF32>(entry);
     } else if (is("matvec_i8")) {
         kernels.matvec_i8 = reinterpret_cast<MatvecI8>(entry);
+    } else if (is("matvec_q4")) {
+        kernels.matvec_q4 = reinterpret_cast<MatvecQ4>(entry);
     } else {
         return 1;
     }

@@ -1,4 +1,4 @@
-/* The contract between tunesmith's compiled kernels (matvec.c, decode_attention.c), the torch
+/* The contract between tunesmith's compiled kernels (matvec*.c, decode_attention.c), the torch
  * operators over them (ops.cpp) and Python (tunesmith.engine.kernels reads the TS_ constants
  * from this file, so the three never disagree about a layout).
  *
@@ -14,6 +14,13 @@
  * (ceil(N / TILE), ceil(K / CHUNK), TILE, CHUNK) int8, one float32 scale per output row. */
 #define TS_TILE 4
 #define TS_CHUNK 16
+
+/* int4 weights: one float16 scale per TS_Q4_GROUP inputs of each output row, (ceil(K / GROUP),
+ * N); the values in tiles of TS_Q4_TILE output rows, 8 inputs at a time: (ceil(N / Q4_TILE),
+ * Kp / 8, Q4_TILE * 4) uint8 (Kp: K rounded up to GROUP), byte 4 j + i holding inputs i and 4 + i
+ * of the 8 of row j in its low and high nibbles, each as value + 8 (matvec_q4.c). */
+#define TS_Q4_TILE 16
+#define TS_Q4_GROUP 32
 
 /* The activation a projection ends in (tunesmith.engine.kernels.ACTIVATIONS). */
 #define TS_ACTIVATION_NONE 0
@@ -42,6 +49,9 @@ int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long
 int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, long rows, long K,
               long N, int activation);
 int matvec_i8_variant(int variant);
+int matvec_q4(const float *x, const uint8_t *w, const uint16_t *scale, float *y, long rows, long K,
+              long N, int activation);
+int matvec_q4_variant(int variant);
 int decode_attention_f32(const float *q, const float *k, const float *v, float *out, long groups,
                          long length, long stride, long dim, float scale);
 int decode_attention_bf16(const float *q, const uint16_t *k, const uint16_t *v, float *out,
