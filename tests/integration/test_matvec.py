@@ -18,6 +18,7 @@ from tunesmith.engine.model.projections import (
     FbgemmInt8Projection,
     Int4Projection,
     Int8Projection,
+    TorchInt4Projection,
 )
 
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024)]  # (rows, N, K)
@@ -189,7 +190,7 @@ def test_a_projection_begins_with_its_layer_norm_and_adds_the_residual(
         "linear": lambda n: DenseProjection(w, 4, compiled=False, norm=n),
         "fbgemm": lambda n: FbgemmInt8Projection(w, norm=n),
         "compiled-int4": lambda n: Int4Projection.quantize(w, norm=n),
-        "torch-int4": lambda n: Int4Projection(Int4Projection.pack(w), 80, norm=n, compiled=False),
+        "torch-int4": lambda n: TorchInt4Projection.quantize(w, norm=n),
     }[kernel]
     normed = F.layer_norm(x, [80], norm[0], norm[1], 1e-5)
     expected = module(None)(normed) + residual  # the same kernel on torch's layer norm

@@ -14,7 +14,7 @@ from tunesmith.engine.kernels import Q4_GROUP, Q4_TILE
 from tunesmith.engine.kernels import build as native
 from tunesmith.engine.kernels.int4 import pack_int4, signed_values, unpack_int4
 from tunesmith.engine.kernels.reference import matvec_int4
-from tunesmith.engine.model.projections import Int4Projection
+from tunesmith.engine.model.projections import Int4Projection, TorchInt4Projection
 
 # (rows, N, K): one row and tiny; ragged N and K (neither a tile nor a group); long K; a batch
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024), (5, 33, 100)]
@@ -121,7 +121,7 @@ def test_the_torch_reference_projection_computes_the_same(
     x, w = _inputs(3, 130, 200)
     parts = Int4Projection.pack(w)
     compiled = Int4Projection(parts, 200, activation)
-    fallback = Int4Projection(parts, 200, activation, compiled=False)
+    fallback = TorchInt4Projection(parts, 200, activation)
     expected = compiled(x)
     for got in (fallback(x), torch.jit.script(fallback)(x)):
         if activation:  # torch's GELU against glibc's erff (as test_matvec's activation test)

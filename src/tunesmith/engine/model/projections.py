@@ -19,7 +19,7 @@ kernel reads fastest:
 - ``int4`` (`Int4Projection`): 4-bit weights with a float16 scale per 32 inputs of each output
   (`tunesmith.engine.kernels.int4`), activations rounded to int8 per group of 32: 0.5625 bytes
   a weight, the fastest CPU precision and the least exact. CPU only; where the compiled kernel
-  is unavailable, its torch reference computes the same (slowly).
+  is unavailable, `TorchInt4Projection`: its torch reference, the same sums (slowly).
 - ``fp16`` / ``bf16``: half-precision weights with `F.linear` (CUDA).
 
 A projection can begin with the layer norm before it (``norm``: weight and bias, eps 1e-5),
@@ -50,6 +50,7 @@ __all__ = [
     "Int4Projection",
     "Int8Projection",
     "Precision",
+    "TorchInt4Projection",
     "Projection",
     "fastest_linear_rows",
     "projection",
@@ -167,14 +168,11 @@ class _PackedProjection(torch.nn.Module):
     ) -> Self:
         return cls(cls.pack(weight), int(weight.shape[1]), activation, norm)
 
-    def _compiled(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         out: torch.Tensor = torch.ops.tunesmith.matvec(
             x, self.weight, self.scale, self.activation, self.norm_weight, self.norm_bias, residual
         )
         return out
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        return self._compiled(x, residual)
 
 
 class Int8Projection(_PackedProjection):
@@ -197,19 +195,7 @@ class Int8Projection(_PackedProjection):
 
 
 class Int4Projection(_PackedProjection):
-    """``y ≈ x @ W.T`` with ``W`` rounded to 4 bits per group of inputs (CPU): the compiled
-    kernel, else its torch reference (`compiled` False: the same sums, far slower)."""
-
-    def __init__(
-        self,
-        parts: dict[str, torch.Tensor],
-        in_features: int,
-        activation: int = 0,
-        norm: list[torch.Tensor] | None = None,
-        compiled: bool = True,
-    ) -> None:
-        super().__init__(parts, in_features, activation, norm)
-        self.compiled = compiled
+    """``y ≈ x @ W.T`` with ``W`` rounded to 4 bits per group of inputs (compiled kernel, CPU)."""
 
     @staticmethod
     def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -226,9 +212,13 @@ class Int4Projection(_PackedProjection):
         times their scales)."""
         return int4.unpack_int4(self.weight, self.scale, self.in_features)
 
+
+class TorchInt4Projection(Int4Projection):
+    """`Int4Projection` through the kernel's torch reference, where the compiled kernel is
+    unavailable: the same sums, far slower. (A class of its own: inlined beside the kernel's
+    call, its ops would cost the scripted step seconds of optimizing at its first calls.)"""
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.compiled:
-            return self._compiled(x, residual)
         x = layer_norm(x, self.norm_weight, self.norm_bias)
         return finish(matvec_int4(x, self.weight, self.scale), self.activation, residual)
 
@@ -297,11 +287,11 @@ def projection(
     if precision in ("int8", "int4"):
         if size is None:
             raise ValueError("a weight given as a function needs its in_features")
-        pack = Int8Projection.pack if precision == "int8" else Int4Projection.pack
-        parts = (store.get(name, lambda: pack(load())) if store else None) or pack(load())
+        kind: type[Int8Projection | Int4Projection] = Int8Projection
         if precision == "int4":
-            return Int4Projection(parts, size, activation, norm, compiled)
-        return Int8Projection(parts, size, activation, norm)
+            kind = Int4Projection if compiled else TorchInt4Projection
+        parts = (store.get(name, lambda: kind.pack(load())) if store else None) or kind.pack(load())
+        return kind(parts, size, activation, norm)
     if precision in HALF_DTYPES:
         half = load().to(HALF_DTYPES[precision])
         return DenseProjection(half, ALWAYS_LINEAR, False, activation, norm)
