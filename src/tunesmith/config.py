@@ -41,8 +41,8 @@ class Settings(BaseSettings):
 
     model: str = Field(DEFAULT_MODEL, min_length=1, description="HF model id or local directory")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = Field(
-        "auto", description="auto: fp32 on CPU (exact), fp16 on CUDA; int8 is CPU-only"
+    precision: Literal["auto", "fp32", "int8", "int4", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp32 on CPU (exact), fp16 on CUDA; int8 and int4 are CPU-only"
     )
     max_batch: int = Field(8, ge=1, le=64, description="Requests decoded together")
     batch_window_ms: float = Field(

@@ -41,7 +41,7 @@ REQUESTS = [
 SAME_LENGTH = [GenerationParams(f"calm piano take {i}", 1.0 + i / 5, seed=i) for i in range(4)]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
 @pytest.mark.parametrize("requests", [REQUESTS, SAME_LENGTH], ids=["mixed", "same-length"])
 def test_batched_requests_get_the_codes_they_get_alone(
     tiny_model_dir: Path, precision: str, requests: list[GenerationParams]

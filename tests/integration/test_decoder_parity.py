@@ -12,7 +12,13 @@ from tunesmith.benchmark.reference import compare_scores, engine_scores, referen
 from tunesmith.engine.kernels import build
 from tunesmith.engine.loader import LoadedModel, load_model
 from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
-from tunesmith.engine.model.projections import FbgemmInt8Projection, Int8Projection, Precision
+from tunesmith.engine.model.projections import (
+    FbgemmInt8Projection,
+    Int4Projection,
+    Int8Projection,
+    Precision,
+    TorchInt4Projection,
+)
 
 PROMPT = "80s pop track with bassy drums and synth"
 # fewer T5 tokens (5) than the tiny model has dimensions per head (8): its cross-attention runs
@@ -51,7 +57,7 @@ def test_fp32_greedy_codes_and_logits_match_transformers(
     assert len(torch.unique(tokens[0, 1 : frames + 1])) > 1
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
 def test_a_short_prompt_folds_cross_attention_into_its_keys_and_values(
     loaded: LoadedModel, precision: Precision
 ) -> None:
@@ -79,7 +85,9 @@ def test_a_short_prompt_folds_cross_attention_into_its_keys_and_values(
     ours, theirs = torch.stack(folded.scores), torch.stack(unfolded.scores)
     assert not torch.equal(ours, theirs)  # another computation, and the same result:
     scale = float(theirs.abs().max())
-    tolerance = 1e-5 if precision == "fp32" else 0.02  # float rounding; int8 rounds A and B
+    # float rounding; int8 rounds A and B; int4 rounds A and B to int8 from its 4-bit weights,
+    # where the unfolded path rounds the activations to int8 per group as well
+    tolerance = {"fp32": 1e-5, "int8": 0.02, "int4": 0.05}[precision]
     assert float((ours - theirs).abs().max()) <= tolerance * scale
     if precision == "fp32":
         assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
@@ -93,13 +101,26 @@ def test_fp32_decoder_shares_the_models_weights(loaded: LoadedModel) -> None:
     assert layer.self_attn.q_proj.weight.data_ptr() == fused.data_ptr()  # a view, no copy
 
 
+Yardstick = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def yardstick(loaded: LoadedModel) -> Yardstick:
+    """fp32's scores and codes for PROMPT (40 frames), and its scores for another prompt fed the
+    same codes: how much a prompt moves the logits, to measure a quantized decoder's drift by."""
+    exact = FastDecoder(loaded.model, "fp32", loaded.device)
+    scores, tokens = engine_scores(exact, loaded.processor, PROMPT, 40, 3.0)
+    other, _ = engine_scores(exact, loaded.processor, "ambient drone", 40, 3.0, teacher=tokens)
+    return scores, tokens, other
+
+
 @pytest.mark.parametrize("kernel", [Int8Projection, FbgemmInt8Projection])
 def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
-    loaded: LoadedModel, kernel: type, monkeypatch: pytest.MonkeyPatch
+    loaded: LoadedModel, yardstick: Yardstick, kernel: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frames = 40
     exact = FastDecoder(loaded.model, "fp32", loaded.device)
-    scores, tokens = engine_scores(exact, loaded.processor, PROMPT, frames, 3.0)
+    scores, tokens, other = yardstick
     if kernel is FbgemmInt8Projection:  # what a machine without a C compiler runs
         monkeypatch.setattr(build, "library", lambda: None)
     quantized = FastDecoder(loaded.model, "int8", loaded.device)
@@ -107,8 +128,6 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
     assert quantized.weight_bytes * 4 == pytest.approx(exact.weight_bytes, rel=0.01)
     forced, _ = engine_scores(quantized, loaded.processor, PROMPT, frames, 3.0, teacher=tokens)
     assert not torch.equal(scores, forced)  # it really is a different computation
-    # The yardstick: how much the logits move when the prompt changes (same codes fed).
-    other, _ = engine_scores(exact, loaded.processor, "ambient drone", frames, 3.0, teacher=tokens)
 
     def moved(a: torch.Tensor) -> float:
         return float((a - scores).norm() / scores.norm())
@@ -118,6 +137,41 @@ def test_int8_stays_close_to_fp32_on_teacher_forced_steps(
     assert (
         compare_scores(scores, forced).top1_agreement > compare_scores(scores, other).top1_agreement
     )
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "reference"])
+def test_int4_stays_near_fp32_on_teacher_forced_steps(
+    loaded: LoadedModel, yardstick: Yardstick, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores, tokens, other = yardstick
+    if not compiled:  # what a machine without a C compiler runs: the torch reference
+        monkeypatch.setattr(build, "library", lambda: None)
+
+    def drift(decoder: FastDecoder) -> tuple[float, float]:
+        """How far its teacher-forced logits move from fp32's, against how far the prompt
+        moves them; and its top-1 agreement with fp32."""
+        forced, _ = engine_scores(decoder, loaded.processor, PROMPT, 40, 3.0, teacher=tokens)
+        assert not torch.equal(scores, forced)  # it really is a different computation
+        moved = float((forced - scores).norm() / (other - scores).norm())
+        return moved, compare_scores(scores, forced).top1_agreement
+
+    quantized = FastDecoder(loaded.model, "int4", loaded.device)
+    fc1 = quantized.layers[0].fc1
+    assert isinstance(fc1, Int4Projection if compiled else TorchInt4Projection)
+    # the LM heads stay int8 (rounding them costs the most for the fewest bytes)
+    assert isinstance(quantized.lm_heads, Int8Projection if compiled else FbgemmInt8Projection)
+    assert fc1.nbytes * 16 == fc1.dense().numel() * 9  # 4.5 bits a weight (no padding here)
+    # Seen (tiny random model, 4.5 bits a weight): moved 0.27, top-1 0.65 (int8: 0.02, 0.99;
+    # the other prompt: 1, 0.03). Scales half again too large move it 0.61, top-1 0.31 (a
+    # quarter: 0.44, 0.47); a wrong layout, > 1 and < 0.02.
+    moved, top1 = drift(quantized)
+    assert moved < 0.4 and top1 > 0.55, (moved, top1)
+    for layer in quantized.layers:
+        for module in layer.modules():
+            if isinstance(module, Int4Projection):
+                module.scale.mul_(1.5)
+    moved, top1 = drift(quantized)
+    assert moved > 0.4 and top1 < 0.55, (moved, top1)
 
 
 def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Path) -> None:

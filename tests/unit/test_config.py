@@ -63,6 +63,7 @@ def test_overrides_win_and_none_means_unset(monkeypatch: pytest.MonkeyPatch) -> 
         ("TUNESMITH_PORT", "eighty", "TUNESMITH_PORT"),
         ("TUNESMITH_PORT", "70000", "TUNESMITH_PORT"),
         ("TUNESMITH_DEVICE", "tpu", "TUNESMITH_DEVICE"),
+        ("TUNESMITH_PRECISION", "int2", "TUNESMITH_PRECISION"),
         ("TUNESMITH_STORAGE", "ftp", "TUNESMITH_STORAGE"),
         ("TUNESMITH_URL_MODE", "signed", "TUNESMITH_URL_MODE"),
         ("TUNESMITH_MAX_DURATION", "4000", "TUNESMITH_MAX_DURATION"),
@@ -80,6 +81,21 @@ def test_invalid_setting_is_named(
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert named in caught.value.message
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_the_integer_precisions_run_on_the_cpu_only(
+    monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    import torch
+
+    from tunesmith.engine.model import resolve_precision
+
+    monkeypatch.setenv("TUNESMITH_PRECISION", precision)
+    assert load_settings().precision == precision
+    assert resolve_precision(precision, torch.device("cpu")) == precision
+    with pytest.raises(ConfigError, match=f"TUNESMITH_PRECISION: {precision} runs on the CPU"):
+        resolve_precision(precision, torch.device("cuda"))
 
 
 def test_s3_storage_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:

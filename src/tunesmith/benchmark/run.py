@@ -22,7 +22,7 @@ from tunesmith.benchmark.worker import spawn as _worker
 
 __all__ = ["main"]
 
-PRECISIONS = ("fp32", "int8")  # the CPU's
+PRECISIONS = ("fp32", "int8", "int4")  # the CPU's
 
 
 def _say(line: str) -> None:

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 class MusicGenEngine:
     """MusicGen text-to-music on one device. Call `setup` once, then `generate` many times.
 
-    `precision` is ``auto`` (fp32 on CPU, fp16 on CUDA), ``fp32``, ``int8`` (CPU) or
-    ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
+    `precision` is ``auto`` (fp32 on CPU, fp16 on CUDA), ``fp32``, ``int8`` or ``int4`` (CPU)
+    or ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
     and an idle engine waits `batch_window` seconds for concurrent arrivals to start together.
     Each window of a long track adds `extend_stride` seconds.
     """

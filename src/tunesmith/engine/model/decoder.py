@@ -217,9 +217,10 @@ class FastDecoder:
         compiled: bool,
         activation: int = 0,
         norm: list[torch.Tensor] | None = None,
+        precision: Precision | None = None,
     ) -> Projection:
         """The projection of `weights` (the checkpoint's, stacked by output rows), converted
-        (or found in the store under `name`) at this precision."""
+        (or found in the store under `name`) at `precision` (default: the decoder's)."""
 
         def load() -> torch.Tensor:
             stacked = weights[0] if len(weights) == 1 else torch.cat(weights)
@@ -227,7 +228,7 @@ class FastDecoder:
 
         return projection(
             load,
-            self.precision,
+            precision or self.precision,
             linear_rows,
             compiled,
             activation,
@@ -236,6 +237,13 @@ class FastDecoder:
             store=self._store,
             name=name,
         )
+
+    @property
+    def _side_precision(self) -> Precision:
+        """The LM heads' and the cross-attention keys' and values' precision: int4's stay
+        int8, where rounding costs the most (the heads, 2 % of a step's bytes) or nothing at all
+        per step (the keys and values, computed once per request)."""
+        return "int8" if self.precision == "int4" else self.precision
 
     def _drop_pages(self, weights: list[torch.Tensor]) -> None:
         """Checkpoint `weights` that have served their turn leave memory (quantized precisions;
@@ -293,10 +301,13 @@ class FastDecoder:
         checkpoint's float weights, or converted where the decoder is quantized (a quarter of
         the memory, kept for as long as the decoder)."""
         pair = [attention.k_proj.weight, attention.v_proj.weight]
+        side = self._side_precision
         if self.precision in ("fp32", *HALF_DTYPES):
             return tuple(partial(F.linear, weight=self._cast(w)) for w in pair)
         return tuple(
-            self._project(f"layers.{index}.cross_{part}", [w], linear_rows, compiled)
+            self._project(
+                f"layers.{index}.cross_{part}", [w], linear_rows, compiled, precision=side
+            )
             for part, w in zip("kv", pair, strict=True)
         )
 
@@ -308,7 +319,8 @@ class FastDecoder:
             _share(fused, list(model.decoder.lm_heads))
             heads = [fused]
         final_norm = self._norm(model.decoder.model.decoder.layer_norm)
-        self.lm_heads = self._project("lm_heads", heads, linear_rows, compiled, 0, final_norm)
+        side = self._side_precision
+        self.lm_heads = self._project("lm_heads", heads, linear_rows, compiled, 0, final_norm, side)
         self._drop_pages(heads)
 
     @property
