@@ -157,10 +157,20 @@ class _PackedProjection(torch.nn.Module):
         self.in_features = in_features
         self.activation = activation
 
-    @staticmethod
-    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    # the layout's two directions: weight -> (packed, scale); (packed, scale, in) -> weight
+    _pack: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    _unpack: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+    @classmethod
+    def pack(cls, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         """`weight` ``(out, in)`` as this projection keeps it."""
-        raise NotImplementedError
+        packed, scale = cls._pack(weight)
+        return {"weight": packed, "scale": scale}
+
+    def dense(self) -> torch.Tensor:
+        """The float32 weight ``(out, in)`` this projection multiplies by (its rounded values
+        times their scales)."""
+        return type(self)._unpack(self.weight, self.scale, self.in_features)
 
     @classmethod
     def quantize(
@@ -178,39 +188,23 @@ class _PackedProjection(torch.nn.Module):
 class Int8Projection(_PackedProjection):
     """``y ≈ x @ W.T`` with ``W`` quantized to int8 per output channel (compiled kernel, CPU)."""
 
-    @staticmethod
-    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`weight` ``(out, in)`` as this projection keeps it (`matvec.pack_int8`)."""
-        packed, scale = matvec.pack_int8(weight)
-        return {"weight": packed, "scale": scale}
+    _pack = staticmethod(matvec.pack_int8)
+    _unpack = staticmethod(matvec.unpack_int8)
 
     @property
     def nbytes(self) -> int:
         return int(self.scale.shape[0]) * self.in_features  # one byte per weight
 
-    def dense(self) -> torch.Tensor:
-        """The float32 weight ``(out, in)`` this projection multiplies by (its int8 values
-        times their scales)."""
-        return matvec.unpack_int8(self.weight, self.scale, self.in_features)
-
 
 class Int4Projection(_PackedProjection):
     """``y ≈ x @ W.T`` with ``W`` rounded to 4 bits per group of inputs (compiled kernel, CPU)."""
 
-    @staticmethod
-    def pack(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`weight` ``(out, in)`` as this projection keeps it (`int4.pack_int4`)."""
-        packed, scale = int4.pack_int4(weight)
-        return {"weight": packed, "scale": scale}
+    _pack = staticmethod(int4.pack_int4)
+    _unpack = staticmethod(int4.unpack_int4)
 
     @property
     def nbytes(self) -> int:  # the packed values (padding included) and their float16 scales
         return int(self.weight.numel()) + 2 * int(self.scale.numel())
-
-    def dense(self) -> torch.Tensor:
-        """The float32 weight ``(out, in)`` this projection multiplies by (its 4-bit values
-        times their scales)."""
-        return int4.unpack_int4(self.weight, self.scale, self.in_features)
 
 
 class TorchInt4Projection(Int4Projection):
