@@ -100,8 +100,8 @@ class MusicGenEngine:
         self.load_seconds = time.monotonic() - started
 
     def _setup(self) -> None:
-        from tunesmith.engine.audio.codec import AudioDecoder
         from tunesmith.engine import kernels
+        from tunesmith.engine.audio.codec import AudioDecoder
         from tunesmith.engine.model import FastDecoder, release_decoder_weights, resolve_precision
         from tunesmith.engine.model.store import WeightStore
         from tunesmith.engine.scheduler import BatchScheduler

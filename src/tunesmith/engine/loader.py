@@ -124,7 +124,7 @@ def _directory(source: str) -> Path | None:
     snapshot of it (found offline: `from_pretrained` has just put it there)."""
     if Path(source).is_dir():
         return Path(source)
-    from transformers.utils import cached_file
+    from transformers.utils.hub import cached_file
 
     try:
         config = cached_file(source, "config.json", local_files_only=True)

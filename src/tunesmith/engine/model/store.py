@@ -143,7 +143,7 @@ class WeightStore:
 def _read_mapped(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as file:  # type: ignore[no-untyped-call]
+    with safe_open(str(path), framework="pt") as file:
         if (file.metadata() or {}).get("format") != str(FORMAT):
             raise ValueError(f"not format {FORMAT}")
         return {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
