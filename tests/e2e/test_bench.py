@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 
-def test_bench_compares_with_transformers_and_reports_json(tiny_model_dir: Path) -> None:
+def test_bench_compares_with_transformers_and_reports_json(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     command = [sys.executable, "-m", "tunesmith.cli", "bench", "--model", str(tiny_model_dir)]
     command += ["-d", "1", "--concurrency", "2", "--concurrency-duration", "1"]
+    command += ["--cache-dir", str(tmp_path)]  # the peer's export
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
@@ -31,6 +35,16 @@ def test_bench_compares_with_transformers_and_reports_json(tiny_model_dir: Path)
         assert run["requests"] == 2
         assert run["identical_codes"] == 2  # batching did not change anyone's codes
         assert max(int(size) for size in run["batch_sizes"]) == 2  # and it did batch
+    if importlib.util.find_spec("onnxruntime") is None:  # the peer: optional
+        assert "onnxruntime not installed: `pip install tunesmith[peer]`" in done.stdout
+        return
+    for precision in ("fp32", "int8"):
+        peer = figures[f"peer_{precision}"]
+        assert {"decode_seconds", "steps", "rss_peak_mb", "seconds"} <= peer.keys()
+        assert peer["steps"] == steps
+        assert f"onnxruntime {precision}" in done.stdout
+    assert figures["peer_fp32"]["parity"]["codes_equal"] is True
+    assert "parity onnxruntime fp32 vs transformers: same greedy codes" in done.stdout
 
 
 def test_bench_architecture_section_runs_each_preset_against_transformers(tmp_path: Path) -> None:

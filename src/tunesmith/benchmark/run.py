@@ -60,6 +60,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=0, help="also serve N at once")
     parser.add_argument("--concurrency-duration", type=float, default=10.0)
     parser.add_argument("--skip-reference", action="store_true", help="no transformers run")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also ONNX Runtime fp32 and int8 on the same weights (the default when "
+        "onnxruntime is installed: pip install tunesmith[peer])",
+    )
+    parser.add_argument("--skip-peer", action="store_true", help="no ONNX Runtime runs")
     section = parser.add_argument_group(
         "architectures",
         "--arch runs instead of the default comparison: on each architecture, transformers "
@@ -236,6 +243,10 @@ def _default_section(args: argparse.Namespace, out: Path, figures: dict[str, Any
         f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
         f"mean KL {drift['mean_kl']:.2e}"
     )
+    if not args.skip_peer:
+        from tunesmith.benchmark.onnx_peer import peer_section
+
+        peer_section(model, args.duration, out, figures, _say, args.cache_dir)
     if args.concurrency:
         _concurrency_section(args, model, out, figures)
 

@@ -9,6 +9,8 @@ runs one and reads it back). Modes:
   (teacher forcing) to compare its logits with the run that made them.
 - ``concurrency``: ``--requests N`` sampled requests served one after another, then all at
   once; throughput of each and how many batched requests got exactly their solo codes.
+- ``onnx``: the peer, ONNX Runtime at ``--precision`` (fp32, int8) on an export of the same
+  checkpoint (`tunesmith.benchmark.onnx_peer`), greedy or forced to ``--teacher``'s codes.
 """
 
 from __future__ import annotations
@@ -162,9 +164,16 @@ def _concurrency(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _onnx(args: argparse.Namespace) -> dict[str, Any]:
+    from tunesmith.benchmark.onnx_peer import peer_worker
+
+    options = {"cache": args.cache_dir, "teacher": args.teacher, "threads": args.threads or None}
+    return peer_worker(args.model, args.duration, args.precision, args.out, **options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["reference", "engine", "concurrency"])
+    parser.add_argument("mode", choices=["reference", "engine", "concurrency", "onnx"])
     parser.add_argument("--model", required=True)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--precision", default="fp32")
@@ -172,10 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="precision of an earlier engine run to replay")
     parser.add_argument("--out", type=Path, required=True, help="directory for score files")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--cache-dir", type=Path, help="onnx: where exports are kept")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = {"reference": _reference, "engine": _engine, "concurrency": _concurrency}[args.mode]
+    modes = {"reference": _reference, "engine": _engine, "concurrency": _concurrency}
+    run = {**modes, "onnx": _onnx}[args.mode]
     result = run(args)
     result["rss_peak_mb"] = rss_mb()[1]
     print(json.dumps(result))
