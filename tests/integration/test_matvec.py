@@ -299,6 +299,32 @@ def test_every_int8_path_this_cpu_runs_gives_the_same_sums() -> None:
 
 
 @pytest.mark.usefixtures("compiled_kernels")
+@pytest.mark.parametrize(("outputs", "size"), [(1027, 1030), (64, 4096), (5, 3)])
+def test_every_float32_path_this_cpu_runs_is_exact_and_row_independent(
+    outputs: int, size: int
+) -> None:
+    # 256- and 512-bit registers sum different lanes, so their bits differ; each must hold the
+    # products to the float32 bound, and a row its result whatever its batch
+    library = native.library()
+    assert library is not None
+    x, w = _inputs(7, outputs, size)
+    ran = []
+    try:
+        for variant in (0, 1):
+            if library.matvec_f32_variant(variant) != 0:
+                continue
+            ran.append(variant)
+            together = torch.ops.tunesmith.matvec(x, w, None)
+            _assert_f32(together, x, w)
+            alone = torch.cat([torch.ops.tunesmith.matvec(row[None], w, None) for row in x])
+            assert torch.equal(alone, together)
+            assert torch.equal(torch.ops.tunesmith.matvec(x[:4], w, None), together[:4])
+    finally:
+        assert library.matvec_f32_variant(-1) == 0
+    assert 0 in ran and library.matvec_f32_variant(2) == 1
+
+
+@pytest.mark.usefixtures("compiled_kernels")
 def test_loading_the_kernels_keeps_the_process_subnormals() -> None:
     # built with -ffast-math itself, the library would switch the whole process to
     # flush-to-zero on load: Python's, numpy's and torch's subnormals would read as 0

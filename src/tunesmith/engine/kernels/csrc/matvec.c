@@ -33,6 +33,9 @@
 /* int8: bytes ahead of the weight stream to prefetch, far enough to cover the longer memory
  * latency of server CPUs. */
 #define PREFETCH_I8 4096
+/* float32: values ahead of each weight row's stream to prefetch (the rows of a tile are read
+ * side by side, four streams a thread, which the hardware prefetchers follow less far) */
+#define PREFETCH_F32 512
 
 #if defined(__AVX2__) && defined(__FMA__)
 typedef __m256 vf;
@@ -60,6 +63,9 @@ static void dot_f32(const float *xa, const float *xb, const float *const w[TILE]
     vf a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     vf b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
     for (long k = 0; k < K8; k += LANES) {
+        if (k % 16 == 0)  /* one cache line of each row every other pass */
+            for (int j = 0; j < TILE; j++)
+                _mm_prefetch((const char *)(w[j] + k + PREFETCH_F32), _MM_HINT_T0);
         vf va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
         vf w0 = _mm256_loadu_ps(w[0] + k), w1 = _mm256_loadu_ps(w[1] + k);
         vf w2 = _mm256_loadu_ps(w[2] + k), w3 = _mm256_loadu_ps(w[3] + k);
@@ -80,6 +86,9 @@ static void dot3_f32(const float *const x[3], const float *const w[TILE], long K
     vf b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
     vf c0 = acc[8], c1 = acc[9], c2 = acc[10], c3 = acc[11];
     for (long k = 0; k < K8; k += LANES) {
+        if (k % 16 == 0)
+            for (int j = 0; j < TILE; j++)
+                _mm_prefetch((const char *)(w[j] + k + PREFETCH_F32), _MM_HINT_T0);
         vf va = _mm256_loadu_ps(x[0] + k), vb = _mm256_loadu_ps(x[1] + k);
         vf vc = _mm256_loadu_ps(x[2] + k);
         vf w0 = _mm256_loadu_ps(w[0] + k);
@@ -333,13 +342,89 @@ void matvec_activate(float *y, long rows, long N, int activation) {
     }
 }
 
+typedef void (*tile_f32_fn)(const float *, long, const float *, long, long, float *, long);
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* `tile_f32` with 512-bit registers (AVX-512F), chosen at run time where the CPU has them: the
+ * same rows grouped the same way, each lane of a row's output summing every 16th product, so a
+ * row's result still does not depend on its batch. Half the instructions per weight byte keep
+ * more loads in flight than the 256-bit loop does. */
+#define TARGET_F32_ZMM __attribute__((target("avx512f")))
+
+TARGET_F32_ZMM static void tile_f32_zmm(const float *x, long rows, const float *w, long K,
+                                        long count, float *y, long N) {
+    const float *wj[TILE];
+    for (int j = 0; j < TILE; j++) wj[j] = w + min_long(j, count - 1) * K;
+    const long K16 = K / 16 * 16;
+    for (long r = 0; r < rows;) {
+        const long left = rows - r, group = left >= 3 && left != 4 ? 3 : min_long(left, 2);
+        const float *xs[3];
+        for (long i = 0; i < 3; i++) xs[i] = x + (r + min_long(i, group - 1)) * K;
+        __m512 acc[3][TILE];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < TILE; j++) acc[i][j] = _mm512_setzero_ps();
+        if (group == 3) {
+            for (long k = 0; k < K16; k += 16) {
+                const __m512 va = _mm512_loadu_ps(xs[0] + k), vb = _mm512_loadu_ps(xs[1] + k);
+                const __m512 vc = _mm512_loadu_ps(xs[2] + k);
+                for (int j = 0; j < TILE; j++) {
+                    _mm_prefetch((const char *)(wj[j] + k + PREFETCH_F32), _MM_HINT_T0);
+                    const __m512 wv = _mm512_loadu_ps(wj[j] + k);
+                    acc[0][j] = _mm512_fmadd_ps(va, wv, acc[0][j]);
+                    acc[1][j] = _mm512_fmadd_ps(vb, wv, acc[1][j]);
+                    acc[2][j] = _mm512_fmadd_ps(vc, wv, acc[2][j]);
+                }
+            }
+        } else {
+            for (long k = 0; k < K16; k += 16) {
+                const __m512 va = _mm512_loadu_ps(xs[0] + k), vb = _mm512_loadu_ps(xs[1] + k);
+                for (int j = 0; j < TILE; j++) {
+                    _mm_prefetch((const char *)(wj[j] + k + PREFETCH_F32), _MM_HINT_T0);
+                    const __m512 wv = _mm512_loadu_ps(wj[j] + k);
+                    acc[0][j] = _mm512_fmadd_ps(va, wv, acc[0][j]);
+                    acc[1][j] = _mm512_fmadd_ps(vb, wv, acc[1][j]);
+                }
+            }
+        }
+        for (long i = 0; i < group; i++)
+            for (long j = 0; j < count; j++) {
+                float sum = _mm512_reduce_add_ps(acc[i][j]);
+                for (long k = K16; k < K; k++) sum = fmaf(xs[i][k], wj[j][k], sum);
+                y[(r + i) * N + j] = sum;
+            }
+        r += group;
+    }
+}
+
+/* -1: not chosen yet; 0: 256-bit; 1: 512-bit (its answer never changes: a benign race) */
+static int f32_variant = -1;
+
+/* For tests: float32 products through `variant` (0: 256-bit, 1: 512-bit), or -1 for this CPU's
+ * fastest again. Returns 0, or 1 where this CPU cannot run the variant. */
+int matvec_f32_variant(int variant) {
+    const int zmm = __builtin_cpu_supports("avx512f");
+    if (variant < -1 || variant > 1 || (variant == 1 && !zmm)) return 1;
+    f32_variant = variant == -1 ? zmm : variant;
+    return 0;
+}
+
+static tile_f32_fn tile_f32_kernel(void) {
+    if (f32_variant < 0) matvec_f32_variant(-1);
+    return f32_variant == 1 ? tile_f32_zmm : tile_f32;
+}
+#else
+int matvec_f32_variant(int variant) { return variant == -1 || variant == 0 ? 0 : 1; }
+
+static tile_f32_fn tile_f32_kernel(void) { return tile_f32; }
+#endif
+
 int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long N,
                int activation) {
+    const tile_f32_fn tile = tile_f32_kernel();
 #pragma omp parallel if (N * K >= PARALLEL_WEIGHTS)
     {
 #pragma omp for schedule(static)
-        for (long n = 0; n < N; n += TILE)
-            tile_f32(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
+        for (long n = 0; n < N; n += TILE) tile(x, rows, w + n * K, K, min_long(TILE, N - n), y + n, N);
         matvec_activate(y, rows, N, activation);
     }
     return 0;

@@ -49,6 +49,7 @@ int matvec_f32(const float *x, const float *w, float *y, long rows, long K, long
 int matvec_i8(const float *x, const int8_t *w, const float *scale, float *y, long rows, long K,
               long N, int activation);
 int matvec_i8_variant(int variant);
+int matvec_f32_variant(int variant);
 int matvec_q4(const float *x, const uint8_t *w, const uint16_t *scale, float *y, long rows, long K,
               long N, int activation);
 int matvec_q4_variant(int variant);
