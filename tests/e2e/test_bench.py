@@ -29,7 +29,17 @@ def test_bench_compares_with_transformers_and_reports_json(
     assert machine["cores"] >= 1 and machine["cpu"] and machine["memory_read_gbps"] > 0.1
     assert f"memory read {machine['memory_read_gbps']:.1f} GB/s" in done.stdout
     assert "weight-read floor" in done.stdout
-    assert 0 <= figures["int8"]["vs_teacher"]["top1_agreement"] <= 1
+    for precision in ("int8", "int4"):  # each quantized precision: its row, floor and drift
+        run = figures[precision]
+        assert {"decode_seconds", "steps", "weight_mb", "rss_peak_mb", "audio_seconds"} <= set(run)
+        assert 0 <= run["vs_teacher"]["top1_agreement"] <= 1
+        assert f"{precision} vs fp32, teacher-forced" in done.stdout
+    assert figures["int4"]["weight_mb"] < figures["int8"]["weight_mb"]
+    cold = figures["cold_start"]  # process start to first audio: converting, then mapping
+    assert cold["precision"] == "int4"
+    for run in (cold["first"], cold["stored"]):
+        assert 0 < run["setup_seconds"] < run["first_audio_after_start_seconds"]
+    assert "cold start int4: first audio" in done.stdout
     for precision in ("int8", "fp32"):
         run = figures[f"concurrency_{precision}"]
         assert run["requests"] == 2

@@ -23,6 +23,7 @@ from tunesmith.benchmark.worker import spawn as _worker
 __all__ = ["main"]
 
 PRECISIONS = ("fp32", "int8", "int4")  # the CPU's
+QUANTIZED = tuple(p for p in PRECISIONS if p != "fp32")  # fastest last
 
 
 def _say(line: str) -> None:
@@ -47,7 +48,10 @@ def _engine_line(
         text += f", {run['rss_after_run_mb']:.0f} after the run"
     text += f", {run['rss_peak_mb']:.0f} peak"
     if "weight_mb" in run:  # the weights' bytes at the measured memory read rate
-        text += f"  weight-read floor {run['weight_mb'] / read_gbps:.1f} ms/step"
+        floor = run["weight_mb"] / read_gbps
+        text += f"  weight-read floor {floor:.1f} ms/step (decoding x{decode_step / floor:.2f})"
+    if "load_seconds" in run:
+        text += f"  load {run['load_seconds']:.1f} s"
     _say(text)
 
 
@@ -235,20 +239,39 @@ def _default_section(args: argparse.Namespace, out: Path, figures: dict[str, Any
             f"parity fp32 vs transformers: {verdict}; max |logit diff| "
             f"{parity.max_abs_diff:.2e} (logits up to {parity.scale:.2f})"
         )
-    int8 = _worker("engine", model, out, *duration, "--precision", "int8", "--teacher", "fp32")
-    figures["int8"] = int8
-    _engine_line("tunesmith int8", int8, reference, read)
-    drift = int8["vs_teacher"]
-    _say(
-        f"int8 vs fp32, teacher-forced: top-1 agreement {drift['top1_agreement']:.1%}, "
-        f"mean KL {drift['mean_kl']:.2e}"
-    )
+    for precision in QUANTIZED:
+        teacher = ["--precision", precision, "--teacher", "fp32"]
+        run = _worker("engine", model, out, *duration, *teacher)
+        figures[precision] = run
+        _engine_line(f"tunesmith {precision}", run, reference, read)
+        drift = run["vs_teacher"]
+        _say(
+            f"{precision} vs fp32, teacher-forced: top-1 agreement "
+            f"{drift['top1_agreement']:.1%}, mean KL {drift['mean_kl']:.2e}"
+        )
+    _cold_start_section(model, figures)
     if not args.skip_peer:
         from tunesmith.benchmark.onnx_peer import peer_section
 
         peer_section(model, args.duration, out, figures, _say, args.cache_dir)
     if args.concurrency:
         _concurrency_section(args, model, out, figures)
+
+
+def _cold_start_section(model: str, figures: dict[str, Any]) -> None:
+    """Process start to first audio at the fastest CPU precision, once its converted weights
+    are on disk (`tunesmith.engine.model.store`)."""
+    from tunesmith.benchmark.streaming import cold_start
+
+    precision = QUANTIZED[-1]
+    runs = cold_start(model, precision)
+    figures["cold_start"] = {"precision": precision, **runs}
+    first, stored = runs["first"], runs["stored"]
+    _say(
+        f"cold start {precision}: first audio {stored['first_audio_after_start_seconds']:.2f} s "
+        f"after the process started (load {stored['setup_seconds']:.1f} s, converted weights "
+        f"mapped from disk; {first['first_audio_after_start_seconds']:.2f} s converting them)"
+    )
 
 
 def _concurrency_section(

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "stream_section"]
+__all__ = ["cold_start", "main", "stream_section"]
 
 PROMPT = "lofi hip hop beat with warm keys"
 
@@ -51,6 +53,50 @@ def _measure(model: str, duration: float, precision: str) -> dict[str, Any]:
         "chunks": len(arrivals),
         "peak_rss_mb": rss_mb()[1],
     }
+
+
+def _cold(model: str, duration: float, precision: str, started: float) -> dict[str, Any]:
+    """From this process's start (`started`, the parent's wall clock when it spawned it) to the
+    first audio of a streamed request, with no warm-up: what a fresh server or a SageMaker
+    cold start costs."""
+    from tunesmith.benchmark.worker import rss_mb
+    from tunesmith.engine import GenerationParams, MusicGenEngine
+
+    engine = MusicGenEngine(model, device="cpu", precision=precision)
+    engine.setup()
+    loaded = time.time()
+    first = None
+    for _ in engine.stream(GenerationParams(PROMPT, duration, seed=0)):
+        first = first or time.time()
+    engine.close()
+    assert first is not None
+    return {
+        "first_audio_after_start_seconds": first - started,
+        "setup_seconds": engine.load_seconds,
+        "started_to_loaded_seconds": loaded - started,
+        "peak_rss_mb": rss_mb()[1],
+    }
+
+
+def cold_start(model: str, precision: str) -> dict[str, Any]:
+    """`_cold` in a new process twice, with an empty store of converted weights: the first
+    start converts and stores them, the second maps them."""
+    from tunesmith.benchmark.worker import run_module
+
+    runs = []
+    previous = os.environ.get("TUNESMITH_WEIGHT_CACHE")
+    with tempfile.TemporaryDirectory(prefix="tunesmith-store-") as store:
+        os.environ["TUNESMITH_WEIGHT_CACHE"] = store
+        try:
+            for _ in range(2):
+                args = ["--model", model, "--duration", "2", "--precision", precision]
+                args += ["--cold-start", repr(time.time())]
+                runs.append(run_module("tunesmith.benchmark.streaming", *args, what="cold start"))
+        finally:
+            os.environ.pop("TUNESMITH_WEIGHT_CACHE")
+            if previous is not None:
+                os.environ["TUNESMITH_WEIGHT_CACHE"] = previous
+    return {"first": runs[0], "stored": runs[1]}
 
 
 def stream_section(
@@ -92,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--precision", default="int8")
+    parser.add_argument(
+        "--cold-start", type=float, metavar="TIME", help="instead: time from TIME to first audio"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(_measure(args.model, args.duration, args.precision)))
+    if args.cold_start is not None:
+        print(json.dumps(_cold(args.model, args.duration, args.precision, args.cold_start)))
+    else:
+        print(json.dumps(_measure(args.model, args.duration, args.precision)))
     return 0
 
 
