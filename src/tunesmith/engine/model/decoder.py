@@ -366,10 +366,14 @@ class FastDecoder:
         # float32 ones (more than the decoder's): they are read back for the next prompt
         self._drop_pages(self._text_weights)
         prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
+        self._drop_pages(_buffers(self.cross_kv))  # used again by the next prompt only
         folded = None
         if self.fold_cross and encoded.shape[0] < self.head_dim:
             int8 = self.precision in ("int8", "int4")  # A and B are small: int8 serves int4 too
             folded = cross.fold(prompt_kv, self._cross_weights(), int8, self.dtype)
+            # a folded job's steps read A and B instead of these (a job with a long prompt
+            # reads them back on its first step)
+            self._drop_pages(_buffers(self.cross_qo))
         return Conditioning(prompt_kv, folded)
 
     def start(
@@ -515,6 +519,16 @@ class FastDecoder:
                 stacked = torch.cat([job.cross for job in jobs], dim=2)
             self._stacked = (key, stacked)
         return self._stacked[1]
+
+
+def _buffers(modules: list[tuple[Any, ...]]) -> list[torch.Tensor]:
+    """The buffers of the modules in `modules`' tuples (functions have none)."""
+    found: list[torch.Tensor] = []
+    for group in modules:
+        for module in group:
+            if isinstance(module, torch.nn.Module):
+                found += list(module.buffers())
+    return found
 
 
 def _fast_bfloat16() -> bool:
