@@ -42,6 +42,8 @@ def prefill(decoder: FastDecoder, job: DecodeJob, limit: int) -> None:
         cache = job.cache[index]  # (2, rows, H, T, row)
         for part in (0, 1):
             _store(cache[part, :, :, start:end], qkv[part + 1])
+        if index == len(decoder.layers) - 1:
+            break  # the rest of the last layer feeds only the logits, which prefill skips
         keys, values = (_load(cache[part, :, :, :end], head_dim) for part in (0, 1))
         query = qkv[0].to(keys.dtype)
         attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=causal)
