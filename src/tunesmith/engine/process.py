@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["drop_file_pages", "in_passing_thread", "return_freed_memory"]
+__all__ = ["drop_file_pages", "in_passing_thread", "return_freed_memory", "trim_heap"]
 
 
 def in_passing_thread(work: Callable[[], None]) -> None:
@@ -96,3 +96,14 @@ def _safetensors_regions() -> list[tuple[int, int]]:
 
 
 _PAGE = mmap.PAGESIZE
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS now (glibc): loading runs in a thread of its
+    own, and the temporaries a conversion frees in that thread's arena stay resident until
+    trimmed (musicgen-medium int8 held 2.3 GB of them at its peak)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

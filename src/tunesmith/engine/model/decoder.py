@@ -51,7 +51,7 @@ from tunesmith.engine.model.projections import (
 )
 from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
 from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
-from tunesmith.engine.process import drop_file_pages
+from tunesmith.engine.process import drop_file_pages, trim_heap
 
 if TYPE_CHECKING:
     from tunesmith.engine.model.store import WeightStore
@@ -251,6 +251,7 @@ class FastDecoder:
         float decoder, and a mapped page is read back if it is touched again."""
         if self.precision not in ("fp32", *HALF_DTYPES):
             drop_file_pages(weights)
+            trim_heap()  # and the conversion's freed temporaries
 
     def _linear_rows(self, decoder: Any, compiled: bool) -> int:
         """fp32 without the compiled kernel: `F.linear` or ``mm``, timed on a few weights."""

@@ -115,8 +115,6 @@ class WeightStore:
         """Write what was computed to the store's file (atomically), if it had none."""
         if self.path is None or self.hit or not self._computed:
             return
-        from safetensors.torch import save_file
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
@@ -124,8 +122,7 @@ class WeightStore:
             ) as tmp:
                 temporary = Path(tmp.name)
             try:
-                tensors = {k: v.contiguous() for k, v in self._computed.items()}
-                save_file(tensors, str(temporary), metadata={"format": str(FORMAT)})
+                _write(temporary, self._computed)
                 temporary.chmod(0o644)  # an image's store, built as root, is read by its user
                 os.replace(temporary, self.path)  # concurrent writers each install a whole file
             finally:
@@ -138,6 +135,41 @@ class WeightStore:
                 exc,
             )
         self._computed = {}
+
+
+# the safetensors names of the dtypes the decoder stores
+_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.int32: "I32",
+    torch.int64: "I64",
+}
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """`tensors` as a safetensors file, one tensor at a time: safetensors' own `save_file`
+    builds the whole file in memory first, which doubles a first start's peak (musicgen-medium
+    int8: +1.5 GB)."""
+    header: dict[str, object] = {"__metadata__": {"format": str(FORMAT)}}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with path.open("wb") as file:
+        file.write(len(encoded).to_bytes(8, "little") + encoded)
+        for tensor in tensors.values():
+            flat = tensor.detach().contiguous().view(-1).view(torch.uint8)
+            file.write(flat.numpy().data)
 
 
 def _read_mapped(path: Path) -> dict[str, torch.Tensor]:
