@@ -51,9 +51,9 @@ def return_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         for start, end in _safetensors_regions():
             libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
-        libc.malloc_trim(0)
     except (OSError, AttributeError):  # not Linux/glibc: nothing to give back this way
         pass
+    trim_heap()
 
 
 _MADV_DONTNEED = 4

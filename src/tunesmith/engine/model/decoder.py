@@ -141,7 +141,7 @@ class FastDecoder:
         compiled = self.kernels.path == "compiled"
         # converted weights come from (and go to) `store` where they are quantized; float
         # weights are the checkpoint's own
-        self._store = store if precision not in ("fp32", *HALF_DTYPES) else None
+        self._store = store if self._quantized else None
         self.cache_dtype = self._cache_dtype(compiled)
         self._read_config(model.decoder.config)
         self._embed(decoder)
@@ -245,13 +245,20 @@ class FastDecoder:
         per step (the keys and values, computed once per request)."""
         return "int8" if self.precision == "int4" else self.precision
 
-    def _drop_pages(self, weights: list[torch.Tensor]) -> None:
+    @property
+    def _quantized(self) -> bool:
+        """Whether the decoder runs on converted weights (int8, int4), not the checkpoint's."""
+        return self.precision not in ("fp32", *HALF_DTYPES)
+
+    def _drop_pages(self, weights: list[torch.Tensor], converted: bool = False) -> None:
         """Checkpoint `weights` that have served their turn leave memory (quantized precisions;
         fp32 runs on them): loading converts one layer at a time and never holds the whole
-        float decoder, and a mapped page is read back if it is touched again."""
-        if self.precision not in ("fp32", *HALF_DTYPES):
+        float decoder, and a mapped page is read back if it is touched again. `converted`:
+        loading just converted them, and the heap gives back the conversion's temporaries."""
+        if self._quantized:
             drop_file_pages(weights)
-            trim_heap()  # and the conversion's freed temporaries
+            if converted:
+                trim_heap()
 
     def _linear_rows(self, decoder: Any, compiled: bool) -> int:
         """fp32 without the compiled kernel: `F.linear` or ``mm``, timed on a few weights."""
@@ -291,9 +298,8 @@ class FastDecoder:
             self.layers.append(Layer(index, cross_norm, projections, self.heads, compiled))
             self.cross_kv.append(self._cross_kv(index, ca, linear_rows, compiled))
             self.cross_qo.append((projections[2], projections[3]))
-            self._drop_pages(
-                [w for ws in weights for w in ws] + [ca.k_proj.weight, ca.v_proj.weight]
-            )
+            pair = [ca.k_proj.weight, ca.v_proj.weight]
+            self._drop_pages([w for ws in weights for w in ws] + pair, converted=True)
 
     def _cross_kv(
         self, index: int, attention: Any, linear_rows: int, compiled: bool
@@ -303,7 +309,7 @@ class FastDecoder:
         the memory, kept for as long as the decoder)."""
         pair = [attention.k_proj.weight, attention.v_proj.weight]
         side = self._side_precision
-        if self.precision in ("fp32", *HALF_DTYPES):
+        if not self._quantized:
             return tuple(partial(F.linear, weight=self._cast(w)) for w in pair)
         return tuple(
             self._project(
@@ -322,7 +328,7 @@ class FastDecoder:
         final_norm = self._norm(model.decoder.model.decoder.layer_norm)
         side = self._side_precision
         self.lm_heads = self._project("lm_heads", heads, linear_rows, compiled, 0, final_norm, side)
-        self._drop_pages(heads)
+        self._drop_pages(heads, converted=True)
 
     @property
     def store_path(self) -> Path | None:

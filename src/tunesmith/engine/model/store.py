@@ -100,8 +100,8 @@ class WeightStore:
     def get(
         self, name: str, make: Callable[[], dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
-        """The tensors stored under `name` (``name.part`` each), computed by `make` if the file
-        lacks any of them."""
+        """The tensors stored under `name` (``name.part`` each), computed by `make` where the
+        file has none under it."""
         prefix = f"{name}."
         found = {k[len(prefix) :]: v for k, v in self._mapped.items() if k.startswith(prefix)}
         if found:
