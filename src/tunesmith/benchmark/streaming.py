@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -84,18 +83,18 @@ def cold_start(model: str, precision: str) -> dict[str, Any]:
     from tunesmith.benchmark.worker import run_module
 
     runs = []
-    previous = os.environ.get("TUNESMITH_WEIGHT_CACHE")
     with tempfile.TemporaryDirectory(prefix="tunesmith-store-") as store:
-        os.environ["TUNESMITH_WEIGHT_CACHE"] = store
-        try:
-            for _ in range(2):
-                args = ["--model", model, "--duration", "2", "--precision", precision]
-                args += ["--cold-start", repr(time.time())]
-                runs.append(run_module("tunesmith.benchmark.streaming", *args, what="cold start"))
-        finally:
-            os.environ.pop("TUNESMITH_WEIGHT_CACHE")
-            if previous is not None:
-                os.environ["TUNESMITH_WEIGHT_CACHE"] = previous
+        for _ in range(2):
+            args = ["--model", model, "--duration", "2", "--precision", precision]
+            args += ["--cold-start", repr(time.time())]
+            runs.append(
+                run_module(
+                    "tunesmith.benchmark.streaming",
+                    *args,
+                    what="cold start",
+                    env={"TUNESMITH_WEIGHT_CACHE": store},
+                )
+            )
     return {"first": runs[0], "stored": runs[1]}
 
 

@@ -42,11 +42,14 @@ def rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run_module(module: str, *args: str, what: str) -> dict[str, Any]:
-    """``python -m module args`` in a new process (its memory figures its own): the JSON
-    object its last line prints. `what` names it in the error when it fails."""
+def run_module(
+    module: str, *args: str, what: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``python -m module args`` in a new process (its memory figures its own), with `env`
+    added to this one's: the JSON object its last line prints. `what` names it in the error
+    when it fails."""
     command = [sys.executable, "-m", module, *args]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+    env = {**os.environ, **(env or {}), "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' bars, in its error output
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
