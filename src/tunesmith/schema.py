@@ -108,6 +108,12 @@ class GenerateRequest(BaseModel):
         description="Seconds into input_audio where it ends (default: the upload's end); "
         "at most its last 30 s are used",
     )
+    source_track: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="The id of the stored track input_audio is, when it is one (the studio "
+        "sets it when it continues a track): the new track's lineage",
+    )
 
     @field_validator("prompt")
     @classmethod

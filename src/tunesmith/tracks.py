@@ -8,16 +8,20 @@ nor numpy, so the Lambda package stays small.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
+from typing import get_args
 
 from pydantic import ValidationError
 
 from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithError
-from tunesmith.schema import GenerateResponse, TrackPage, TrackRecord, TrackSummary
+from tunesmith.schema import AudioFormat, GenerateResponse, TrackPage, TrackRecord, TrackSummary
 from tunesmith.storage import Storage, StoredObject, new_key
 
 __all__ = [
     "RECORD_TYPE",
+    "TRACK_ID",
+    "delete_track",
     "describe_track",
     "list_tracks",
     "now",
@@ -27,6 +31,7 @@ __all__ = [
 ]
 
 RECORD_TYPE = "application/json"
+TRACK_ID = re.compile(r"[0-9a-f]{32}")  # what `new_key` names a track (match with fullmatch)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,39 @@ def describe_track(
         seed=record.seed,
         metadata_url=storage.locate(meta, base_url=base_url).public_url,
     )
+
+
+def delete_track(storage: Storage, prefix: str, ident: str) -> None:
+    """Remove the track `ident`: its audio, then its record.
+
+    In that order, a failure part-way leaves the record, which the history still lists (its
+    audio gone) and which a second delete finishes. Audio without a record (a store that
+    failed part-way) is found by its name and removed too. `InvalidRequest` for a malformed
+    id, `NotFound` when nothing of the track is stored."""
+    if not TRACK_ID.fullmatch(ident):
+        raise InvalidRequest([FieldError("id", "not a track id (32 lowercase hex digits)")])
+    meta = f"{prefix}{ident}.json"
+    audio = [f"{prefix}{ident}.{fmt}" for fmt in get_args(AudioFormat)]
+    try:
+        raw: bytes | None = storage.get(meta)
+    except NotFound:
+        raw = None
+    if raw is not None:
+        try:
+            named = TrackRecord.model_validate_json(raw).audio_key
+        except ValidationError:  # under a track's name but unreadable: it goes too
+            named = None
+        if named in audio:  # a record names only its own track's audio, never another's
+            audio = [named]
+    else:
+        audio = [key for key in audio if storage.exists(key)]
+        if not audio:
+            raise NotFound(f"no track {ident}")
+    for key in audio:
+        storage.delete(key)
+    if raw is not None:
+        storage.delete(meta)
+    log.info("deleted track %s", ident)
 
 
 def list_tracks(

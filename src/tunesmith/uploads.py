@@ -155,6 +155,8 @@ def check_uploads(request: GenerateRequest, files: dict[str, bytes]) -> None:
     """The request's fields agree with the files it came with."""
     if request.continues and "input_audio" not in files:
         raise InvalidRequest([FieldError("continuation_start", "needs an input_audio upload")])
+    if request.source_track is not None and "input_audio" not in files:
+        raise InvalidRequest([FieldError("source_track", "needs an input_audio upload")])
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""HTTP routes: generate, health, stored files, and the web page."""
+"""HTTP routes: generate, health, stored files and tracks, and the web page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from importlib import resources
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -16,7 +17,7 @@ from tunesmith.engine import CONTENT_TYPES, MusicGenEngine
 from tunesmith.errors import NotFound, PayloadTooLarge
 from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
 from tunesmith.storage import LocalStorage
-from tunesmith.tracks import RECORD_TYPE
+from tunesmith.tracks import RECORD_TYPE, delete_track
 from tunesmith.uploads import UPLOAD_FIELDS, is_form, parse_generate_form
 
 __all__ = [
@@ -228,6 +229,19 @@ async def files(key: str, state: State) -> FileResponse:
     types = {**CONTENT_TYPES, "json": RECORD_TYPE}
     media_type = types.get(path.suffix.lstrip("."), "application/octet-stream")
     return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+@router.delete(
+    "/tracks/{track_id}",
+    status_code=204,
+    dependencies=[Depends(check_api_key)],
+    summary="Delete a stored track: its audio, then its record (a retry finishes a failed one)",
+    responses={code: ERROR_SCHEMA for code in (401, 404, 422, 502)},
+)
+async def remove_track(track_id: str, state: State) -> Response:
+    storage, prefix = state.service.storage, state.settings.s3_prefix
+    await anyio.to_thread.run_sync(delete_track, storage, prefix, track_id)
+    return Response(status_code=204)
 
 
 @router.get("/", include_in_schema=False)
