@@ -8,6 +8,7 @@ raises `InvalidRequest` naming each bad field.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "AudioFormat",
+    "DurationLimit",
     "Normalization",
     "GenerateRequest",
     "GenerateResponse",
@@ -53,6 +55,24 @@ FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "canceled")
 Normalization = Literal["peak", "loudness", "rms", "clip", "none"]
 
 
+@dataclass(frozen=True)
+class DurationLimit:
+    """The longest track a deployment makes, and the message refusing a longer one."""
+
+    seconds: float
+    message: str
+
+    @classmethod
+    def on_this_server(cls, seconds: float) -> DurationLimit:
+        return cls(seconds, f"must be at most {seconds:g} seconds on this server")
+
+    @classmethod
+    def of(cls, context: Any) -> DurationLimit:
+        """The limit a validation context carries, else the contract's own."""
+        limit = context.get("duration_limit") if isinstance(context, dict) else None
+        return limit if isinstance(limit, DurationLimit) else cls.on_this_server(HARD_MAX_DURATION)
+
+
 class GenerateRequest(BaseModel):
     """Body of ``POST /generate``. Unknown fields are refused: a typo must not be ignored."""
 
@@ -67,9 +87,11 @@ class GenerateRequest(BaseModel):
     duration: float = Field(
         10.0,
         ge=MIN_DURATION,
-        le=HARD_MAX_DURATION,
         allow_inf_nan=False,
-        description="Length of the track in seconds",
+        description="Length of the track in seconds, at most the server's limit "
+        "(TUNESMITH_MAX_DURATION)",
+        # documented, not enforced here: `_within_limit` refuses with the server's own limit
+        json_schema_extra={"maximum": HARD_MAX_DURATION},
     )
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Same seed and parameters give the same audio"
@@ -124,6 +146,16 @@ class GenerateRequest(BaseModel):
         if "\x00" in stripped:
             raise ValueError("must not contain NUL characters")
         return stripped
+
+    @field_validator("duration")
+    @classmethod
+    def _within_limit(cls, value: float, info: ValidationInfo) -> float:
+        # `parse_generate_request` passes the deployment's limit; a record read back from
+        # storage has none, and is held to the contract's
+        limit = DurationLimit.of(info.context)
+        if value > limit.seconds:
+            raise ValueError(limit.message)
+        return value
 
     @field_validator("continuation_end")
     @classmethod
@@ -267,12 +299,18 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def parse_generate_request(
-    raw: bytes | str | dict[str, Any], *, max_duration: float, form: bool = False
+    raw: bytes | str | dict[str, Any],
+    *,
+    max_duration: float | DurationLimit,
+    form: bool = False,
 ) -> GenerateRequest:
-    """Validate a request body against the contract and this deployment's duration limit.
+    """Validate a request body against the contract and this deployment's duration limit
+    (seconds, or a `DurationLimit` whose message says why).
 
     `form`: the values are a form's strings (``multipart/form-data``), converted to each
     field's type (``"30"`` is a duration of 30); a JSON body must have the types themselves."""
+    if not isinstance(max_duration, DurationLimit):
+        max_duration = DurationLimit.on_this_server(max_duration)
     data: Any = raw
     if isinstance(raw, bytes | str):
         try:
@@ -282,11 +320,8 @@ def parse_generate_request(
     if not isinstance(data, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
     try:
-        request = GenerateRequest.model_validate(data, strict=not form)
+        return GenerateRequest.model_validate(
+            data, strict=not form, context={"duration_limit": max_duration}
+        )
     except ValidationError as exc:
         raise InvalidRequest(_field_errors(exc)) from None
-    if request.duration > max_duration:
-        raise InvalidRequest(
-            [FieldError("duration", f"must be at most {max_duration:g} seconds on this server")]
-        )
-    return request

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from tunesmith.schema import GenerateRequest, parse_generate_request
+from tunesmith.schema import DurationLimit, GenerateRequest, parse_generate_request
 
 if TYPE_CHECKING:
     import numpy as np
@@ -135,7 +135,7 @@ _OPTIONAL = frozenset(
 
 
 def parse_generate_form(
-    body: bytes, content_type: str, *, max_duration: float, max_upload_bytes: int
+    body: bytes, content_type: str, *, max_duration: float | DurationLimit, max_upload_bytes: int
 ) -> tuple[GenerateRequest, dict[str, bytes]]:
     """A form body as a validated request and its uploads (each within `max_upload_bytes`)."""
     form = parse_form(body, content_type)

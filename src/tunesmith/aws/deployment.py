@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from tunesmith.config import DEFAULT_MAX_DURATION, HARD_MAX_DURATION
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge
+from tunesmith.schema import DurationLimit
 
 if TYPE_CHECKING:
     from tunesmith.config import Settings
@@ -75,10 +76,8 @@ class Deployment:
         """``TUNESMITH_VARIANT`` and ``TUNESMITH_TIME_LIMIT`` (validated by `Settings`)."""
         return cls(settings.variant, settings.time_limit)
 
-    def check_duration(self, duration: float, max_duration: float) -> None:
-        """Refuse (422) a duration over `max_duration`, saying what the variant allows."""
-        if duration <= max_duration:
-            return
+    def duration_limit(self, max_duration: float) -> DurationLimit:
+        """`max_duration`, and the refusal of a longer track saying what the variant allows."""
         if self.variant is None:
             message = f"must be at most {max_duration:g} seconds on this deployment"
         elif self.variant == "async":
@@ -94,7 +93,13 @@ class Deployment:
                 f"variant{within}; deploy the async variant (-c variant=async) for tracks up "
                 f"to {ASYNC_MAX_DURATION:g} s"
             )
-        raise InvalidRequest([FieldError("duration", message)])
+        return DurationLimit(max_duration, message)
+
+    def check_duration(self, duration: float, max_duration: float) -> None:
+        """Refuse (422) a duration over `max_duration`, saying what the variant allows."""
+        limit = self.duration_limit(max_duration)
+        if duration > limit.seconds:
+            raise InvalidRequest([FieldError("duration", limit.message)])
 
     def check_request_size(self, size: int) -> None:
         """Refuse (413) a model-tier request larger than this variant's SageMaker takes."""

@@ -53,7 +53,7 @@ from tunesmith.aws.deployment import Deployment
 from tunesmith.aws.protocol import RenderedTrack, invocation_body
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
 from tunesmith.aws.sagemaker import SageMakerEndpoint
-from tunesmith.config import HARD_MAX_DURATION, Settings, load_settings
+from tunesmith.config import Settings, load_settings
 from tunesmith.errors import (
     ConfigError,
     MethodNotAllowed,
@@ -194,19 +194,19 @@ class GenerateFunction:
 
     def parse(self, proxy: ProxyRequest) -> tuple[GenerateRequest, dict[str, bytes]]:
         """The validated request and its uploads (sizes checked, audio not decoded)."""
-        # the contract's own bound here; this deployment's, with its reason, just after
+        # this deployment's limit, its refusal saying what the variant allows
+        limit = self.deployment.duration_limit(self.settings.max_duration)
         if proxy.content_type is not None and is_form(proxy.content_type):
             request, files = parse_generate_form(
                 proxy.body,
                 proxy.content_type,
-                max_duration=HARD_MAX_DURATION,
+                max_duration=limit,
                 max_upload_bytes=self.settings.max_upload_bytes,
             )
         else:
-            request = parse_generate_request(proxy.body, max_duration=HARD_MAX_DURATION)
+            request = parse_generate_request(proxy.body, max_duration=limit)
             files = {}
             check_uploads(request, files)
-        self.deployment.check_duration(request.duration, self.settings.max_duration)
         return request, files
 
     def generate(
