@@ -37,7 +37,10 @@ def test_the_wheel_carries_every_kernel_source(wheel: Path) -> None:
         names = set(archive.namelist())
     wanted = {f"tunesmith/engine/kernels/csrc/{p.name}" for p in csrc.iterdir() if p.is_file()}
     assert wanted and wanted <= names
-    assert {"tunesmith/py.typed", "tunesmith/api/static/index.html"} <= names
+    static = {
+        f"tunesmith/api/static/{p.name}" for p in (ROOT / "src/tunesmith/api/static").iterdir()
+    }
+    assert {"tunesmith/py.typed", "tunesmith/api/static/index.html", *static} <= names
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,53 @@ def test_installed_from_the_wheel_it_builds_its_kernels_and_makes_a_track(
     assert "kernels: compiled (" in done.stderr  # built above, so no compiler is needed
     assert "WARNING tunesmith" not in done.stderr
     assert soundfile.info(str(out)).frames == 32000
+
+
+# Run in the installed venv: the app's /docs and /redoc pages and every script, style and icon
+# they load, fetched through the app; prints the URLs, or raises.
+DOCS_CHECK = """
+import re, tempfile
+from fastapi.testclient import TestClient
+from tunesmith.api import create_app
+from tunesmith.config import load_settings
+from tunesmith.engine import MusicGenEngine
+from tunesmith.storage import LocalStorage
+
+with tempfile.TemporaryDirectory() as tmp:
+    app = create_app(
+        load_settings(model="unloaded", local_dir=tmp),
+        engine=MusicGenEngine("unloaded", device="cpu"),
+        storage=LocalStorage(tmp),
+    )
+    client = TestClient(app)  # no lifespan: nothing loads
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).raise_for_status().text
+        urls = re.findall(r'(?:src|href|spec-url)="([^"]+)"', html)
+        for url in urls + re.findall(r"url: '([^']+)'", html):
+            assert url.startswith("/"), (page, url)
+            body = client.get(url).raise_for_status().content
+            assert body, url
+            print(page, url, len(body))
+    app.state.tunesmith.jobs.close()
+"""
+
+
+def test_installed_from_the_wheel_it_serves_its_docs_from_its_own_assets(
+    wheel: Path, installed: Path
+) -> None:
+    # the assets come with a dependency the wheel declares, as pip installs it (and the image)
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = archive.read(metadata).decode().splitlines()
+    assert any(line.startswith("Requires-Dist: fastapi-offline") for line in requires)
+    done = subprocess.run(
+        [str(installed / "bin/python"), "-c", DOCS_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=installed,
+    )
+    assert done.returncode == 0, done.stderr
+    fetched = [line.split()[1] for line in done.stdout.splitlines()]
+    assert {"/openapi.json", "/static-offline-docs/swagger-ui-bundle.js"} <= set(fetched)
+    assert "/static-offline-docs/redoc.standalone.js" in fetched

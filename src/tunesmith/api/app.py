@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from tunesmith import __version__
 from tunesmith.api.auth import ApiKeys, RateLimit
@@ -64,7 +65,9 @@ def create_app(
             engine.close()  # what still runs fails at its next step, storing nothing
         await anyio.to_thread.run_sync(service.drain, 10.0)
 
-    app = FastAPI(
+    # /docs and /redoc from the Swagger UI and ReDoc that fastapi-offline ships, not a CDN:
+    # self-hosted servers may have no internet
+    app = FastAPIOffline(
         title="tunesmith",
         version=__version__,
         summary="Text to music with MusicGen, stored in local or S3-compatible storage",

@@ -37,6 +37,7 @@ from typing import Any, Final
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from tunesmith import __version__
 from tunesmith.admission import Admission
@@ -267,7 +268,7 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
             engine.load_in_background(state.load_failed)
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # its docs need no CDN either (the VPC may have no internet)
         title="tunesmith endpoint",
         version=__version__,
         summary="MusicGen behind SageMaker's container contract (/ping, /invocations)",
