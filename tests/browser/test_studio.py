@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ except ImportError as exc:
 # this long a track takes ~6 s, and the page starts playing it after ~1.5 s.
 LONG = 60.0
 EXACT_SEED = "9007199254740993"  # 2**53 + 1: a JS number would round it
+SPEED = re.compile(r"made (\d+(\.\d)?x (faster|slower)|about as fast) than it plays")
 
 OpenPage = Callable[..., Page]
 
@@ -63,8 +65,11 @@ def test_plays_the_stream_before_the_job_ends(studio: Api, open_page: OpenPage) 
     playing: dict[str, Any] = page.wait_for_function(PLAYING, timeout=60_000).json_value()
     assert not playing["finished"] and playing["status"] == "running", playing
     assert playing["src"].endswith("/audio"), playing  # the stream, not the finished file
+    expect(page.locator("#progress-text")).to_contain_text(SPEED)
     expect(page.locator("#job")).to_have_attribute("data-status", "succeeded", timeout=90_000)
     expect(page.locator("#status")).to_contain_text("Done")
+    expect(page.locator("#generate-hint")).to_contain_text(SPEED)
+    assert "realtime" not in page.locator("body").inner_text()
     track = job_id(page)
     download = page.locator("#download")
     expect(download).to_have_attribute("href", f"{studio.base_url}/files/music-output/{track}.wav")
@@ -96,7 +101,7 @@ def test_history_after_reload_regenerates_with_the_exact_seed(
     page.wait_for_function("a => !a.paused && a.currentTime > 0", arg=audio.element_handle())
 
     page.fill("#prompt", "something else")
-    item.locator(".regenerate").click()
+    item.locator(".edit").click()
     expect(page.locator("#prompt")).to_have_value("a short marimba loop")
     expect(page.locator("#prompt")).to_be_focused()
     expect(page.locator("#seed")).to_have_value(EXACT_SEED)

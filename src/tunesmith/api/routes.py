@@ -244,7 +244,22 @@ async def remove_track(track_id: str, state: State) -> Response:
     return Response(status_code=204)
 
 
+# The page's own files; the page is at / and these under /studio/ (no directory listing).
+_STUDIO_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+
+
 @router.get("/", include_in_schema=False)
 async def index() -> HTMLResponse:
     page = resources.files("tunesmith.api").joinpath("static/index.html").read_text("utf-8")
-    return HTMLResponse(page)
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/studio/{name}", include_in_schema=False)
+async def studio_file(name: str) -> Response:
+    stem, _, extension = name.rpartition(".")
+    media_type = _STUDIO_TYPES.get(extension)
+    item = resources.files("tunesmith.api").joinpath("static", name)
+    if media_type is None or not stem.replace("-", "").isalnum() or not item.is_file():
+        raise NotFound(f"no studio file {name!r}")
+    # revalidated each load, so a new version of the server never meets an old script
+    return Response(item.read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
