@@ -15,7 +15,14 @@ from typing import get_args
 from pydantic import ValidationError
 
 from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithError
-from tunesmith.schema import AudioFormat, GenerateResponse, TrackPage, TrackRecord, TrackSummary
+from tunesmith.schema import (
+    AudioFormat,
+    GenerateResponse,
+    TrackPage,
+    TrackRecord,
+    TrackSummary,
+    job_key,
+)
 from tunesmith.storage import Storage, StoredObject, new_key
 
 __all__ = [
@@ -110,8 +117,9 @@ def delete_track(storage: Storage, prefix: str, ident: str) -> None:
 
     In that order, a failure part-way leaves the record, which the history still lists (its
     audio gone) and which a second delete finishes. Audio without a record (a store that
-    failed part-way) is found by its name and removed too. `InvalidRequest` for a malformed
-    id, `NotFound` when nothing of the track is stored."""
+    failed part-way) is found by its name and removed too, and so is the record of the job
+    that made the track (it holds the prompt too). `InvalidRequest` for a malformed id,
+    `NotFound` when nothing of the track is stored."""
     if not TRACK_ID.fullmatch(ident):
         raise InvalidRequest([FieldError("id", "not a track id (32 lowercase hex digits)")])
     meta = f"{prefix}{ident}.json"
@@ -131,7 +139,7 @@ def delete_track(storage: Storage, prefix: str, ident: str) -> None:
         audio = [key for key in audio if storage.exists(key)]
         if not audio:
             raise NotFound(f"no track {ident}")
-    for key in audio:
+    for key in [*audio, job_key(ident)]:
         storage.delete(key)
     if raw is not None:
         storage.delete(meta)

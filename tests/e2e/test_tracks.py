@@ -3,6 +3,7 @@ track's record carries when it continues another."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def test_delete_removes_the_audio_and_the_record(api: Api) -> None:
     again = api.client.delete(f"/tracks/{gone}")
     assert again.status_code == 404
     assert again.json()["error"] == "not_found" and gone in again.json()["message"]
+
+
+def test_delete_takes_the_record_of_the_job_that_made_it(api: Api) -> None:
+    job = api.client.post("/jobs", json=REQUEST).json()
+    deadline = time.monotonic() + 60
+    while api.client.get(f"/jobs/{job['id']}").json()["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert (api.root / "music-jobs" / f"{job['id']}.json").exists()
+    assert api.client.delete(f"/tracks/{job['id']}").status_code == 204
+    assert stored_files(api.root) == []  # the job's record held the prompt too
 
 
 @pytest.mark.parametrize(
