@@ -29,7 +29,7 @@ from tunesmith.storage import LocalStorage
 MAX_DURATION = 2  # the server's limit: longer durations are 422s, tracks stay quick to make
 GENERATING = ("/generate", "/jobs")
 STREAMED_JOBS = 16  # jobs whose events and audio are read to their end
-NEEDS_UPLOAD = ("input_audio", "melody", "continuation_start", "continuation_end")
+NEEDS_UPLOAD = ("input_audio", "melody", "continuation_start", "continuation_end", "source_track")
 
 FUZZ_SETTINGS = settings(
     max_examples=30,  # per operation and generation mode, beyond schemathesis's boundary cases
