@@ -1,8 +1,9 @@
 """Loading a MusicGen checkpoint (HF hub id or local directory) and choosing its device.
 
 This is the one place `from_pretrained` is called, so the default hub model, a downloaded
-copy and the tiny test model all go through the same path. Loader failures become
-`ModelUnavailable` with a message that names the model and says how to fix it.
+copy and the tiny test model all go through the same path. `tunesmith.engine.checkpoint`
+finds (or downloads) the files first, so loading reads local files only. Loader failures
+become `ModelUnavailable` with a message that names the model and says how to fix it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.engine.checkpoint import checkpoint_dir, copy_checkpoint, offline_fix
 from tunesmith.errors import ConfigError, ModelUnavailable
 
 if TYPE_CHECKING:
@@ -20,12 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "load_model", "resolve_device", "save_model"]
 
 log = logging.getLogger(__name__)
-
-HOW_TO_FIX = (
-    "If this machine is offline, copy the model to a directory (on a machine with network: "
-    "`tunesmith download --model {model} --output DIR`) and point TUNESMITH_MODEL (or --model) "
-    "at that directory."
-)
 
 
 @dataclass
@@ -73,31 +69,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
-
-
 def load_model(name: str, device: str = "auto") -> LoadedModel:
     """Load model and processor from a hub id or a local directory made by `save_pretrained`."""
     import torch
-    from transformers import AutoConfig, MusicgenForConditionalGeneration, MusicgenProcessor
+    from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
 
     target = resolve_device(device)
-    source = str(Path(name).expanduser()) if _looks_like_path(name) else name
-    if _looks_like_path(name) and not (Path(source) / "config.json").is_file():
-        raise ModelUnavailable(
-            f"model directory {source!r} has no config.json: it is not a saved MusicGen model. "
-            + HOW_TO_FIX.format(model="facebook/musicgen-small")
-        )
+    directory = checkpoint_dir(name)
+    source = str(directory)
     try:
-        config = AutoConfig.from_pretrained(source)
-        model_type = getattr(config, "model_type", None)
-        if model_type not in ("musicgen", "musicgen_melody"):
-            raise ModelUnavailable(
-                f"model {name!r} is a {config.model_type!r} model; tunesmith serves MusicGen "
-                "text-to-music checkpoints (model_type 'musicgen' or 'musicgen_melody', e.g. "
-                "facebook/musicgen-small)"
-            )
+        model_type = musicgen_type(name, directory)
         model: Any
         processor: Any
         if model_type == "musicgen_melody":
@@ -107,36 +88,38 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         else:
             model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
             processor = MusicgenProcessor.from_pretrained(source)
-    except ModelUnavailable:
-        raise
     except (OSError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
         raise ModelUnavailable(
-            f"could not load model {name!r}: {exc}. " + HOW_TO_FIX.format(model=name)
+            f"could not load model {name!r} from {source}: {detail} " + offline_fix(name)
         ) from None
     model.to(target)
     model.eval()
     log.info("loaded %s on %s", name, target)
-    return LoadedModel(name, model, processor, target, _directory(source))
+    return LoadedModel(name, model, processor, target, directory)
 
 
-def _directory(source: str) -> Path | None:
-    """The directory a loaded checkpoint's files are in: `source` itself, or the hub cache's
-    snapshot of it (found offline: `from_pretrained` has just put it there)."""
-    if Path(source).is_dir():
-        return Path(source)
-    from transformers.utils.hub import cached_file
+def musicgen_type(name: str, directory: Path) -> str:
+    """The checkpoint's model_type, which must be one tunesmith serves."""
+    from transformers import AutoConfig
 
-    try:
-        config = cached_file(source, "config.json", local_files_only=True)
-    except (OSError, ValueError):
-        return None
-    return Path(config).parent if config else None
+    config = AutoConfig.from_pretrained(str(directory))
+    model_type = str(getattr(config, "model_type", None))
+    if model_type not in ("musicgen", "musicgen_melody"):
+        raise ModelUnavailable(
+            f"model {name!r} is a {model_type!r} model; tunesmith serves MusicGen "
+            "text-to-music checkpoints (model_type 'musicgen' or 'musicgen_melody', e.g. "
+            "facebook/musicgen-small)"
+        )
+    return model_type
 
 
 def save_model(name: str, output: Path) -> Path:
     """Copy a model (hub id or directory) to `output` so an offline machine can load it."""
-    loaded = load_model(name, device="cpu")
-    output.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(output)
-    loaded.processor.save_pretrained(output)
+    directory = checkpoint_dir(name)
+    try:
+        musicgen_type(name, directory)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"model {name!r} has no usable config.json: {exc}") from None
+    copy_checkpoint(directory, output)
     return output
