@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,14 +44,33 @@ def free_port() -> int:
         return port
 
 
-def test_generate_writes_a_track_of_the_asked_length(tiny_model_dir: Path, tmp_path: Path) -> None:
+# one state of the bar: seconds made of the track's, then (once known) speed and time left
+BAR = re.compile(
+    r"(loading|generating): +\d+%\|[^|]*\| \d+\.\d/(?P<total>\d+\.\d) s"
+    r"(, \d+\.\dx realtime, \d\d:\d\d left)?"
+)
+
+
+def bar_states(stderr: str) -> list[str]:
+    """What a progress bar drew, state by state (the bar redraws its line after a \\r, which
+    text mode reads as a line break)."""
+    return [line.strip() for line in stderr.splitlines() if line.strip()]
+
+
+def test_generate_prints_one_bar_in_seconds_then_the_file(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "song.flac"
     done = run("generate", "calm piano", "-d", "1.5", "-o", str(out), "--seed", "9",
                "--model", str(tiny_model_dir))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "decoding" in done.stderr and "78/78" in done.stderr  # progress bar over the steps
-    assert f"wrote {out}" in done.stdout and "seed 9" in done.stdout
+    # nothing but the bar: no config warnings, weight-loading bar or timestamped log lines
+    states = bar_states(done.stderr)
+    assert all(BAR.fullmatch(state) for state in states), done.stderr
+    assert {BAR.fullmatch(state)["total"] for state in states} == {"1.5"}  # type: ignore[index]
+    assert re.search(r"generating: 100%.*1\.5/1\.5 s, \d+\.\dx realtime, 00:00 left", states[-1])
     info = soundfile.info(str(out))
+    assert done.stdout == f"wrote {out} (1.5 s, 32000 Hz, seed 9)\n"
     assert (info.format, info.samplerate, info.frames) == ("FLAC", 32000, 48000)
 
 
@@ -65,6 +85,7 @@ def test_generate_verbose_names_the_kernels_it_runs(tiny_model_dir: Path, tmp_pa
         str(tmp_path / "a.wav"),
         "--model",
         str(tiny_model_dir),
+        "--force",  # the second run replaces the first's track
     ]
     done = run("-v", *args)
     assert done.returncode == 0, done.stderr
@@ -97,12 +118,16 @@ def test_generate_continues_a_file_over_several_windows(
                "--extend-stride", "10", "--model", str(tiny_model_dir))  # fmt: skip
     assert done.returncode == 0, done.stderr
     # 20 s given, 25 s new in windows adding 10 s each (the last 5 s): one bar over all three
-    assert "1259/1259" in done.stderr
+    states = bar_states(done.stderr)
+    assert all(BAR.fullmatch(state) for state in states), done.stderr
+    assert "100%" in states[-1] and "45.0/45.0 s" in states[-1]
+    assert not any(state.startswith("generating") and " 0.0/45.0" in state for state in states)
     assert soundfile.info(out).frames == 45 * 32000
-    refused = run("generate", "x", "-d", "10", "--melody", str(upload), "-o", str(out),
+    other = tmp_path / "melody.wav"
+    refused = run("generate", "x", "-d", "10", "--melody", str(upload), "-o", str(other),
                   "--model", str(tiny_model_dir))  # fmt: skip
     assert refused.returncode == 2 and "melody" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    assert "Traceback" not in refused.stderr and not other.exists()
 
 
 def test_generate_refuses_bad_parameters_without_a_traceback(
@@ -117,24 +142,105 @@ def test_generate_refuses_bad_parameters_without_a_traceback(
     assert not out.exists()
 
 
+def one_line_refusal(done: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a command refused before it loaded anything (the bar that
+    would show the model loading never appeared)."""
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and re.match(r"tunesmith( \w+)?: error: ", lines[0]), done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "expected"),
+    [
+        ("missing/a.wav", [], "there is no directory"),
+        ("a.wav", ["--format", "mp3"], "--format mp3 disagrees with the name"),
+        ("a.txt", [], "cannot tell which format"),
+        ("a.txt", ["--format", "wav"], "--format wav disagrees with the name"),
+        (".", [], "is a directory"),
+    ],
+)
+def test_generate_refuses_an_impossible_output_before_loading(
+    tiny_model_dir: Path, tmp_path: Path, name: str, flags: list[str], expected: str
+) -> None:
+    out = tmp_path / name
+    done = run("generate", "x", "-d", "2", "-o", str(out), *flags, "--model", str(tiny_model_dir))
+    assert expected in one_line_refusal(done)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_keeps_an_existing_file_unless_forced(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "a.mp3"
+    out.write_bytes(b"keep me")
+    args = ["generate", "x", "-d", "1", "-o", str(out), "--model", str(tiny_model_dir)]
+    assert "use --force" in one_line_refusal(run(*args))
+    assert out.read_bytes() == b"keep me"
+    done = run(*args, "--force")
+    assert done.returncode == 0, done.stderr
+    # the format follows the name, and the file was replaced whole (no temporary file left)
+    assert soundfile.info(str(out)).format == "MP3"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp3"]
+
+
+def test_generate_format_flag_and_name_agreeing_or_no_extension(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model = ["--model", str(tiny_model_dir), "-d", "1"]
+    done = run("generate", "x", "-o", str(tmp_path / "a.ogg"), "--format", "ogg", *model)
+    assert done.returncode == 0, done.stderr
+    assert soundfile.info(str(tmp_path / "a.ogg")).subtype == "VORBIS"
+    done = run("generate", "x", "-o", str(tmp_path / "take"), "--format", "flac", *model)
+    assert done.returncode == 0, done.stderr
+    assert soundfile.info(str(tmp_path / "take")).format == "FLAC"
+
+
+def test_generate_failing_to_write_leaves_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import resource
+
+    def small_files() -> None:  # a full disk, for this process only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    out = tmp_path / "out" / "a.wav"
+    out.parent.mkdir()
+    # no kernels to build (and write) under the limit: torch's run instead
+    env = clean_env(CC="no-such-cc", CXX="no-such-cxx", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [*TUNESMITH, "generate", "x", "-d", "1", "-o", str(out), "--model", str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=small_files,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == f"tunesmith: error: cannot write {out}: File too large"
+    assert "Traceback" not in done.stderr
+    assert list(out.parent.iterdir()) == []  # neither a partial track nor a temporary file
+
+
+def test_usage_errors_are_one_line() -> None:
+    done = run("generate", "x", "--formt", "wav")
+    assert "unrecognized arguments: --formt wav" in one_line_refusal(done)
+    done = run("generate", "x", "--format", "aiff")
+    assert "invalid choice: 'aiff'" in one_line_refusal(done)
+
+
+def test_help_describes_the_command_in_whole_sentences() -> None:
+    done = run("--help")
+    assert done.returncode == 0
+    description = done.stdout.split("\n\n")[1]
+    assert description.startswith("Text to music") and description.endswith(".")
+    assert "``" not in description
+
+
 def test_invalid_setting_stops_serve_naming_it() -> None:
     done = run("serve", env=clean_env(TUNESMITH_PORT="eighty"))
     assert done.returncode == 2
     assert "TUNESMITH_PORT" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_offline_default_model_explains_how_to_point_at_a_directory(tmp_path: Path) -> None:
-    env = clean_env(
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf"),
-        TUNESMITH_PORT=str(free_port()),
-        TUNESMITH_LOCAL_DIR=str(tmp_path / "out"),
-    )
-    done = run("serve", env=env, timeout=120)
-    assert done.returncode == 2
-    assert "facebook/musicgen-small" in done.stderr
-    assert "TUNESMITH_MODEL" in done.stderr
-    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.s3
