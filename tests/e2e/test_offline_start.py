@@ -37,15 +37,20 @@ def closed_port_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
 
 
-@pytest.mark.parametrize("no_network", ["HF_HUB_OFFLINE", "HF_ENDPOINT"])
-def test_offline_serve_stops_at_once_before_listening(tmp_path: Path, no_network: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "no_network"),
+    [("serve", "HF_HUB_OFFLINE"), ("serve", "HF_ENDPOINT"), ("endpoint", "HF_ENDPOINT")],
+)
+def test_offline_server_stops_at_once_before_listening(
+    tmp_path: Path, command: str, no_network: str
+) -> None:
     env = closed_port_env(
         tmp_path, TUNESMITH_PORT=str(free_port()), TUNESMITH_LOCAL_DIR=str(tmp_path / "out")
     )
     if no_network == "HF_HUB_OFFLINE":
         env["HF_HUB_OFFLINE"] = "1"
     began = time.monotonic()
-    done = run("serve", env=env, timeout=120)
+    done = run(command, "--port", str(free_port()), env=env, timeout=120)
     took = time.monotonic() - began
     assert done.returncode == 2
     assert took < 15  # no retries with backoff before the verdict

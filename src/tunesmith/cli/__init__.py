@@ -73,9 +73,12 @@ def _kernels(args: argparse.Namespace) -> int:
 
 
 def _endpoint(args: argparse.Namespace) -> int:
-    from tunesmith.aws.endpoint import serve_endpoint
+    from tunesmith.aws.endpoint import endpoint_settings, serve_endpoint
+    from tunesmith.engine.checkpoint import checkpoint_dir
 
-    serve_endpoint({name: getattr(args, name) for name in ENDPOINT_SETTINGS}, port=args.port)
+    overrides = {name: getattr(args, name) for name in ENDPOINT_SETTINGS}
+    checkpoint_dir(endpoint_settings(overrides).model)  # as `serve`: before the port opens
+    serve_endpoint(overrides, port=args.port)
     return 0
 
 
