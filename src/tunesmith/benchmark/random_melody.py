@@ -7,8 +7,8 @@ feature extractor's configuration in the processor's file), so it loads through 
 tests) and ``small`` (musicgen-melody's own architecture, 1.5B parameters: a 48-layer decoder
 of width 1536, a t5-base text encoder, the 32 kHz EnCodec; the chroma as the real one).
 
-Like `random_model`, EnCodec's codebooks are randomised (a fresh one has all-zero codebooks,
-which decode every code to the same audio) and the files come out byte-identical run to run.
+Like `random_model`, EnCodec is made to decode codes to zero-mean noise (`randomise_codec`)
+and the files come out byte-identical run to run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tunesmith.benchmark.random_model import (
     cached_checkpoint,
     cached_path,
     encoder_parts,
-    randomise_codebooks,
+    randomise_codec,
 )
 
 __all__ = ["PRESETS", "cached_random_melody", "save_random_musicgen_melody"]
@@ -76,7 +76,7 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
     )
     torch.manual_seed(seed)
     model: Any = MusicgenMelodyForConditionalGeneration(config)
-    randomise_codebooks(model)
+    randomise_codec(model, seed)
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
     # the real processor, around the extractor's configuration: it writes the files the

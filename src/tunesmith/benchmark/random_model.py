@@ -9,8 +9,10 @@ layouts: the stereo codebooks, medium's ratios of layers and heads to small.
 `cached_random_musicgen` saves a preset once into the user's cache and reuses it (a random
 medium is ~8 GB of fp32).
 
-A fresh EnCodec has all-zero codebooks (a checkpoint fills them), which would make every code
-decode to the same audio; they are randomised here so different codes give different audio.
+A fresh EnCodec decodes every code to nearly the same audio, on a DC offset: its codebooks are
+all zero (a checkpoint fills them) and its random biases outweigh the rest. `randomise_codec`
+makes it decode codes to zero-mean noise, so different codes give different audio and levels
+and loudness measured on it mean something.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ __all__ = [
     "cached_path",
     "cached_random_musicgen",
     "encoder_parts",
-    "randomise_codebooks",
+    "CODEC_RMS",
+    "randomise_codec",
     "save_random_musicgen",
 ]
 
@@ -44,6 +47,10 @@ _CORPUS = [
     "jazz trio with walking bass and brushed drums",
     "ambient drone with evolving pads",
 ]
+
+CODEC_RMS = 0.1  # random codes decode to -20 dBFS: room for their peaks, ~6x the RMS
+# part of a cached checkpoint's name: a change to what the presets save must change it
+_RECIPE = "codec-centred"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -160,13 +167,42 @@ def encoder_parts(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     return tokenizer, text, audio
 
 
-def randomise_codebooks(model: Any) -> None:
-    """Fill a fresh EnCodec's all-zero codebooks (different codes must decode differently)."""
-    import torch
+def randomise_codec(model: Any, seed: int = 0) -> None:
+    """Make a fresh EnCodec decode codes to noise-like audio centred on zero, at `CODEC_RMS`.
 
+    Its codebooks are filled (a fresh one's are all zero: every code would decode alike). Its
+    decoder's random biases are zeroed: they add a fixed pattern and a DC offset, the same
+    whatever the codes, that drown what the codes say. The output convolution is then scaled
+    and its bias set so that random codes (drawn from `seed`) decode to `CODEC_RMS`, mean 0."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    codec = model.audio_encoder
     with torch.no_grad():
-        for layer in model.audio_encoder.quantizer.layers:
+        for layer in codec.quantizer.layers:
             torch.nn.init.normal_(layer.codebook.embed)
+        for module in codec.decoder.modules():
+            if isinstance(module, torch.nn.Conv1d | torch.nn.ConvTranspose1d | torch.nn.LSTM):
+                for name, parameter in module.named_parameters(recurse=False):
+                    if name.startswith("bias"):
+                        parameter.zero_()
+        quantizers = codec.quantizer.get_num_quantizers_for_bandwidth(
+            codec.config.target_bandwidths[-1]
+        )
+        probe = torch.randint(
+            codec.config.codebook_size,
+            (1, 8, quantizers, 100),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        audio = codec.decode(probe, [None]).audio_values
+        mean, rms = audio.mean(), (audio - audio.mean()).pow(2).mean().sqrt()
+        gain = CODEC_RMS / rms
+        out = codec.decoder.layers[-1].conv
+        if parametrize.is_parametrized(out, "weight"):  # weight norm: scale its magnitude
+            out.parametrizations.weight.original0.mul_(gain)
+        else:
+            out.weight.mul_(gain)
+        out.bias.copy_(-mean * gain)
 
 
 def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
@@ -197,7 +233,7 @@ def save_random_musicgen(path: Path, preset: str = "tiny", seed: int = 0) -> Pat
     )
     torch.manual_seed(seed)
     model: Any = MusicgenForConditionalGeneration(config)
-    randomise_codebooks(model)
+    randomise_codec(model, seed)
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 1500
     processor: Any = MusicgenProcessor(  # type: ignore[no-untyped-call]
@@ -226,7 +262,7 @@ def cached_path(
     import transformers
 
     spec = PRESETS[preset] if spec is None else spec
-    key = json.dumps([spec, seed, transformers.__version__], sort_keys=True)
+    key = json.dumps([spec, seed, transformers.__version__, _RECIPE], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return (directory or cache_dir()) / f"{kind}-{preset}-random-{digest}"
 
