@@ -138,3 +138,20 @@ def test_serve_downloads_before_listening_then_starts_offline_from_the_cache(
     assert done.returncode == 0, done.stderr
     assert "downloading" not in done.stderr
     assert soundfile.info(str(out)).frames == 32000
+
+
+def test_a_model_the_hub_has_not_got_is_refused_in_one_line(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "a.wav"
+    with FakeHub(REPO, tiny_model_dir) as hub:
+        env = clean_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"))
+        for model, why in [
+            ("acme/no-such-model", "the Hugging Face Hub has no such model"),
+            ("acme/no such model", "is neither a directory nor a Hugging Face model id"),
+        ]:
+            done = run("generate", "x", "-o", str(out), "--model", model, env=env)
+            assert done.returncode == 2
+            [message] = done.stderr.splitlines()
+            assert why in message and "facebook/musicgen-small" in message
+    assert not out.exists()

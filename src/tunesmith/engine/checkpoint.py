@@ -42,6 +42,12 @@ def offline_fix(model: str) -> str:
     )
 
 
+CHOOSE = (
+    "Set TUNESMITH_MODEL (or --model) to a MusicGen checkpoint on the Hub, such as "
+    "facebook/musicgen-small, or to a directory saved with `tunesmith download`."
+)
+
+
 def looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
 
@@ -67,41 +73,51 @@ def checkpoint_dir(name: str) -> Path:
 
 def _from_hub(name: str) -> Path:
     from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    cached = _cached(name)
     if constants.HF_HUB_OFFLINE:
-        return _cached_or_fail(name, "HF_HUB_OFFLINE is set")
+        return _or_fail(cached, name, "HF_HUB_OFFLINE is set", offline_fix(name))
     try:
         info = HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except Exception as exc:  # offline, refused, timed out, not found, gated: the cache decides
-        return _cached_or_fail(name, _why(exc))
+    except GatedRepoError:
+        why = "it is gated on the Hugging Face Hub: accept its terms there and log in"
+        return _or_fail(cached, name, why + " (`hf auth login`)", CHOOSE)
+    except RepositoryNotFoundError:
+        why = "the Hugging Face Hub has no such model (or it is private: log in)"
+        return _or_fail(cached, name, why, CHOOSE)
+    except Exception as exc:  # offline, refused, timed out, the Hub failing: the cache decides
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached: {detail}"
+        return _or_fail(cached, name, why, offline_fix(name))
     files = [sibling.rfilename for sibling in info.siblings or []]
     weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
     return _download(name, [*HUB_FILES, weights])
 
 
-def _why(exc: Exception) -> str:
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
-
-    if isinstance(exc, HFValidationError):
-        return "it is neither a directory nor a Hugging Face model id"
-    if isinstance(exc, GatedRepoError):
-        return "it is gated on the Hugging Face Hub: accept its terms and log in (`hf auth login`)"
-    if isinstance(exc, RepositoryNotFoundError):
-        return "the Hugging Face Hub has no such model (or it is private: log in)"
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached: {detail}"
-
-
-def _cached_or_fail(name: str, why: str) -> Path:
+def _cached(name: str) -> Path | None:
+    """The cache's snapshot of `name` with its weights, if it has one (no network)."""
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    config = try_to_load_from_cache(name, "config.json")
-    if isinstance(config, str):
-        directory = Path(config).parent
-        if any(directory.glob("*.safetensors")) or any(directory.glob("*.bin")):
-            return directory
-    raise ModelUnavailable(f"model {name} is not on this machine and {why}. " + offline_fix(name))
+    try:
+        config = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        raise ModelUnavailable(
+            f"model {name!r} is neither a directory nor a Hugging Face model id. " + CHOOSE
+        ) from None
+    if not isinstance(config, str):
+        return None
+    directory = Path(config).parent
+    if any(directory.glob("*.safetensors")) or any(directory.glob("*.bin")):
+        return directory
+    return None
+
+
+def _or_fail(cached: Path | None, name: str, why: str, fix: str) -> Path:
+    if cached is None:
+        raise ModelUnavailable(f"model {name} is not on this machine and {why}. {fix}")
+    return cached
 
 
 def _download(name: str, patterns: list[str]) -> Path:
