@@ -229,6 +229,15 @@ def test_usage_errors_are_one_line() -> None:
     assert "invalid choice: 'aiff'" in one_line_refusal(done)
 
 
+def test_download_into_a_file_is_refused_before_fetching(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.write_text("not a directory")
+    # the Hub is not even asked: it is offline, and the output is what the message names
+    env = clean_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    done = run("download", "--output", str(target), env=env)
+    assert f"{target} is a file" in one_line_refusal(done)
+
+
 def test_help_describes_the_command_in_whole_sentences() -> None:
     done = run("--help")
     assert done.returncode == 0
