@@ -17,6 +17,7 @@ import torch
 from test_api_s3 import keys, start
 from test_cli import TUNESMITH, clean_env, free_port, run
 
+from endpoint_process import EndpointProcess
 from live_server import serve, stored_files
 from s3server import SeaweedS3
 from tunesmith.engine import MusicGenEngine, load_model
@@ -83,14 +84,24 @@ def test_the_store_going_away_is_a_502_and_it_recovers_by_itself(
         assert len(keys(s3_env, s3_bucket)) == 2
 
 
-def serve_process(model: Path, root: Path, **settings: str) -> tuple[subprocess.Popen[str], str]:
+# runs a command with SIGINT ignored, as a non-interactive shell starts a background job
+SIGINT_IGNORED = ["bash", "-c", "trap '' INT; exec \"$@\"", "bash"]
+
+
+def serve_process(
+    model: Path, root: Path, prefix: tuple[str, ...] = (), **settings: str
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     env = clean_env(
         TUNESMITH_MODEL=str(model), TUNESMITH_LOCAL_DIR=str(root), TUNESMITH_PORT=str(port),
         **{f"TUNESMITH_{k.upper()}": v for k, v in settings.items()},
     )  # fmt: skip
     proc = subprocess.Popen(
-        [*TUNESMITH, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*prefix, *TUNESMITH, "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -130,7 +141,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tiny_model_dir: Path, tmp_pat
     root = tmp_path / "tracks"
     proc, base = serve_process(tiny_model_dir, root, shutdown_grace="60")
     try:
-        pending = generate_in_background(base, {**QUICK, "duration": 30})
+        pending = generate_in_background(base, {**QUICK, "duration": 8})
         wait_busy(base)
         proc.send_signal(signal.SIGTERM)
         pending["thread"].join(90)
@@ -141,11 +152,36 @@ def test_sigterm_lets_the_request_in_flight_finish(tiny_model_dir: Path, tmp_pat
     assert response.status_code == 200, response.text
     path = root / "music-output" / f"{response.json()['id']}.wav"
     samples, rate = soundfile.read(path)
-    assert (rate, len(samples)) == (32000, 30 * 32000)
+    assert (rate, len(samples)) == (32000, 8 * 32000)
     # a graceful shutdown, then the signal's own exit status (as for Ctrl-C)
     assert proc.returncode == -signal.SIGTERM and "Traceback" not in output
     assert "Finished server process" in output
     assert sorted(p.name for p in stored_files(root)) == sorted([path.name, path.stem + ".json"])
+
+
+def test_ctrl_c_ends_serve_with_130_even_with_sigint_inherited_ignored(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    proc, base = serve_process(tiny_model_dir, tmp_path / "tracks", tuple(SIGINT_IGNORED))
+    try:
+        assert httpx.post(f"{base}/generate", json=QUICK, timeout=120).status_code == 200
+        proc.send_signal(signal.SIGINT)  # uvicorn listens for it whatever was inherited
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    assert "Finished server process" in output and "Traceback" not in output
+
+
+def test_ctrl_c_ends_the_endpoint_with_130_even_with_sigint_inherited_ignored(
+    tiny_model_dir: Path,
+) -> None:
+    endpoint = EndpointProcess(tiny_model_dir)
+    endpoint.command = [*SIGINT_IGNORED, *endpoint.command]
+    with endpoint:
+        assert httpx.get(f"{endpoint.url}/ping").status_code == 200
+    assert endpoint.returncode == 130, endpoint.output
+    assert "Finished server process" in endpoint.output
 
 
 def test_sigterm_past_the_grace_period_fails_cleanly(tiny_model_dir: Path, tmp_path: Path) -> None:

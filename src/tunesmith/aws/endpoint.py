@@ -308,12 +308,15 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
     return app
 
 
-def serve_endpoint(overrides: Mapping[str, Any], *, port: int | None = None) -> None:
-    """Run the container server until interrupted (what ``tunesmith endpoint`` does).
+def serve_endpoint(overrides: Mapping[str, Any], *, port: int | None = None) -> int:
+    """Run the container server until interrupted (what ``tunesmith endpoint`` does); the exit
+    status.
 
     Raises `TunesmithError` when the model cannot be loaded, after the server has stopped.
     """
     import uvicorn
+
+    from tunesmith.api.server import run_until_stopped
 
     settings = endpoint_settings(overrides)
     bind_port = endpoint_port(port)
@@ -322,15 +325,18 @@ def serve_endpoint(overrides: Mapping[str, Any], *, port: int | None = None) -> 
     config = uvicorn.Config(
         app, host=settings.host, port=bind_port, log_level="info", timeout_keep_alive=75
     )
-    server = uvicorn.Server(config)
     state: EndpointState = app.state.endpoint
-    state.on_load_failure = lambda: setattr(server, "should_exit", True)
+
+    def stop_on_load_failure(server: Any) -> None:
+        state.on_load_failure = lambda: setattr(server, "should_exit", True)
+
     log.info(
         "loading %s; serving /ping and /invocations on %s:%d",
         settings.model,
         settings.host,
         bind_port,
     )
-    server.run()
+    code = run_until_stopped(config, on_start=stop_on_load_failure)
     if state.engine.load_error is not None:
         raise TunesmithError(state.engine.load_error)
+    return code

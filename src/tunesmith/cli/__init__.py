@@ -78,8 +78,7 @@ def _endpoint(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in ENDPOINT_SETTINGS}
     checkpoint_dir(endpoint_settings(overrides).model)  # as `serve`: before the port opens
-    serve_endpoint(overrides, port=args.port)
-    return 0
+    return serve_endpoint(overrides, port=args.port)
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from tunesmith.cli.flags import SERVE_SETTINGS, settings_from
@@ -30,6 +29,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tunesmith.api import create_app
+    from tunesmith.api.server import run_until_stopped
     from tunesmith.engine.checkpoint import checkpoint_dir
     from tunesmith.storage import create_storage
 
@@ -56,28 +56,22 @@ def serve(args: argparse.Namespace) -> int:
             settings.host,
         )
     state = app.state.tunesmith
-    server = _graceful_server(config, lambda: state.service.stop(settings.shutdown_grace))
-    state.on_load_failure = lambda: setattr(server, "should_exit", True)
+
+    def stop_on_load_failure(server: Any) -> None:
+        state.on_load_failure = lambda: setattr(server, "should_exit", True)
+
     log.info(
         "loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port
     )
-    server.run()
+    # uvicorn stops taking requests; those in flight get TUNESMITH_SHUTDOWN_GRACE to finish
+    code = run_until_stopped(
+        config,
+        on_exit=lambda: state.service.stop(settings.shutdown_grace),
+        on_start=stop_on_load_failure,
+    )
     if state.load_error is not None:
         raise TunesmithError(state.load_error)
-    return 0
-
-
-def _graceful_server(config: Any, on_exit: Callable[[], None]) -> Any:
-    """uvicorn's server, telling the service when SIGTERM (or Ctrl-C) comes: uvicorn stops
-    taking requests, and those in flight get TUNESMITH_SHUTDOWN_GRACE seconds to finish."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            on_exit()
-            super().handle_exit(sig, frame)
-
-    return Server(config)
+    return code
 
 
 def loopback(host: str) -> bool:
