@@ -13,16 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, expect
 
 from live_server import Api, serve
 from tunesmith.engine import MusicGenEngine
-
-try:
-    from playwright.sync_api import Browser, Page, expect
-except ImportError:
-    if os.environ.get("TUNESMITH_BROWSER_TESTS") != "0":
-        raise
-    pytest.skip("Playwright is not installed; TUNESMITH_BROWSER_TESTS=0", allow_module_level=True)
 
 OpenPage = Callable[..., Page]
 EXACT_SEED = "9007199254740993"  # 2**53 + 1: a JS number would round it

@@ -4,28 +4,18 @@ SageMaker container's serve them."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Browser, Page, Route, expect
 
 from live_server import Api, LiveServer
 from tunesmith.aws.endpoint import create_endpoint_app
 from tunesmith.config import load_settings
 from tunesmith.engine import MusicGenEngine
-
-try:
-    from playwright.sync_api import Browser, Page, Route, expect
-except ImportError as exc:
-    if os.environ.get("TUNESMITH_BROWSER_TESTS") != "0":
-        raise ImportError(
-            "the browser tests need Playwright for Python (pip install playwright, no browser "
-            "download) and /usr/bin/chromium; set TUNESMITH_BROWSER_TESTS=0 to skip them"
-        ) from exc
-    pytest.skip("Playwright is not installed; TUNESMITH_BROWSER_TESTS=0", allow_module_level=True)
 
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 

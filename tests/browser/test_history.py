@@ -5,22 +5,15 @@ each entry shows (every parameter, its waveform, its length, its lineage) and wh
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Locator, Page, expect
 
 from live_server import Api, stored_files, track_files
-
-try:
-    from playwright.sync_api import Locator, Page, expect
-except ImportError:
-    if os.environ.get("TUNESMITH_BROWSER_TESTS") != "0":
-        raise
-    pytest.skip("Playwright is not installed; TUNESMITH_BROWSER_TESTS=0", allow_module_level=True)
 
 OpenPage = Callable[..., Page]
 EXACT_SEED = 9007199254740993  # 2**53 + 1: a JS number would round it

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from playwright.sync_api import Page, expect
 
 from live_server import Api, serve
 from tunesmith.engine import MusicGenEngine
-
-try:
-    from playwright.sync_api import Page, expect
-except ImportError as exc:
-    if os.environ.get("TUNESMITH_BROWSER_TESTS") != "0":
-        raise ImportError(
-            "the browser tests need Playwright for Python (pip install playwright, no browser "
-            "download) and /usr/bin/chromium; set TUNESMITH_BROWSER_TESTS=0 to skip them"
-        ) from exc
-    pytest.skip("Playwright is not installed; TUNESMITH_BROWSER_TESTS=0", allow_module_level=True)
 
 # The tiny model makes ~10 s of audio per second as a job on 2 CPUs, with the browser running:
 # this long a track takes ~6 s, and the page starts playing it after ~1.5 s.
