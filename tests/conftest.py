@@ -120,3 +120,17 @@ from model_fixtures import (  # noqa: E402, F401
     tiny_melody_engine,
     tiny_model_dir,
 )
+
+# =================================================================================================
+# Parallel runs (pytest-xdist, `scripts/test` runs two workers with --dist loadgroup): each test
+# file goes to one worker, so its module fixtures are made once; every test that uses the CDK
+# synths (tests/cdk_synth.py, a minute or more of `cdk synth` runs) goes to the same worker.
+# =================================================================================================
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "cdk-synths" if "synths" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

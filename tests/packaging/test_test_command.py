@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PYTEST = "python -m pytest -n 2 --dist loadgroup"
 TOOL = """#!/usr/bin/env bash
 echo "$(basename "$0")${*:+ $*}" >> "$CALLS"
 case "$(basename "$0") $*" in *"$FAIL"*) exit 1 ;; esac
@@ -29,7 +30,8 @@ def run_test_command(tmp_path: Path, fail: str, *args: str) -> tuple[int, list[s
         (bin_dir / tool).chmod(0o755)
     (bin_dir / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
     calls = tmp_path / "calls"
-    env = {**os.environ, "CALLS": str(calls), "FAIL": fail, "TUNESMITH_BROWSER_TESTS": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "TUNESMITH_TEST_WORKERS"}
+    env |= {"CALLS": str(calls), "FAIL": fail, "TUNESMITH_BROWSER_TESTS": "0"}
     done = subprocess.run(
         ["bash", str(checkout / "scripts/test"), *args], env=env, capture_output=True, timeout=60
     )
@@ -40,16 +42,16 @@ def run_test_command(tmp_path: Path, fail: str, *args: str) -> tuple[int, list[s
 def test_every_check_runs_and_any_failure_fails_the_run(tmp_path: Path, fail: str) -> None:
     code, calls = run_test_command(tmp_path, fail)
     assert code != 0
-    assert calls == ["python -m pytest", "ruff check .", "ruff format --check .", "mypy"]
+    assert calls == [PYTEST, "ruff check .", "ruff format --check .", "mypy"]
 
 
 def test_all_passing_exits_zero(tmp_path: Path) -> None:
     assert run_test_command(tmp_path, "nothing fails") == (
         0,
-        ["python -m pytest", "ruff check .", "ruff format --check .", "mypy"],
+        [PYTEST, "ruff check .", "ruff format --check .", "mypy"],
     )
 
 
 def test_arguments_go_to_pytest_alone(tmp_path: Path) -> None:
     code, calls = run_test_command(tmp_path, "-m pytest", "-k", "api")
-    assert code != 0 and calls == ["python -m pytest -k api"]
+    assert code != 0 and calls == [f"{PYTEST} -k api"]
