@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         "auto", description="auto: fp32 on CPU (exact), fp16 on CUDA; int8 and int4 are CPU-only"
     )
     max_batch: int = Field(8, ge=1, le=64, description="Requests decoded together")
+    step: Literal["auto", "eager", "cuda-graph", "static"] = Field(
+        "auto",
+        description="The decode step: auto is cuda-graph on CUDA (fp16, bf16, fp32) and eager "
+        "on the CPU; static is the cuda-graph step run without a graph",
+    )
     batch_window_ms: float = Field(
         20.0, ge=0, le=1000, description="How long an idle engine waits for company"
     )

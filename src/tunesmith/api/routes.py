@@ -184,6 +184,7 @@ def health_response(
             "device": str(engine.loaded.device),
             "precision": engine.precision,
             "kernels": engine.kernels.path,
+            "step": engine.step_kind,
             "sample_rate": engine.sample_rate,
             "channels": engine.channels,
             "continues_audio": engine.continues_audio,

@@ -83,7 +83,7 @@ HALF_MAX_DIFF = 0.05  # of the largest reference logit
 def _optional(step: str) -> bool:
     """Steps whose failure says nothing about the engine's fp16/fp32 path: transformers' own
     runs beside the reference, and bf16. Reported, but they do not fail the check."""
-    return any(mark in step for mark in ("baseline", "speed transformers", "bf16"))
+    return any(mark in step for mark in ("baseline", "speed transformers", "bf16", "eager"))
 
 
 class Stop(BaseException):
@@ -248,7 +248,29 @@ class GpuCheck:
             partial(self.transformers_speed, "fp16"),
             ("reference",),
         )
+        from tunesmith.benchmark import gpu_targets
+
+        half_ms = self.engine_ms(self.half)
+        self.step(
+            "scaling",
+            self.need_engine(self.half) + 2 * sum(gpu_targets.SWEEP) * self.steps * half_ms / 1000,
+            partial(gpu_targets.scale, self),
+            ("build",),
+        )
+        stream_steps = 50 * (gpu_targets.STREAM_SECONDS if cuda else self.args.duration)
+        self.step(
+            "streaming",
+            2 * stream_steps * half_ms / 1000 + 10,
+            partial(gpu_targets.stream, self),
+            ("build",),
+        )
         if cuda:
+            self.step(
+                "speed fp16 eager",
+                self.need_engine("fp16") + 20 * self.steps * self.engine_ms("fp16") / 1000,
+                partial(self.engine_speed, "fp16", "eager"),
+                ("build",),
+            )
             self.step(
                 "parity bf16",
                 2 * self.need_engine("bf16"),
@@ -455,29 +477,45 @@ class GpuCheck:
 
     # -- the engine ----------------------------------------------------------------------------
 
-    def engine(self, precision: str) -> Any:
-        """The engine at `precision`, set up once and kept (GPU memory is plentiful)."""
-        if precision not in self.engines:
+    def engine(self, precision: str, step: str | None = None, slots: int = BATCH) -> Any:
+        """The engine at `precision`, set up once and kept (GPU memory is plentiful). Its step
+        is the served default on CUDA; on the CPU the static step where it runs (fp32), so the
+        dry run exercises it too. Other `step` s and `slots` are engines of their own."""
+        step = self.default_step(precision) if step is None else step
+        key = (
+            precision
+            if (step, slots) == (self.default_step(precision), BATCH)
+            else (f"{precision} {step} x{slots}")
+        )
+        if key not in self.engines:
             from tunesmith.engine import MusicGenEngine
 
             start = time.perf_counter()
             engine = MusicGenEngine(
-                self.model_dir, self.args.device, precision=precision, max_batch=BATCH
+                self.model_dir, self.args.device, precision=precision, max_batch=slots, step=step
             )
             engine.setup()
-            self.engines[precision] = engine
+            self.engines[key] = engine
             seconds = time.perf_counter() - start
-            self.figures.setdefault("engine_setup_seconds", {})[precision] = seconds
+            self.figures.setdefault("engine_setup_seconds", {})[key] = seconds
             kernels = engine.kernels.describe()
-            _say(f"tunesmith engine {precision} set up in {seconds:.1f} s, kernels {kernels}")
-        return self.engines[precision]
+            _say(
+                f"tunesmith engine {key} set up in {seconds:.1f} s, kernels {kernels}, "
+                f"step {engine.step_kind}"
+            )
+        return self.engines[key]
+
+    def default_step(self, precision: str) -> str:
+        return "auto" if self.device.type == "cuda" or precision != "fp32" else "static"
 
     def run_parity(self, precision: str) -> None:
         from tunesmith.benchmark.reference import compare_scores, engine_scores
 
         engine = self.engine(precision)
         decoder, processor = engine.decoder, engine.loaded.processor
-        score = partial(engine_scores, decoder, processor, PROMPT, self.frames, GUIDANCE)
+        score = partial(
+            engine_scores, decoder, processor, PROMPT, self.frames, GUIDANCE, step=engine.stepper
+        )
         start = self.now()
         free, _ = engine.scheduler.call(score)
         seconds = self.now() - start
@@ -535,15 +573,18 @@ class GpuCheck:
         rule = f"top-1 >= {agreement:.1%}, max|diff| <= {max_diff:.3g} x scale"
         return forced.top1_agreement >= agreement and relative <= max_diff, rule
 
-    def engine_speed(self, precision: str) -> None:
+    def engine_speed(self, precision: str, step: str | None = None) -> None:
+        """One request, then `BATCH` together, on the served step (or on `step`, for
+        comparison: then named with it, and not gated)."""
         from tunesmith.engine import GenerationParams
 
         torch = self.torch
-        engine = self.engine(precision)
+        engine = self.engine(precision, step)
+        label = precision if step is None else f"{precision} {step}"
         # warm-up: the whole path once (audio included), then a batch of the timed size
         warm = engine.generate(GenerationParams(PROMPT, 1.0, seed=99))
         finite = bool(torch.isfinite(torch.from_numpy(warm.samples)).all())
-        self.check_audio(f"speed {precision} warm-up", finite, warm.duration, 1.0)
+        self.check_audio(f"speed {label} warm-up", finite, warm.duration, 1.0)
         short = [GenerationParams(f"{PROMPT}, take {i}", 0.2, seed=i) for i in range(BATCH)]
         self.serve(engine, short)
         requests = [
@@ -551,23 +592,24 @@ class GpuCheck:
             for i in range(BATCH)
         ]
         one = self.serve(engine, requests[:1])
-        self.ms_step[precision] = one["ms_per_step"]
+        if step is None:
+            self.ms_step[precision] = one["ms_per_step"]
         batch = self.serve(engine, requests)
         # request 0 alone and in the batch: same prompt and seed
-        one["same_codes_as_in_batch"] = batch["same_codes_as_in_batch"] = bool(
-            torch.equal(one.pop("codes")[0], batch.pop("codes")[0])
-        )
-        self.speed[f"tunesmith {precision} x1"] = one
-        self.speed[f"tunesmith {precision} x{BATCH}"] = batch
+        same = bool(torch.equal(one.pop("codes")[0], batch.pop("codes")[0]))
+        one["same_codes_as_in_batch"] = batch["same_codes_as_in_batch"] = same
+        one["step"] = batch["step"] = engine.step_kind
+        if step is None and not same:
+            self.failed_checks.append(f"speed {label}: a request's codes changed in a batch")
+        self.speed[f"tunesmith {label} x1"] = one
+        self.speed[f"tunesmith {label} x{BATCH}"] = batch
         self.relate()
         for result in (one, batch):
             n = result["requests"]
             wanted = n * self.args.duration
-            self.check_audio(
-                f"speed {precision} x{n}", result["audio_finite"], result["audio"], wanted
-            )
+            self.check_audio(f"speed {label} x{n}", result["audio_finite"], result["audio"], wanted)
             _say(
-                f"tunesmith {precision}, {n} request{'s' if n > 1 else ''} sampled: "
+                f"tunesmith {label}, {n} request{'s' if n > 1 else ''} sampled: "
                 f"{result['steps_per_second']:.1f} steps/s ({result['ms_per_step']:.1f} ms/step"
                 + (f", {result['request_steps_per_second']:.0f} request-steps/s" if n > 1 else "")
                 + f"), end to end {result['seconds']:.2f} s, realtime x{result['realtime']:.1f}"
@@ -704,6 +746,10 @@ class GpuCheck:
                 "steps/s and ms/step: decode steps of the whole batch (transformers: its generate "
                 "call); vs tf fp32: end-to-end request-steps/s over transformers fp32's"
             )
+        from tunesmith.benchmark.gpu_targets import judge
+
+        for line in judge(self):
+            _say(line)
         for name, why in self.skipped.items():
             _say(f"skipped {name}: {why}")
         for name, why in self.errors.items():

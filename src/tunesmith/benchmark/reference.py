@@ -83,10 +83,13 @@ def engine_scores(
     frames: int,
     guidance_scale: float,
     teacher: torch.Tensor | None = None,
+    step: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """tunesmith's loop, greedy (or forced to `teacher`'s codes): ``(scores, tokens)``.
 
-    `decoder` is a `FastDecoder`; scores are ``(steps, K, V)``, tokens ``(K, steps + 1)``.
+    `decoder` is a `FastDecoder`; `step` what steps its jobs (a `StepDecoder`: the engine's
+    `stepper`; default the decoder itself); scores are ``(steps, K, V)``, tokens
+    ``(K, steps + 1)``.
     """
     from tunesmith.engine.model.sampling import SamplingParams
 
@@ -94,6 +97,7 @@ def engine_scores(
     sampling = SamplingParams(guidance_scale=guidance_scale, greedy=True)
     job = decoder.start(inputs["input_ids"], inputs["attention_mask"], frames, sampling, seed=0)
     job.scores, job.teacher = [], teacher
+    stepper = decoder if step is None else step
     while not job.done:
-        decoder.step([job])
+        stepper.step([job])
     return torch.stack(job.scores).float().cpu(), job.tokens.cpu()

@@ -28,6 +28,7 @@ HELPS = {
     "device": "auto, cpu or cuda (TUNESMITH_DEVICE)",
     "precision": "auto, fp32, int8 or int4 (CPU), fp16 or bf16 (CUDA) (TUNESMITH_PRECISION)",
     "max_batch": "requests decoded together (TUNESMITH_MAX_BATCH, default 8)",
+    "step": "auto, eager or cuda-graph: how a decode step runs (TUNESMITH_STEP)",
     "batch_window_ms": "idle wait for concurrent requests, ms (TUNESMITH_BATCH_WINDOW_MS)",
     "storage": "local or s3 (TUNESMITH_STORAGE)",
     "local_dir": "directory for local storage (TUNESMITH_LOCAL_DIR)",
@@ -57,7 +58,7 @@ HELPS = {
 }
 
 SERVE_SETTINGS = [
-    "model", "device", "precision", "max_batch", "batch_window_ms",
+    "model", "device", "precision", "max_batch", "step", "batch_window_ms",
     "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
     "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes", "max_jobs",
@@ -69,7 +70,7 @@ GENERATE_SETTINGS = ["model", "device", "precision", "max_duration", "extend_str
 
 # `endpoint` listens on --port, else SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080.
 ENDPOINT_SETTINGS = [
-    "model", "device", "precision", "max_batch", "batch_window_ms", "host", "max_duration",
+    "model", "device", "precision", "max_batch", "step", "batch_window_ms", "host", "max_duration",
     "max_queue", "max_body_bytes", "max_response_bytes", "extend_stride", "max_upload_bytes",
 ]  # fmt: skip
 

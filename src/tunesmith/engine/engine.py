@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from tunesmith.engine.kernels import KernelStatus
     from tunesmith.engine.melody import MelodyGenerator
     from tunesmith.engine.model import DecodeJob, FastDecoder
-    from tunesmith.engine.scheduler import BatchScheduler
+    from tunesmith.engine.scheduler import BatchScheduler, StepDecoder
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
 
@@ -52,7 +52,10 @@ class MusicGenEngine:
     `precision` is ``auto`` (fp32 on CPU, fp16 on CUDA), ``fp32``, ``int8`` or ``int4`` (CPU)
     or ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
     and an idle engine waits `batch_window` seconds for concurrent arrivals to start together.
-    Each window of a long track adds `extend_stride` seconds.
+    Each window of a long track adds `extend_stride` seconds. `step` is how a decode step runs:
+    ``eager`` (the dynamic batch, `tunesmith.engine.model`), ``cuda-graph`` (a static batch
+    replayed as one CUDA graph, `tunesmith.engine.cuda`), ``static`` (that step without the
+    graph), or ``auto`` (cuda-graph on CUDA, eager on the CPU).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class MusicGenEngine:
         max_batch: int = 8,
         batch_window: float = 0.02,
         extend_stride: float = 18.0,
+        step: str = "auto",
     ) -> None:
         if not 0 < extend_stride < WINDOW_SECONDS:
             raise ValueError(f"extend_stride must be within the {WINDOW_SECONDS:g} s window")
@@ -73,6 +77,8 @@ class MusicGenEngine:
         self.precision_setting = precision
         self.max_batch = max_batch
         self.batch_window = batch_window
+        self.step_setting = step
+        self.step_kind = "eager"  # what runs, once set up (`/healthz` reports it)
         self.load_error: str | None = None
         self.load_seconds: float | None = None  # how long `setup` took, once it succeeded
         self._loaded: LoadedModel | None = None
@@ -80,6 +86,7 @@ class MusicGenEngine:
         self._scheduler: BatchScheduler | None = None
         self._audio: AudioDecoder | None = None
         self._melody: MelodyGenerator | None = None
+        self.stepper: StepDecoder | None = None  # what the scheduler steps, once set up
 
     # lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -127,14 +134,36 @@ class MusicGenEngine:
         self._audio = audio
         self._decoder = decoder
         self._loaded = loaded
-        self._scheduler = BatchScheduler(decoder, self.max_batch, self.batch_window)
+        self.stepper = self._stepper(decoder, loaded)
+        self._scheduler = BatchScheduler(self.stepper, self.max_batch, self.batch_window)
         log.info(
-            "engine ready: %s, %s on %s, kernels %s",
+            "engine ready: %s, %s on %s, kernels %s, step %s",
             self.model_name,
             precision,
             loaded.device,
             decoder.kernels.describe(),
+            self.step_kind,
         )
+
+    def _stepper(self, decoder: FastDecoder, loaded: LoadedModel) -> StepDecoder:
+        """What the scheduler steps: the dynamic decoder itself, or the static batch over it
+        (`tunesmith.engine.cuda`), sized to `max_batch` requests of one window each."""
+        from tunesmith.engine.cuda import StaticStepper
+        from tunesmith.errors import ConfigError
+
+        kind = self.step_setting
+        if kind == "auto":
+            kind = "cuda-graph" if loaded.device.type == "cuda" else "eager"
+        if kind == "eager":
+            self.step_kind = kind
+            return decoder
+        if kind == "cuda-graph" and loaded.device.type != "cuda":
+            raise ConfigError("TUNESMITH_STEP: cuda-graph needs a CUDA device")
+        if decoder.cache_dtype != decoder.dtype:
+            raise ConfigError(f"TUNESMITH_STEP: {kind} runs fp32, fp16 or bf16, not int8 or int4")
+        positions = _window_frames(loaded, decoder.max_delay) + decoder.max_delay + 1
+        self.step_kind = kind
+        return StaticStepper(decoder, self.max_batch, positions, graphs=kind == "cuda-graph")
 
     def _setup_melody(self, loaded: LoadedModel) -> None:
         """musicgen-melody: transformers' own generation (`tunesmith.engine.melody`), one
@@ -245,9 +274,7 @@ class MusicGenEngine:
     @property
     def window_frames(self) -> int:
         """Frames one window holds: 30 s, or fewer where the model has fewer positions."""
-        positions = int(self.loaded.model.decoder.config.max_position_embeddings)
-        limit = positions - 1 - self.decoder.max_delay  # position 0 is the start token
-        return min(round(WINDOW_SECONDS * self.loaded.frame_rate), limit)
+        return _window_frames(self.loaded, self.decoder.max_delay)
 
     def windows_for(self, duration: float, prompt_frames: int = 0) -> list[Window]:
         """The windows a `duration` s track takes after `prompt_frames` known frames."""
@@ -400,6 +427,12 @@ class MusicGenEngine:
         return Track(np.concatenate(chunks), self.sample_rate)
 
 
+def _window_frames(loaded: LoadedModel, max_delay: int) -> int:
+    positions = int(loaded.model.decoder.config.max_position_embeddings)
+    limit = positions - 1 - max_delay  # position 0 is the start token
+    return min(round(WINDOW_SECONDS * loaded.frame_rate), limit)
+
+
 class _NoSteps:
     """The step decoder of an engine whose generation runs outside the batch (melody)."""
 
@@ -416,4 +449,5 @@ def engine_for(settings: Settings) -> MusicGenEngine:
         max_batch=settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
         extend_stride=settings.extend_stride,
+        step=settings.step,
     )
