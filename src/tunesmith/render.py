@@ -62,6 +62,7 @@ def engine_description(engine: MusicGenEngine) -> dict[str, str]:
         "precision": engine.precision,
         "device": str(engine.loaded.device),
         "kernels": engine.kernels.path,
+        "step": engine.step_kind,
         "extend_stride": f"{engine.extend_stride:g}",
     }
 

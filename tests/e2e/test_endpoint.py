@@ -70,7 +70,7 @@ def test_ping_is_503_until_the_model_is_loaded(tiny_model_dir: Path) -> None:
             time.sleep(0.02)
         ready = client.get("/ping").json()
         assert ready["status"] == "ok" and ready["precision"] == "fp32"
-        assert ready["kernels"] == kernels.status("cpu").path
+        assert ready["kernels"] == kernels.status("cpu").path and ready["step"] == "eager"
         assert invoke(client, REQUEST).status_code == 200
 
 

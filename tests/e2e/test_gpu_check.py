@@ -54,6 +54,16 @@ def test_cpu_dry_run_checks_parity_and_speed(tiny_model_dir: Path) -> None:
     assert figures["speed"]["tunesmith int8 x1"]["steps_per_second"] > 0
     assert figures["speed"]["transformers fp32 x1"]["vs_transformers_fp32"] == 1.0
     assert "parity vs tf fp32" in done.stdout and "gpu-check: PASS" in done.stdout
+    # fp32 runs the static step the CUDA graph captures; its request alone = in the batch
+    assert batched["step"] == "static" and batched["same_codes_as_in_batch"] is True
+    scaling = figures["scaling"]["requests"]
+    assert list(scaling) == ["1", "2", "4", "8", "16"]
+    assert all(scaling[n]["steps_at_full_batch"] == steps for n in scaling)
+    streaming = figures["streaming"]
+    assert 0 < streaming["first_audio_seconds"] < streaming["wall_seconds"]
+    # targets are printed, held on CUDA only
+    assert [t["verdict"] for t in figures["targets"]] == ["not measured (CPU: not held)"] * 3
+    assert "fp16, 8 requests, request-steps/s" in done.stdout and ">= 2500" in done.stdout
 
 
 def test_out_of_budget_it_stops_with_what_it_has(tiny_model_dir: Path) -> None:

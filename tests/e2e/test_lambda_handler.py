@@ -62,7 +62,8 @@ def test_seed_request_is_stored_in_s3_and_answered_like_the_local_api(
     assert meta["request"]["seed"] == body["seed"]
     assert meta["engine"] == {
         "tunesmith": __version__, "precision": "fp32", "device": "cpu",
-        "kernels": meta["engine"]["kernels"], "extend_stride": "18", "endpoint": ENDPOINT,
+        "kernels": meta["engine"]["kernels"], "step": "eager", "extend_stride": "18",
+        "endpoint": ENDPOINT,
     }  # fmt: skip
     assert meta["generation_seconds"] > 0 and meta["inputs"] == {}
     head = s3_env.client().head_object(Bucket=s3_bucket, Key=key)

@@ -114,7 +114,7 @@ def test_a_job_is_queued_then_succeeds_with_its_result_and_track_record(
     assert stored_record["request"]["prompt"] == REQUEST["prompt"]
     assert stored_record["engine"] == {
         "tunesmith": __version__, "precision": "fp32", "device": "cpu",
-        "kernels": stored_record["engine"]["kernels"], "extend_stride": "18",
+        "kernels": stored_record["engine"]["kernels"], "step": "eager", "extend_stride": "18",
         "endpoint": ENDPOINT,
     }  # fmt: skip
     assert stored_record["generation_seconds"] > 0

@@ -42,8 +42,8 @@ def test_a_long_or_unicode_model_name_is_shortened_to_fit_keeping_its_tail() -> 
 
 
 def full_info(model: str = "facebook/musicgen-melody") -> TrackInfo:
-    engine = {"tunesmith": "0.1.0", "precision": "int8", "device": "cpu", "kernels": "compiled",
-              "extend_stride": "18"}  # fmt: skip
+    engine = {"tunesmith": "0.1.0", "precision": "int8", "device": "cuda:0", "kernels": "torch",
+              "step": "cuda-graph", "extend_stride": "18"}  # fmt: skip
     uploads = {
         name: InputRecord(sha256=digit * 64, start=1.5, end=31.5)
         for name, digit in (("input_audio", "a"), ("melody", "b"))

@@ -163,7 +163,9 @@ class MusicGenEngine:
             raise ConfigError(f"TUNESMITH_STEP: {kind} runs fp32, fp16 or bf16, not int8 or int4")
         positions = _window_frames(loaded, decoder.max_delay) + decoder.max_delay + 1
         self.step_kind = kind
-        return StaticStepper(decoder, self.max_batch, positions, graphs=kind == "cuda-graph")
+        stepper = StaticStepper(decoder, self.max_batch, positions, graphs=kind == "cuda-graph")
+        stepper.prepare()
+        return stepper
 
     def _setup_melody(self, loaded: LoadedModel) -> None:
         """musicgen-melody: transformers' own generation (`tunesmith.engine.melody`), one

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Slots"]
 
-_PROMPT_BUCKET = 32  # prompt buffers grow in powers of two from here (a new graph each time)
+_PROMPT_BUCKET = 64  # prompt buffers grow in powers of two from here (a new graph each time)
 
 
 class Slots:

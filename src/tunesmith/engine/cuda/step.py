@@ -57,7 +57,7 @@ def static_step(decoder: FastDecoder, slots: Slots) -> None:
         attended = F.scaled_dot_product_attention(
             query.to(cache.dtype), cache[0], cache[1], attn_mask=self_mask
         )
-        x = layer.out(attended.reshape(rows, hidden).to(x.dtype), x)
+        x = layer.out(attended.reshape(rows, hidden).to(x.dtype), x).contiguous()
         # only the conditional rows attend to the prompt: the unconditional ones see an
         # all-masked prompt, which adds exactly zero
         pairs = x.view(count, 2, hidden)

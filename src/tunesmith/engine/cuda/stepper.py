@@ -52,6 +52,11 @@ class StaticStepper:
         """What `/healthz` reports: ``cuda-graph`` or ``static`` (the same step, eager)."""
         return "cuda-graph" if self.graphs else "static"
 
+    def prepare(self) -> None:
+        """Capture the graph now (at load), so the first request does not wait for it."""
+        if self.graphs and self._graph is None:
+            self._graph = self._capture()
+
     def step(self, jobs: list[DecodeJob]) -> None:
         """Advance every job by one position (the caller drops jobs that are `done`)."""
         if len(jobs) > self.slots.count:
@@ -115,7 +120,9 @@ class StaticStepper:
                 static_step(self.decoder, slots)
         torch.cuda.current_stream(self.decoder.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread-local: only this thread's CUDA work may be captured (the engine's other threads
+        # do none while it captures, and must not fail the capture if they ever do)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_step(self.decoder, slots)
         slots.active.copy_(active)
         log.info(
