@@ -68,6 +68,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tunesmith.benchmark.gpu_targets import EAGER_H200, judge
+
 __all__ = ["main"]
 
 NO_CUDA = 3
@@ -733,21 +735,22 @@ class GpuCheck:
             base = self.speed.get("transformers fp32 x1")
             _say(
                 f"{'speed (sampled)':<26} {'steps/s':>8} {'ms/step':>8} {'req-steps/s':>11} "
-                f"{'end-to-end':>10} {'realtime':>8} {'vs tf fp32':>10}"
+                f"{'end-to-end':>10} {'realtime':>8} {'vs tf fp32':>10} {'H200 eager':>10}"
             )
             for name, s in self.speed.items():
                 ratio = s.get("vs_transformers_fp32")
+                before = EAGER_H200.get(name)
                 _say(
                     f"{name:<26} {s['steps_per_second']:>8.1f} {s['ms_per_step']:>8.1f} "
                     f"{s['request_steps_per_second']:>11.0f} {s['seconds']:>9.2f}s "
-                    f"{s['realtime']:>7.1f}x {'-' if ratio is None else f'{ratio:.2f}x':>10}"
+                    f"{s['realtime']:>7.1f}x {'-' if ratio is None else f'{ratio:.2f}x':>10} "
+                    f"{'-' if before is None else f'{before:.0f}':>10}"
                 )
             _say(
                 "steps/s and ms/step: decode steps of the whole batch (transformers: its generate "
-                "call); vs tf fp32: end-to-end request-steps/s over transformers fp32's"
+                "call); vs tf fp32: end-to-end request-steps/s over transformers fp32's; H200 "
+                "eager: request-steps/s of the eager step on an H200 before the graph step"
             )
-        from tunesmith.benchmark.gpu_targets import judge
-
         for line in judge(self):
             _say(line)
         for name, why in self.skipped.items():
