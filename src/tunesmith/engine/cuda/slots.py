@@ -101,7 +101,7 @@ class Slots:
         ):
             buffer[slot].fill_(fill)
             if source is not None:
-                buffer[slot, :, :width] = source
+                buffer[slot, :, :width] = source[:, :width]
         self.teach[slot] = job.teacher is not None
         self.t[slot] = job.t
         self.sampling.set(slot, job.sampling, draw_key(job.generator))
