@@ -1,4 +1,6 @@
-"""What one generation takes (`GenerationParams`) and gives (`Track`)."""
+"""What one generation takes (`GenerationParams`, `SamplingParams`) and gives (`Track`).
+
+Torch-free: the API and AWS tiers import it without loading the engine."""
 
 from __future__ import annotations
 
@@ -8,12 +10,23 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tunesmith.engine.model.sampling import SamplingParams
-
-__all__ = ["GenerationParams", "ProgressCallback", "Track"]
+__all__ = ["GenerationParams", "ProgressCallback", "SamplingParams", "Track"]
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``(steps_done, steps_total)`` after each decoder step (from the decode thread)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 250  # 0: off
+    top_p: float = 0.0  # 0: off
+    guidance_scale: float = 3.0  # <= 1: off (no unconditional row)
+    greedy: bool = False  # argmax instead of sampling (parity checks, benchmarks)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,11 @@ own `torch.Generator`, so its codes do not depend on which other requests share 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from tunesmith.engine.params import SamplingParams
+
 __all__ = ["SamplingParams", "guided_logits", "pick_tokens"]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0
-    top_k: int = 250  # 0: off
-    top_p: float = 0.0  # 0: off
-    guidance_scale: float = 3.0  # <= 1: off (no unconditional row)
-    greedy: bool = False  # argmax instead of sampling (parity checks, benchmarks)
-
-    @property
-    def guided(self) -> bool:
-        return self.guidance_scale > 1
 
 
 def guided_logits(rows: torch.Tensor, params: SamplingParams) -> torch.Tensor:
