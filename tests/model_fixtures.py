@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.benchmark.random_melody import save_random_musicgen_melody
-from tunesmith.benchmark.random_model import save_random_musicgen
 from tunesmith.engine import MusicGenEngine
+from tunesmith.testing.random_melody import save_random_musicgen_melody
+from tunesmith.testing.random_model import save_random_musicgen
 
 
 @pytest.fixture(scope="session")

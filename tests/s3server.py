@@ -1,4 +1,4 @@
-"""A real S3 server for tests: SeaweedFS on loopback (`tunesmith.benchmark.seaweed`, which
+"""A real S3 server for tests: SeaweedFS on loopback (`tunesmith.testing.seaweed`, which
 `tunesmith loadtest` starts too), and `FaultyProxy` to cut or lose traffic on purpose.
 
     with SeaweedS3() as server:           # or server = SeaweedS3().start(); ...; server.stop()
@@ -18,7 +18,7 @@ import contextlib
 import socket
 import threading
 
-from tunesmith.benchmark.seaweed import (
+from tunesmith.testing.seaweed import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,

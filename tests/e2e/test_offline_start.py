@@ -59,7 +59,7 @@ def test_offline_server_stops_at_once_before_listening(
     assert message.startswith("tunesmith: error: model facebook/musicgen-small is not on this")
     assert "`tunesmith download --model facebook/musicgen-small --output DIR`" in message
     assert "TUNESMITH_MODEL=DIR" in message
-    assert "python -m tunesmith.benchmark.random_model ./tiny-musicgen" in message
+    assert "python -m tunesmith.testing.random_model ./tiny-musicgen" in message
     assert not message.endswith(("'.", "..")), message
 
 

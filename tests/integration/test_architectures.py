@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tunesmith.benchmark.random_model import PRESETS, cached_random_musicgen, save_random_musicgen
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
 from tunesmith.engine import GenerationParams, MusicGenEngine
 from tunesmith.engine.loader import LoadedModel, load_model
 from tunesmith.engine.model.decoder import FastDecoder
+from tunesmith.testing.random_model import PRESETS, cached_random_musicgen, save_random_musicgen
 
 PROMPT = "80s pop track with bassy drums and synth"
 SHORT_PROMPT = "piano"  # fewer tokens than a head's size: cross-attention runs folded

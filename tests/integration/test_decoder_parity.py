@@ -175,8 +175,8 @@ def test_int4_stays_near_fp32_on_teacher_forced_steps(
 
 
 def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Path) -> None:
-    from tunesmith.benchmark.random_model import save_random_musicgen
     from tunesmith.engine import GenerationParams, MusicGenEngine
+    from tunesmith.testing.random_model import save_random_musicgen
 
     path = save_random_musicgen(tmp_path / "stereo", preset="tiny-stereo")
     stereo = load_model(str(path), device="cpu")

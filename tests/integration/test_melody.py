@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from tunesmith.benchmark.random_melody import save_random_musicgen_melody
 from tunesmith.engine.loader import LoadedModel
 from tunesmith.engine.melody import (
     MelodyFeatureConfig,
@@ -20,6 +19,7 @@ from tunesmith.engine.melody import (
     load_melody_model,
 )
 from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.testing.random_melody import save_random_musicgen_melody
 
 PROMPT = "calm piano melody for a rainy evening"
 RATE = 32000

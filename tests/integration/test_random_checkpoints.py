@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tunesmith.benchmark.random_model import CODEC_RMS, save_random_musicgen
 from tunesmith.engine import GenerationParams, MusicGenEngine
+from tunesmith.testing.random_model import CODEC_RMS, save_random_musicgen
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """``tunesmith bench --arch``: other architectures' speed and memory, against transformers.
 
-Each architecture is a preset of `tunesmith.benchmark.random_model` (random weights with the
+Each architecture is a preset of `tunesmith.testing.random_model` (random weights with the
 real checkpoint's shapes, saved once into the cache directory and reused) or a checkpoint
 directory. On each, transformers `generate` (fp32) and tunesmith's engine at every precision
 asked for run the same greedy clip on the same weights, each in its own worker process, one
@@ -51,7 +51,7 @@ def _size(path: Path) -> str:
 
 def checkpoint_for(entry: str, cache: Path | None, say: Say) -> tuple[Path, dict[str, Any]]:
     """The checkpoint directory for a preset name or a directory, and how it was had."""
-    from tunesmith.benchmark.random_model import PRESETS, cached_path, cached_random_musicgen
+    from tunesmith.testing.random_model import PRESETS, cached_path, cached_random_musicgen
 
     if entry not in PRESETS:
         return Path(entry), {"source": "directory"}

@@ -333,7 +333,7 @@ class GpuCheck:
             self.model_dir = self.args.model
             self.figures["model"] = self.args.model
             return
-        from tunesmith.benchmark.random_model import save_random_musicgen
+        from tunesmith.testing.random_model import save_random_musicgen
 
         start = time.perf_counter()
         preset = self.args.preset

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import soundfile
 
-from tunesmith.benchmark.seaweed import free_ports
 from tunesmith.errors import TunesmithError
+from tunesmith.testing.seaweed import free_ports
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,7 +1,7 @@
 """``tunesmith loadtest``: ``tunesmith serve`` under concurrent load and faults, on loopback,
 with every stored object checked afterwards.
 
-It starts its own SeaweedFS S3 server (`tunesmith.benchmark.seaweed`) and `--replicas`
+It starts its own SeaweedFS S3 server (`tunesmith.testing.seaweed`) and `--replicas`
 ``tunesmith serve`` processes on one bucket, with a tiny random MusicGen unless `--model`:
 
 1. load: `--clients` threads POST /generate (short tracks) for `--seconds`, spread over the
@@ -50,8 +50,8 @@ from tunesmith.benchmark.load import (
 )
 from tunesmith.benchmark.loadreport import say as _say
 from tunesmith.benchmark.loadreport import summary
-from tunesmith.benchmark.seaweed import SeaweedS3
 from tunesmith.errors import TunesmithError
+from tunesmith.testing.seaweed import SeaweedS3
 
 __all__ = ["main", "run"]
 
@@ -159,7 +159,7 @@ class Run:
     def model(self) -> str:
         if self.args.model:
             return str(self.args.model)
-        from tunesmith.benchmark.random_model import cached_random_musicgen
+        from tunesmith.testing.random_model import cached_random_musicgen
 
         path, _ = cached_random_musicgen("tiny")
         return str(path)

@@ -45,8 +45,8 @@ def melody_section(
     preset: str, duration: float, cache: Path | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Save (once) and time a random musicgen-melody of `preset`; print one line."""
-    from tunesmith.benchmark.random_melody import cached_random_melody
     from tunesmith.benchmark.worker import run_module
+    from tunesmith.testing.random_melody import cached_random_melody
 
     path, saved_now = cached_random_melody(preset, cache)
     when = "saved now; later runs reuse them" if saved_now else "saved by an earlier run"

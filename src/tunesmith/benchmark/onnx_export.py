@@ -39,7 +39,7 @@ def cache_path(model: str, cache: Path | None = None) -> Path:
     """The export directory for checkpoint `model` under `cache` (default the bench cache)."""
     import onnxruntime
 
-    from tunesmith.benchmark.random_model import cache_dir
+    from tunesmith.testing.random_model import cache_dir
 
     source = Path(model).expanduser().resolve()
     files = sorted(
@@ -241,7 +241,7 @@ def _first_set(*values: int | None) -> int | None:
 
 def export(model_dir: str, cache: Path | None = None) -> tuple[Path, bool]:
     """The export of `model_dir` (made once, then reused): ``(directory, exported_now)``."""
-    from tunesmith.benchmark.random_model import cached_checkpoint
+    from tunesmith.testing.random_model import cached_checkpoint
 
     return cached_checkpoint(cache_path(model_dir, cache), lambda at: _export_into(model_dir, at))
 

@@ -56,7 +56,7 @@ def _engine_line(
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from tunesmith.benchmark.random_model import PRESETS
+    from tunesmith.testing.random_model import PRESETS
 
     parser = argparse.ArgumentParser(prog="tunesmith bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model directory (default: random musicgen-small)")

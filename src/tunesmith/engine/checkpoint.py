@@ -37,7 +37,7 @@ def offline_fix(model: str) -> str:
         f"On a machine with network, run `tunesmith download --model {model} --output DIR`, "
         "copy DIR here and set TUNESMITH_MODEL=DIR (or --model DIR). To try tunesmith without "
         "weights, save a random tiny model (its music is noise): `python -m "
-        "tunesmith.benchmark.random_model ./tiny-musicgen`, then set "
+        "tunesmith.testing.random_model ./tiny-musicgen`, then set "
         "TUNESMITH_MODEL=./tiny-musicgen."
     )
 

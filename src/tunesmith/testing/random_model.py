@@ -292,7 +292,7 @@ def cached_random_musicgen(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tunesmith.benchmark.random_model DIR [--preset NAME]``."""
+    """``python -m tunesmith.testing.random_model DIR [--preset NAME]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Save a randomly initialised MusicGen checkpoint")

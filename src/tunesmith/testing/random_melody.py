@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunesmith.benchmark.random_model import PRESETS as MUSICGEN_PRESETS
-from tunesmith.benchmark.random_model import (
+from tunesmith.testing.random_model import PRESETS as MUSICGEN_PRESETS
+from tunesmith.testing.random_model import (
     cached_checkpoint,
     cached_path,
     encoder_parts,
@@ -100,7 +100,7 @@ def cached_random_melody(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tunesmith.benchmark.random_melody DIR [--preset tiny|small]``."""
+    """``python -m tunesmith.testing.random_melody DIR [--preset tiny|small]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Save a randomly initialised musicgen-melody")
