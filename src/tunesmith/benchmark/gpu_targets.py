@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunesmith.benchmark.gpu import GpuCheck
+    from tunesmith.benchmark.gpu_engine import EngineRuns
+    from tunesmith.benchmark.gpu_state import GpuState
 
 __all__ = ["EAGER_H200", "SWEEP", "TARGETS", "judge", "scale", "stream"]
 
@@ -21,7 +22,7 @@ SWEEP = (1, 2, 4, 8, 16)
 STREAM_SECONDS = 30.0
 
 # request-steps/s of the engine's eager step on an NVIDIA H200 (torch 2.11, CUDA 13), random
-# musicgen-small, 10 s clips, by `GpuCheck.speed` entry: the figures the graph step is set against
+# musicgen-small, 10 s clips, by `GpuState.speed` entry: the figures the graph step is set against
 EAGER_H200 = {
     "transformers fp32 x1": 75.0,
     "tunesmith fp32 x1": 198.0,
@@ -33,7 +34,7 @@ EAGER_H200 = {
 @dataclass(frozen=True)
 class Target:
     name: str
-    speed: str  # the `GpuCheck.speed` entry
+    speed: str  # the `GpuState.speed` entry
     figure: str  # its field
     minimum: float | None  # None: at least `over`'s figure
     over: str | None = None
@@ -76,7 +77,7 @@ TARGETS = (
 )
 
 
-def scale(check: GpuCheck) -> None:
+def scale(check: EngineRuns) -> None:
     """Batches of `SWEEP` requests on one engine of ``max(SWEEP)`` slots at the half precision."""
     from tunesmith.engine import GenerationParams
 
@@ -106,7 +107,7 @@ def scale(check: GpuCheck) -> None:
     check.figures["scaling"] = {"step": engine.step_kind, "requests": rows, "ms_8_over_1": flat}
 
 
-def stream(check: GpuCheck) -> None:
+def stream(check: EngineRuns) -> None:
     """A track of `STREAM_SECONDS` (the clip length on the CPU) streamed as `/jobs/{id}/audio`
     plays it: seconds to the first chunk, and audio seconds per wall second."""
     from tunesmith.engine import GenerationParams
@@ -138,7 +139,7 @@ def stream(check: GpuCheck) -> None:
     )
 
 
-def judge(check: GpuCheck) -> list[str]:
+def judge(check: GpuState) -> list[str]:
     """Each target's line for the report; a missed or unmeasured one joins `failed_checks`
     (on CUDA: the CPU dry run only prints them)."""
     cuda = check.device.type == "cuda"
