@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -22,7 +22,19 @@ from tunesmith.jobs import JobManager
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
 
-__all__ = ["AppState", "create_app"]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+__all__ = ["AppState", "base_app", "create_app"]
+
+
+def base_app(title: str, summary: str, lifespan: Lifespan) -> FastAPI:
+    """The FastAPI app every tunesmith server starts from (the API here, the SageMaker
+    container in `tunesmith.aws.endpoint`): its version, JSON errors for every failure, and
+    /docs and /redoc from the Swagger UI and ReDoc that fastapi-offline ships, not a CDN
+    (self-hosted servers and VPC endpoints may have no internet)."""
+    app = FastAPIOffline(title=title, version=__version__, summary=summary, lifespan=lifespan)
+    install_error_handlers(app)
+    return app
 
 
 def create_app(
@@ -65,16 +77,12 @@ def create_app(
             engine.close()  # what still runs fails at its next step, storing nothing
         await anyio.to_thread.run_sync(service.drain, 10.0)
 
-    # /docs and /redoc from the Swagger UI and ReDoc that fastapi-offline ships, not a CDN:
-    # self-hosted servers may have no internet
-    app = FastAPIOffline(
-        title="tunesmith",
-        version=__version__,
-        summary="Text to music with MusicGen, stored in local or S3-compatible storage",
-        lifespan=lifespan,
+    app = base_app(
+        "tunesmith",
+        "Text to music with MusicGen, stored in local or S3-compatible storage",
+        lifespan,
     )
     app.state.tunesmith = state
-    install_error_handlers(app)
     app.include_router(router)
     app.include_router(jobs_router)
     app.add_middleware(RequestLog, metrics=state.metrics)

@@ -13,15 +13,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from tunesmith.api.routes import (
-    COSTLY,
-    ERROR_SCHEMA,
-    GENERATE_BODY,
-    State,
-    base_url,
-    check_api_key,
-    read_generate_request,
-)
+from tunesmith.api.bodies import GENERATE_BODY, read_generate_request
+from tunesmith.api.routes import COSTLY, ERROR_SCHEMA, State, base_url, check_api_key
 from tunesmith.api.state import AppState
 from tunesmith.errors import Conflict, TunesmithError
 from tunesmith.jobs import KEEP_AUDIO_SECONDS, LiveJob

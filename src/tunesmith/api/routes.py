@@ -11,27 +11,16 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from tunesmith.api.auth import given_key
+from tunesmith.api.bodies import GENERATE_BODY, read_generate_request
+from tunesmith.api.health import health_response
 from tunesmith.api.state import AppState
-from tunesmith.config import Settings
-from tunesmith.engine import CONTENT_TYPES, MusicGenEngine
-from tunesmith.errors import NotFound, PayloadTooLarge
-from tunesmith.schema import GenerateRequest, GenerateResponse, parse_generate_request
+from tunesmith.engine import CONTENT_TYPES
+from tunesmith.errors import NotFound
+from tunesmith.schema import GenerateResponse
 from tunesmith.storage import LocalStorage
 from tunesmith.tracks import RECORD_TYPE, delete_track
-from tunesmith.uploads import UPLOAD_FIELDS, is_form, parse_generate_form
 
-__all__ = [
-    "ERROR_SCHEMA",
-    "GENERATE_BODY",
-    "State",
-    "base_url",
-    "COSTLY",
-    "check_api_key",
-    "health_response",
-    "read_body",
-    "read_generate_request",
-    "router",
-]
+__all__ = ["COSTLY", "ERROR_SCHEMA", "State", "base_url", "check_api_key", "router"]
 
 router = APIRouter()
 
@@ -92,57 +81,6 @@ def check_metrics_key(
 COSTLY = [Depends(check_api_key), Depends(limit_rate)]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge(limit)
-    return bytes(body)
-
-
-async def read_generate_request(
-    request: Request, settings: Settings
-) -> tuple[GenerateRequest, dict[str, bytes]]:
-    """A generate request's body, JSON or a form with uploads: the validated request and the
-    uploaded files' bytes (still to be decoded: `tunesmith.uploads.prepare_audio`)."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None and is_form(content_type):
-        limit = settings.max_body_bytes + len(UPLOAD_FIELDS) * settings.max_upload_bytes
-        raw = await read_body(request, limit)
-        return parse_generate_form(
-            raw,
-            content_type,
-            max_duration=settings.max_duration,
-            max_upload_bytes=settings.max_upload_bytes,
-        )
-    raw = await read_body(request, settings.max_body_bytes)
-    return parse_generate_request(raw, max_duration=settings.max_duration), {}
-
-
-def _form_schema() -> dict[str, Any]:
-    schema = GenerateRequest.model_json_schema()
-    files = {name: {"type": "string", "format": "binary"} for name in UPLOAD_FIELDS}
-    files["input_audio"]["description"] = "Audio to continue (its last 30 s at most)"
-    files["melody"]["description"] = "A melody to follow (musicgen-melody models)"
-    return {**schema, "properties": {**schema["properties"], **files}}
-
-
-GENERATE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": GenerateRequest.model_json_schema()},
-            "multipart/form-data": {"schema": _form_schema()},
-        },
-    }
-}
-
-
 def base_url(state: AppState, request: Request) -> str:
     return state.settings.public_base_url or str(request.base_url).rstrip("/")
 
@@ -169,33 +107,6 @@ async def generate(request: Request, state: State) -> GenerateResponse:
     )
     state.metrics.track(response.duration, time.monotonic() - started)
     return response
-
-
-def health_response(
-    engine: MusicGenEngine, in_flight: int, extra: dict[str, Any] | None = None
-) -> JSONResponse:
-    """200 with the device once the model is loaded; 503 with Retry-After while it loads, or
-    with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)
-    `extra` adds what this server allows (the page reads it)."""
-    body: dict[str, Any] = {"model": engine.model_name, "in_flight": in_flight, **(extra or {})}
-    if engine.ready:
-        body |= {
-            "status": "ok",
-            "device": str(engine.loaded.device),
-            "precision": engine.precision,
-            "kernels": engine.kernels.path,
-            "step": engine.step_kind,
-            "sample_rate": engine.sample_rate,
-            "channels": engine.channels,
-            "continues_audio": engine.continues_audio,
-            "follows_melody": engine.follows_melody,
-        }
-        return JSONResponse(body)
-    if engine.load_error is not None:
-        body |= {"status": "error", "message": engine.load_error}
-    else:
-        body |= {"status": "loading", "message": "the model is loading"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
 
 
 @router.get("/healthz", summary="200 once the model is loaded, 503 until then")

@@ -37,12 +37,11 @@ from typing import Any, Final
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi_offline import FastAPIOffline
 
-from tunesmith import __version__
 from tunesmith.admission import Admission
-from tunesmith.api.errors import install_error_handlers
-from tunesmith.api.routes import health_response, read_generate_request
+from tunesmith.api.app import base_app
+from tunesmith.api.bodies import read_generate_request
+from tunesmith.api.health import health_response
 from tunesmith.aws.protocol import (
     CUSTOM_ATTRIBUTES_HEADER,
     JSON_TYPE,
@@ -268,14 +267,12 @@ def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = N
             engine.load_in_background(state.load_failed)
         yield
 
-    app = FastAPIOffline(  # its docs need no CDN either (the VPC may have no internet)
-        title="tunesmith endpoint",
-        version=__version__,
-        summary="MusicGen behind SageMaker's container contract (/ping, /invocations)",
-        lifespan=lifespan,
+    app = base_app(
+        "tunesmith endpoint",
+        "MusicGen behind SageMaker's container contract (/ping, /invocations)",
+        lifespan,
     )
     app.state.endpoint = state
-    install_error_handlers(app)
 
     @app.get("/ping", summary="200 once the model is loaded, 503 until then")
     async def ping() -> JSONResponse:
