@@ -41,7 +41,6 @@ from tunesmith.errors import (
     StorageError,
     TunesmithError,
 )
-from tunesmith.render import render
 from tunesmith.schema import (
     JOB_PREFIX,
     MAX_SEED,
@@ -53,7 +52,7 @@ from tunesmith.schema import (
 )
 from tunesmith.service import TrackService
 from tunesmith.storage import new_key
-from tunesmith.tracks import RECORD_TYPE, record_key, store_track, track_id
+from tunesmith.tracks import RECORD_TYPE, record_key, track_id
 from tunesmith.uploads import AudioInputs
 
 __all__ = ["JobManager", "LiveJob"]
@@ -202,22 +201,14 @@ class JobManager:
             )
 
         try:
-            audio = render(
-                self.service.engine,
+            result = self.service.generate_sync(
                 job.request,
+                base_url,
                 progress=progress,
                 inputs=inputs,
-                on_audio=on_audio,
                 cancel=live.cancel,
-            )
-            audio_key = f"{self.settings.s3_prefix}{job.id}.{job.request.format}"
-            result = store_track(
-                self.storage,
-                self.settings.s3_prefix,
-                audio.data,
-                audio.record,
-                base_url=base_url,
-                key=audio_key,
+                on_audio=on_audio,
+                key=f"{self.settings.s3_prefix}{job.id}.{job.request.format}",
             )
             final = live.update(status="succeeded", result=result)
             if self.on_track is not None:

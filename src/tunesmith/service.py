@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
 
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
@@ -146,11 +148,22 @@ class TrackService:
         progress: ProgressCallback | None = None,
         inputs: AudioInputs | None = None,
         cancel: threading.Event | None = None,
+        on_audio: Callable[[npt.NDArray[np.float32]], None] | None = None,
+        key: str | None = None,
     ) -> GenerateResponse:
-        """Generate, encode and store one track (blocking); `cancel` stops it (`Canceled`)."""
-        audio = render(self.engine, request, progress=progress, inputs=inputs, cancel=cancel)
+        """Generate, encode and store one track (blocking): `/generate`'s work and a job's.
+        `on_audio` gets the samples as they are made, `cancel` stops it (`Canceled`), `key`
+        names the stored audio (default: from the track's id)."""
+        audio = render(
+            self.engine, request, progress=progress, inputs=inputs, on_audio=on_audio, cancel=cancel
+        )
         response = store_track(
-            self.storage, self.settings.s3_prefix, audio.data, audio.record, base_url=base_url
+            self.storage,
+            self.settings.s3_prefix,
+            audio.data,
+            audio.record,
+            base_url=base_url,
+            key=key,
         )
         log.info("stored %s (%.1f s, seed %d)", response.id, response.duration, response.seed)
         return response
