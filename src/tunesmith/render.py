@@ -24,7 +24,7 @@ from tunesmith.engine import (
 )
 from tunesmith.engine.engine import ProgressCallback
 from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest, InputRecord, TrackRecord
-from tunesmith.tracks import now
+from tunesmith.tracks import new_record
 from tunesmith.uploads import AudioInput, AudioInputs
 
 __all__ = ["RenderedAudio", "engine_description", "params_for", "render"]
@@ -100,19 +100,16 @@ def render(
         "input_audio": inputs.continuation,
         "melody": inputs.melody,
     }
-    record = TrackRecord(
-        id="",
-        created=now(),
-        request=request.model_copy(update={"seed": params.seed, "format": fmt}),
+    record = new_record(
+        request,
         model=engine.model_name,
         engine=engine_description(engine),
         seed=params.seed,
+        fmt=fmt,
+        content_type=CONTENT_TYPES[fmt],
         duration=track.duration,
         sample_rate=encoded_rate(fmt, track.sample_rate),
         channels=int(track.samples.shape[1]),
-        format=fmt,
-        content_type=CONTENT_TYPES[fmt],
-        audio_key="",
         generation_seconds=round(time.monotonic() - started, 3),
         inputs={
             name: InputRecord(sha256=up.sha256, start=up.start, end=up.end)

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithError
 from tunesmith.schema import (
     AudioFormat,
+    GenerateRequest,
     GenerateResponse,
+    InputRecord,
     TrackPage,
     TrackRecord,
     TrackSummary,
@@ -31,6 +33,7 @@ __all__ = [
     "delete_track",
     "describe_track",
     "list_tracks",
+    "new_record",
     "now",
     "record_key",
     "store_track",
@@ -56,6 +59,41 @@ def record_key(key: str) -> str:
 def now() -> str:
     """The current time as a record writes it (ISO 8601, UTC, seconds)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_record(
+    request: GenerateRequest,
+    *,
+    model: str,
+    engine: dict[str, str],
+    seed: int,
+    fmt: AudioFormat,
+    content_type: str,
+    duration: float,
+    sample_rate: int,
+    channels: int,
+    generation_seconds: float | None,
+    inputs: dict[str, InputRecord],
+) -> TrackRecord:
+    """A finished track's record, not yet stored (`store_track` fills its id and key): the
+    request as it ran, its seed and format filled in. The one place a record is made, by the
+    engine's renderer and by the Lambda tier from what its endpoint reported."""
+    return TrackRecord(
+        id="",
+        created=now(),
+        request=request.model_copy(update={"seed": seed, "format": fmt}),
+        model=model,
+        engine=engine,
+        seed=seed,
+        duration=duration,
+        sample_rate=sample_rate,
+        channels=channels,
+        format=fmt,
+        content_type=content_type,
+        audio_key="",
+        generation_seconds=generation_seconds,
+        inputs=inputs,
+    )
 
 
 def store_track(

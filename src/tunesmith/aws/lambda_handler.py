@@ -68,7 +68,7 @@ from tunesmith.schema import (
     parse_generate_request,
 )
 from tunesmith.storage import S3Storage
-from tunesmith.tracks import now, store_track
+from tunesmith.tracks import new_record, store_track
 from tunesmith.uploads import UPLOAD_FIELDS, check_uploads, is_form, parse_generate_form
 
 if TYPE_CHECKING:
@@ -236,10 +236,8 @@ class GenerateFunction:
                     f"the model endpoint {self.settings.endpoint_name!r} reports another "
                     f"{name} than the one sent (sha256 {reported.sha256[:12]}...)"
                 )
-        return TrackRecord(
-            id="",
-            created=now(),
-            request=request.model_copy(update={"seed": info.seed, "format": info.format}),
+        return new_record(
+            request,
             model=info.model,
             # the engine's own description wins; an older container reports none
             engine={
@@ -248,12 +246,11 @@ class GenerateFunction:
                 "endpoint": self.settings.endpoint_name or "",
             },
             seed=info.seed,
+            fmt=info.format,
+            content_type=rendered.content_type,
             duration=info.duration,
             sample_rate=info.sample_rate,
             channels=info.channels,
-            format=info.format,
-            content_type=rendered.content_type,
-            audio_key="",
             generation_seconds=info.generation_seconds,
             inputs=dict(info.inputs),
         )
