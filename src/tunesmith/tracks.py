@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import get_args
 
 from pydantic import ValidationError
 
 from tunesmith.errors import FieldError, InvalidRequest, NotFound, TunesmithError
+from tunesmith.formats import FORMATS
 from tunesmith.schema import (
     AudioFormat,
     GenerateRequest,
@@ -161,7 +161,7 @@ def delete_track(storage: Storage, prefix: str, ident: str) -> None:
     if not TRACK_ID.fullmatch(ident):
         raise InvalidRequest([FieldError("id", "not a track id (32 lowercase hex digits)")])
     meta = f"{prefix}{ident}.json"
-    audio = [f"{prefix}{ident}.{fmt}" for fmt in get_args(AudioFormat)]
+    audio = [f"{prefix}{ident}.{fmt}" for fmt in FORMATS]
     try:
         raw: bytes | None = storage.get(meta)
     except NotFound:

@@ -50,7 +50,7 @@ from tunesmith.aws.protocol import (
     audio_size_bound,
 )
 from tunesmith.config import Settings, load_settings
-from tunesmith.engine import CONTENT_TYPES, MusicGenEngine, engine_for
+from tunesmith.engine import MusicGenEngine, engine_for
 from tunesmith.errors import (
     ConfigError,
     FieldError,
@@ -60,6 +60,7 @@ from tunesmith.errors import (
     TunesmithError,
     UnsupportedMediaType,
 )
+from tunesmith.formats import CONTENT_TYPES, FORMATS
 from tunesmith.render import render
 from tunesmith.schema import AudioFormat, GenerateRequest, TrackRecord
 from tunesmith.tracks import RECORD_TYPE
@@ -81,8 +82,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8080
 MODEL_DIR: Final = Path("/opt/ml/model")
-# preference order among equals: lossless first, then by how widely it plays
-_FORMATS: Final[tuple[AudioFormat, ...]] = ("wav", "flac", "mp3", "ogg", "opus")
+# preference order among equals: the table's (lossless first, then by how widely it plays)
+_FORMATS: Final[tuple[AudioFormat, ...]] = tuple(FORMATS)
 
 
 def endpoint_port(flag: int | None, environ: Mapping[str, str] = os.environ) -> int:

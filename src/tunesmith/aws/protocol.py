@@ -46,9 +46,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, get_args
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from tunesmith.formats import FORMATS
 from tunesmith.schema import AudioFormat, GenerateRequest, InputRecord, TrackRecord
 from tunesmith.storage.base import KEY_PATTERN, PREFIX_PATTERN
 
@@ -68,7 +69,6 @@ CUSTOM_ATTRIBUTES_HEADER: Final = "X-Amzn-SageMaker-Custom-Attributes"
 MAX_ATTRIBUTES_CHARS: Final = 1024
 JSON_TYPE: Final = "application/json"
 _WAV_HEADER_BYTES: Final = 44
-_FORMATS: Final = frozenset(get_args(AudioFormat))
 _REQUIRED: Final = ("seed", "sample_rate", "channels", "duration", "format", "model")
 _ENGINE: Final = "engine."
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -156,7 +156,7 @@ class TrackInfo:
         if missing:
             raise ValueError(f"the track metadata lacks {', '.join(missing)}")
         fmt = fields["format"]
-        if fmt not in _FORMATS:
+        if fmt not in FORMATS:
             raise ValueError(f"the track metadata names an unknown format {fmt!r}")
         try:
             seed, rate, channels, duration = (
@@ -186,7 +186,7 @@ class TrackInfo:
             rate,
             channels,
             duration,
-            fmt,  # type: ignore[arg-type]
+            fmt,
             fields["model"],
             engine=engine,
             generation_seconds=generation_seconds,

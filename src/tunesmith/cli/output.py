@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import get_args
 
 from tunesmith.cli.flags import UsageError
 from tunesmith.errors import TunesmithError
-from tunesmith.schema import AudioFormat
+from tunesmith.formats import FORMATS as TABLE
 
 __all__ = ["check_destination", "output_format", "write_atomically"]
 
-FORMATS: tuple[str, ...] = get_args(AudioFormat)
+FORMATS: tuple[str, ...] = tuple(TABLE)
 
 
 def output_format(output: str | None, fmt: str | None) -> str:

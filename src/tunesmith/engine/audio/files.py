@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.errors import GenerationFailed
+from tunesmith.formats import CONTENT_TYPES, encoded_rate
+from tunesmith.formats import FORMATS as TABLE
 
 __all__ = [
     "CEILING",
@@ -32,7 +34,6 @@ __all__ = [
     "DEFAULT_LOUDNESS_LUFS",
     "FORMATS",
     "NORMALIZATIONS",
-    "OPUS_RATE",
     "encode_audio",
     "encoded_rate",
     "prepare_samples",
@@ -47,25 +48,8 @@ DEFAULT_LOUDNESS_LUFS: Final = -14.0  # audiocraft's loudness_headroom_db
 RMS_TARGET: Final = 10 ** (-18 / 20)  # audiocraft's rms_headroom_db
 # Integrated loudness below this is silence (BS.1770's absolute gate): it is not raised.
 _SILENCE_LUFS: Final = -70.0
-OPUS_RATE: Final = 48000  # Opus takes 8/12/16/24/48 kHz; 48 kHz is what decoders play
 
-# Ogg Opus files are audio/ogg (RFC 7845 section 9); audio/opus names the RTP payload
-# (RFC 7587). The codecs parameter (RFC 5334) tells the two Ogg formats apart.
-CONTENT_TYPES: Final[dict[str, str]] = {
-    "wav": "audio/wav",
-    "flac": "audio/flac",
-    "mp3": "audio/mpeg",
-    "ogg": "audio/ogg",
-    "opus": "audio/ogg; codecs=opus",
-}
-_SOUNDFILE: Final[dict[str, tuple[str, str]]] = {
-    "wav": ("WAV", "PCM_16"),
-    "flac": ("FLAC", "PCM_16"),
-    "mp3": ("MP3", "MPEG_LAYER_III"),
-    "ogg": ("OGG", "VORBIS"),
-    "opus": ("OGG", "OPUS"),
-}
-FORMATS: Final = tuple(_SOUNDFILE)  # what `encode_audio` writes
+FORMATS: Final = tuple(TABLE)  # what `encode_audio` writes
 NORMALIZATIONS: Final = ("peak", "loudness", "rms", "clip", "none")
 
 
@@ -146,11 +130,6 @@ def prepare_samples(
     return np.ascontiguousarray(audio * np.float32(gain), dtype=np.float32)
 
 
-def encoded_rate(fmt: str, sample_rate: int) -> int:
-    """The sample rate a `fmt` file of `sample_rate` audio has (Opus: always 48 kHz)."""
-    return OPUS_RATE if fmt == "opus" else sample_rate
-
-
 def _resample(audio: npt.NDArray[np.float32], rate: int, to: int) -> npt.NDArray[np.float32]:
     from scipy.signal import resample_poly
 
@@ -175,12 +154,12 @@ def encode_audio(
     """
     import soundfile
 
-    if fmt not in _SOUNDFILE:
+    if fmt not in TABLE:
         raise ValueError(f"unsupported audio format {fmt!r}")
     audio = prepare_samples(samples, sample_rate, normalization, loudness_lufs)
     rate = encoded_rate(fmt, sample_rate)
     audio = _resample(audio, sample_rate, rate)
-    container, subtype = _SOUNDFILE[fmt]
+    container, subtype = TABLE[fmt].container, TABLE[fmt].subtype
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, rate, format=container, subtype=subtype)
     return buffer.getvalue()
