@@ -1,7 +1,7 @@
-"""MusicGen's decoder as tunesmith runs it: weights converted once at load (`projections`,
-`cross`), the step's layers as TorchScript (`layers`), prompt encoding (`prompt`), sampling
-(`sampling`), the decoder that steps a batch of jobs (`decoder`), and the prefill that runs a
-known prompt many positions at a time (`prefill`)."""
+"""MusicGen's decoder as tunesmith runs it: weights converted once at load (`weights`,
+`projections`, `cross`), the step's layers as TorchScript (`layers`), prompt encoding
+(`prompt`), sampling (`sampling`), the decoder that steps a batch of jobs (`decoder`), and the
+prefill that runs a known prompt many positions at a time (`prefill`)."""
 
 from tunesmith.engine.model.decoder import (
     Conditioning,
