@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.config import WINDOW_SECONDS
-from tunesmith.engine.loader import LoadedModel, load_model
+from tunesmith.engine.loader import LoadedModel
 from tunesmith.engine.params import GenerationParams, ProgressCallback, Track
-from tunesmith.engine.process import in_passing_thread, return_freed_memory
+from tunesmith.engine.process import in_passing_thread
 from tunesmith.engine.streaming import CodeSink, Producer, stream_audio
 from tunesmith.engine.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
@@ -107,85 +107,20 @@ class MusicGenEngine:
         self.load_seconds = time.monotonic() - started
 
     def _setup(self) -> None:
-        from tunesmith.engine import kernels
-        from tunesmith.engine.audio.codec import AudioDecoder
-        from tunesmith.engine.model import FastDecoder, release_decoder_weights, resolve_precision
-        from tunesmith.engine.model.store import WeightStore
-        from tunesmith.engine.scheduler import BatchScheduler
+        from tunesmith.engine.parts import assemble
 
-        loaded = load_model(self.model_name, self.device_setting)
-        if loaded.melody:
-            self._setup_melody(loaded)
-            return
-        precision = resolve_precision(self.precision_setting, loaded.device)
-        store = WeightStore.for_checkpoint(loaded.directory, precision, kernels.LAYOUT)
-        decoder = FastDecoder(loaded.model, precision, loaded.device, store)
-        if decoder.kernels.cause is not None:  # wanted (CPU) but not had: slower, other numerics
-            log.warning(
-                "compiled kernels unavailable, the decoder runs torch's (slower, more memory): "
-                "%s. Fix: %s",
-                decoder.kernels.cause,
-                decoder.kernels.fix,
-            )
-        if precision != "fp32":  # the decoder holds converted copies of its Linear weights
-            release_decoder_weights(loaded.model)
-        audio = AudioDecoder(loaded.model.audio_encoder)  # folds EnCodec's weight norm
-        return_freed_memory()  # after it: the file pages folding read are dropped too
-        self._audio = audio
-        self._decoder = decoder
-        self._loaded = loaded
-        self.stepper = self._stepper(decoder, loaded)
-        self._scheduler = BatchScheduler(self.stepper, self.max_batch, self.batch_window)
-        log.info(
-            "engine ready: %s, %s on %s, kernels %s, step %s",
+        parts = assemble(
             self.model_name,
-            precision,
-            loaded.device,
-            decoder.kernels.describe(),
-            self.step_kind,
+            self.device_setting,
+            self.precision_setting,
+            self.step_setting,
+            self.max_batch,
+            self.batch_window,
         )
-
-    def _stepper(self, decoder: FastDecoder, loaded: LoadedModel) -> StepDecoder:
-        """What the scheduler steps: the dynamic decoder itself, or the static batch over it
-        (`tunesmith.engine.cuda`), sized to `max_batch` requests of one window each."""
-        from tunesmith.engine.cuda import StaticStepper
-        from tunesmith.errors import ConfigError
-
-        kind = self.step_setting
-        if kind == "auto":
-            kind = "cuda-graph" if loaded.device.type == "cuda" else "eager"
-        if kind == "eager":
-            self.step_kind = kind
-            return decoder
-        if kind == "cuda-graph" and loaded.device.type != "cuda":
-            raise ConfigError("TUNESMITH_STEP: cuda-graph needs a CUDA device")
-        if decoder.cache_dtype != decoder.dtype:
-            raise ConfigError(f"TUNESMITH_STEP: {kind} runs fp32, fp16 or bf16, not int8 or int4")
-        positions = _window_frames(loaded, decoder.max_delay) + decoder.max_delay + 1
-        self.step_kind = kind
-        stepper = StaticStepper(decoder, self.max_batch, positions, graphs=kind == "cuda-graph")
-        stepper.prepare()
-        return stepper
-
-    def _setup_melody(self, loaded: LoadedModel) -> None:
-        """musicgen-melody: transformers' own generation (`tunesmith.engine.melody`), one
-        request at a time on the engine's compute thread."""
-        from tunesmith.engine.audio.codec import AudioDecoder
-        from tunesmith.engine.melody import MelodyGenerator
-        from tunesmith.engine.scheduler import BatchScheduler
-        from tunesmith.errors import ConfigError
-
-        if self.precision_setting not in ("auto", "fp32"):
-            raise ConfigError(
-                f"TUNESMITH_PRECISION: {self.model_name} (musicgen-melody) runs in fp32 only"
-            )
-        self._melody = MelodyGenerator(loaded)
-        self._audio = AudioDecoder(loaded.model.audio_encoder)
-        self._loaded = loaded
-        self._scheduler = BatchScheduler(_NoSteps(), 1, 0.0)  # its compute thread, for `call`
-        log.info(
-            "engine ready: %s (musicgen-melody, transformers) on %s", self.model_name, loaded.device
-        )
+        self._audio, self._decoder, self._melody = parts.audio, parts.decoder, parts.melody
+        self.stepper, self.step_kind = parts.stepper, parts.step_kind
+        self._loaded = parts.loaded
+        self._scheduler = parts.scheduler
 
     def load_in_background(self, on_failure: Callable[[], None] | None = None) -> None:
         """`setup` in a daemon thread, so a server answers (503) while the model loads.
@@ -276,7 +211,9 @@ class MusicGenEngine:
     @property
     def window_frames(self) -> int:
         """Frames one window holds: 30 s, or fewer where the model has fewer positions."""
-        return _window_frames(self.loaded, self.decoder.max_delay)
+        from tunesmith.engine.parts import window_frames
+
+        return window_frames(self.loaded, self.decoder.max_delay)
 
     def windows_for(self, duration: float, prompt_frames: int = 0) -> list[Window]:
         """The windows a `duration` s track takes after `prompt_frames` known frames."""
@@ -427,19 +364,6 @@ class MusicGenEngine:
         melody model follows its chroma."""
         chunks = list(self.stream(params, progress, prompt_audio, melody))
         return Track(np.concatenate(chunks), self.sample_rate)
-
-
-def _window_frames(loaded: LoadedModel, max_delay: int) -> int:
-    positions = int(loaded.model.decoder.config.max_position_embeddings)
-    limit = positions - 1 - max_delay  # position 0 is the start token
-    return min(round(WINDOW_SECONDS * loaded.frame_rate), limit)
-
-
-class _NoSteps:
-    """The step decoder of an engine whose generation runs outside the batch (melody)."""
-
-    def step(self, jobs: list[object]) -> None:
-        raise RuntimeError("this engine does not step jobs")
 
 
 def engine_for(settings: Settings) -> MusicGenEngine:
