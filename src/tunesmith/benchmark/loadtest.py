@@ -57,7 +57,6 @@ __all__ = ["main", "run"]
 
 BUCKET = "tunesmith-loadtest"
 _STARTUP = 180.0  # seconds a replica may take to load the model (slow on a busy machine)
-_RECOVERY = 60.0  # seconds the replicas get to serve again once S3 is back
 _TRACK_FIELDS = {"s3_url", "public_url", "metadata_url", "duration"}
 
 
@@ -190,8 +189,8 @@ class Run:
             "sent": len(outcomes),
             "served": len(served),
             "answers": tally(outcomes),
-            "p50_s": _round(percentile(latencies, 0.50)),
-            "p99_s": _round(percentile(latencies, 0.99)),
+            "p50_s": rounded(percentile(latencies, 0.50)),
+            "p99_s": rounded(percentile(latencies, 0.99)),
             "tracks_per_s": round(len(served) / wall, 3) if wall else None,
             "audio_s_per_s": round(sum(o.duration for o in served) / wall, 3) if wall else None,
         }
@@ -200,82 +199,16 @@ class Run:
         self.load("load", lambda load: time.sleep(self.args.seconds))
 
     def s3_outage(self) -> None:
-        lead = max(2.0, self.args.seconds / 4)
+        from tunesmith.benchmark.loadfaults import s3_outage
 
-        def during(load: Load) -> dict[str, Any]:
-            began = self.clock()
-            time.sleep(lead)
-            killed = self.clock()
-            self.s3.kill()
-            time.sleep(self.args.outage)
-            restarted = self.clock()
-            self.s3.restart()
-            ready = self.clock()
-            recovered: dict[int, float] = {}
-            deadline = time.monotonic() + _RECOVERY
-            while time.monotonic() < deadline and len(recovered) < len(load.targets):
-                for o in load.snapshot():
-                    if o.status == 200 and o.sent >= ready and o.replica not in recovered:
-                        recovered[o.replica] = round(o.answered - ready, 2)
-                time.sleep(0.2)
-            time.sleep(1.0)
-            for replica in load.targets:
-                if replica.index not in recovered:
-                    self.problems.append(
-                        f"replica {replica.index} served no track within {_RECOVERY:g} s "
-                        "of S3 coming back"
-                    )
-            down = [o for o in load.snapshot() if killed <= o.sent < ready]
-            return {
-                "killed_after_s": round(killed - began, 2),
-                "down_s": round(ready - killed, 2),
-                "restart_s": round(ready - restarted, 2),
-                "answers_while_down": tally(down),
-                "recovered_after_s": {str(k): v for k, v in sorted(recovered.items())},
-            }
-
-        self.load("s3_outage", during)
+        s3_outage(self)
 
     def sigterm(self) -> None:
-        victim = self.replicas[0]
-        lead = max(2.0, self.args.seconds / 4)
-        grace = self.args.grace
+        from tunesmith.benchmark.loadfaults import sigterm
 
-        def during(load: Load) -> dict[str, Any]:
-            began = self.clock()
-            time.sleep(lead)
-            signals.append(self.clock())
-            status, took = victim.terminate(grace + 30)
-            time.sleep(1.0)
-            return {
-                "signaled_after_s": round(signals[0] - began, 2),
-                "exit": status,
-                "exit_s": round(took, 2),
-            }
+        sigterm(self)
 
-        signals: list[float] = []
-
-        self.load("sigterm", during)
-        figures = self.phases["sigterm"]
-        signaled = signals[0]
-        mine = [o for o in self.outcomes if o.phase == "sigterm" and o.replica == victim.index]
-        held = [o for o in mine if o.sent < signaled < o.answered]
-        figures["in_flight"] = len(held)
-        figures["in_flight_answers"] = tally(held)
-        figures["in_flight_done_after_s"] = _round(
-            max((o.answered - signaled for o in held), default=None)
-        )
-        figures["after_signal_answers"] = tally(o for o in mine if o.sent >= signaled)
-        figures["clean_shutdown"] = victim.shut_down_cleanly()
-        dropped = [o for o in held if o.status is None]
-        late = [o for o in held if o.status == 200 and o.answered - signaled > grace + 1]
-        if dropped:
-            self.problems.append(f"{len(dropped)} requests in flight at SIGTERM got no answer")
-        if late:
-            self.problems.append(f"{len(late)} in-flight requests ended past the grace period")
-        self._check_exit(victim, figures["exit"], "SIGTERM mid-load")
-
-    def _check_exit(self, replica: Replica, status: int | None, when: str) -> None:
+    def check_exit(self, replica: Replica, status: int | None, when: str) -> None:
         # uvicorn re-raises the SIGTERM it caught once it has shut down, so the process ends
         # "killed by SIGTERM" (-15) after a clean shutdown; 0 is as good
         if status not in (0, -signal.SIGTERM) or not replica.shut_down_cleanly():
@@ -325,10 +258,10 @@ class Run:
         for replica in self.replicas:
             if replica.alive:
                 status, _ = replica.terminate(self.args.grace + 30)
-                self._check_exit(replica, status, "at the end")
+                self.check_exit(replica, status, "at the end")
 
 
-def _round(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
