@@ -123,7 +123,7 @@ class JobManager:
         self, request: GenerateRequest, *, base_url: str, files: dict[str, bytes] | None = None
     ) -> Job:
         """Check the request and its uploads, store the job's record, start it; its `Job`."""
-        self.service.engine.loaded  # noqa: B018 - raises ModelNotReady (503) while loading
+        self.service.engine.check_ready()  # ModelNotReady (503) while loading
         inputs = await anyio.to_thread.run_sync(self.service.audio_inputs, request, files or {})
         self.admission.admit()  # Overloaded (503, Retry-After) past TUNESMITH_MAX_JOBS
         try:

@@ -17,11 +17,11 @@ from tunesmith import __version__
 from tunesmith.engine import (
     CONTENT_TYPES,
     GenerationParams,
-    MusicGenEngine,
     Track,
     encode_audio,
     encoded_rate,
 )
+from tunesmith.engine.base import Engine
 from tunesmith.engine.engine import ProgressCallback
 from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest, InputRecord, TrackRecord
 from tunesmith.tracks import new_record
@@ -55,12 +55,12 @@ def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationP
     )
 
 
-def engine_description(engine: MusicGenEngine) -> dict[str, str]:
+def engine_description(engine: Engine) -> dict[str, str]:
     """What of the engine decides a track's exact audio, for its record."""
     return {
         "tunesmith": __version__,
         "precision": engine.precision,
-        "device": str(engine.loaded.device),
+        "device": engine.device,
         "kernels": engine.kernels.path,
         "step": engine.step_kind,
         "extend_stride": f"{engine.extend_stride:g}",
@@ -68,7 +68,7 @@ def engine_description(engine: MusicGenEngine) -> dict[str, str]:
 
 
 def render(
-    engine: MusicGenEngine,
+    engine: Engine,
     request: GenerateRequest,
     fmt: AudioFormat | None = None,
     progress: ProgressCallback | None = None,
@@ -78,7 +78,7 @@ def render(
 ) -> RenderedAudio:
     """Generate `request` on `engine` (continuing or following `inputs`' audio) and encode it
     as `fmt` (default: the request's format). `on_audio` gets the samples as they are decoded
-    (`MusicGenEngine.stream`); setting `cancel` stops the generation (`Canceled`).
+    (`Engine.stream`); setting `cancel` stops the generation (`Canceled`).
 
     Blocking; raises the engine's `TunesmithError` s (`GenerationFailed`, `ModelNotReady`...)."""
     fmt = fmt or request.format

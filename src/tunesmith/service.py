@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
-from tunesmith.engine import MusicGenEngine
+from tunesmith.engine.base import Engine
 from tunesmith.engine.engine import ProgressCallback
 from tunesmith.errors import Canceled, ClientGone, DeadlineExceeded, ShuttingDown
 from tunesmith.render import render
@@ -41,7 +41,7 @@ _WATCH = 0.1  # seconds between looks at the deadline and the client
 class TrackService:
     """Turns validated requests into stored tracks."""
 
-    def __init__(self, settings: Settings, engine: MusicGenEngine, storage: Storage) -> None:
+    def __init__(self, settings: Settings, engine: Engine, storage: Storage) -> None:
         self.settings = settings
         self.engine = engine
         self.storage = storage
@@ -83,7 +83,7 @@ class TrackService:
 
         `disconnected` tells whether the client has gone; then the generation stops."""
         started = time.monotonic()
-        self.engine.loaded  # noqa: B018 - raises ModelNotReady (503) before queueing
+        self.engine.check_ready()  # ModelNotReady (503) before queueing
         inputs = await anyio.to_thread.run_sync(self.audio_inputs, request, files or {})
         limit = self.settings.request_timeout
         cancel = threading.Event()

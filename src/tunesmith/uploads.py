@@ -183,7 +183,7 @@ class AudioInputs:
 
 
 class AudioModel(Protocol):
-    """What `audio_inputs` reads of a loaded model (`tunesmith.engine.MusicGenEngine`)."""
+    """What `audio_inputs` reads of a loaded engine (part of `tunesmith.engine.base.Engine`)."""
 
     @property
     def sample_rate(self) -> int: ...

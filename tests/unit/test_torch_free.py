@@ -14,6 +14,7 @@ MODULES = [
     "tunesmith.jobs",
     "tunesmith.render",
     "tunesmith.engine",
+    "tunesmith.engine.base",
 ]
 
 

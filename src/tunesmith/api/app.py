@@ -17,7 +17,8 @@ from tunesmith.api.observe import Metrics, RequestLog
 from tunesmith.api.routes import router
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
-from tunesmith.engine import MusicGenEngine, engine_for
+from tunesmith.engine import engine_for
+from tunesmith.engine.base import Engine
 from tunesmith.jobs import JobManager
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
@@ -40,7 +41,7 @@ def base_app(title: str, summary: str, lifespan: Lifespan) -> FastAPI:
 def create_app(
     settings: Settings,
     *,
-    engine: MusicGenEngine | None = None,
+    engine: Engine | None = None,
     storage: Storage | None = None,
 ) -> FastAPI:
     """Build the app. The engine loads in a background thread when the app starts, so

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from tunesmith.engine import MusicGenEngine
+    from tunesmith.engine.base import Engine
 
 __all__ = ["health_response"]
 
 
 def health_response(
-    engine: MusicGenEngine, in_flight: int, extra: dict[str, Any] | None = None
+    engine: Engine, in_flight: int, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
     """200 with the device once the model is loaded; 503 with Retry-After while it loads, or
     with the reason after it failed to load. (``/healthz`` here, ``/ping`` in the container.)
@@ -22,7 +22,7 @@ def health_response(
     if engine.ready:
         body |= {
             "status": "ok",
-            "device": str(engine.loaded.device),
+            "device": engine.device,
             "precision": engine.precision,
             "kernels": engine.kernels.path,
             "step": engine.step_kind,

@@ -90,7 +90,7 @@ class _EngineCollector(Collector):
         if engine.ready:
             if engine.load_seconds is not None:
                 load.add_metric([], engine.load_seconds)
-            for size, count in sorted(engine.scheduler.batch_sizes.items()):
+            for size, count in sorted(engine.batch_sizes.items()):
                 steps.add_metric([str(size)], count)
         yield load
         yield steps

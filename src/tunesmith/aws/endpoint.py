@@ -50,7 +50,8 @@ from tunesmith.aws.protocol import (
     audio_size_bound,
 )
 from tunesmith.config import Settings, load_settings
-from tunesmith.engine import MusicGenEngine, engine_for
+from tunesmith.engine import engine_for
+from tunesmith.engine.base import Engine
 from tunesmith.errors import (
     ConfigError,
     FieldError,
@@ -212,7 +213,7 @@ class EndpointState:
     """What the container's routes share, kept on ``app.state.endpoint``."""
 
     settings: Settings
-    engine: MusicGenEngine
+    engine: Engine
     admission: Admission
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -223,10 +224,9 @@ class EndpointState:
 
     def check_fits(self, request: GenerateRequest, fmt: AudioFormat) -> None:
         """Refuse (413) a track whose encoding could exceed the payload limit, before generating."""
-        loaded = self.engine.loaded  # ModelNotReady (503) while loading
-        frames = round(request.duration * loaded.sample_rate)
+        rate, channels = self.engine.sample_rate, self.engine.channels  # 503 while loading
+        frames = round(request.duration * rate)
         limit = self.settings.max_response_bytes
-        rate, channels = loaded.sample_rate, loaded.audio_channels
         if audio_size_bound(fmt, frames, channels, rate) <= limit:
             return
         per_second = audio_size_bound(fmt, rate, channels, rate)
@@ -256,7 +256,7 @@ class EndpointState:
         return audio.data, TrackInfo.from_record(audio.record)
 
 
-def create_endpoint_app(settings: Settings, *, engine: MusicGenEngine | None = None) -> FastAPI:
+def create_endpoint_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """The container's app. The engine loads in a background thread when the app starts
     (``/ping`` answers 503 until then); pass an engine already `setup` to skip that."""
     engine = engine or engine_for(settings)

@@ -146,6 +146,19 @@ class MusicGenEngine:
     def ready(self) -> bool:
         return self._scheduler is not None
 
+    def check_ready(self) -> None:
+        """Raise `ModelNotReady` while loading, `ModelUnavailable` once loading failed."""
+        self.loaded  # noqa: B018 - raises until set up
+
+    @property
+    def device(self) -> str:
+        return str(self.loaded.device)
+
+    @property
+    def batch_sizes(self) -> dict[int, int]:
+        """How many decode steps ran at each batch size."""
+        return dict(self.scheduler.batch_sizes)
+
     @property
     def loaded(self) -> LoadedModel:
         if self._loaded is None or self._scheduler is None:
