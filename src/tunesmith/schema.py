@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from tunesmith import defaults
 from tunesmith.config import HARD_MAX_DURATION
 from tunesmith.errors import FieldError, InvalidRequest
 
@@ -96,11 +97,17 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Same seed and parameters give the same audio"
     )
-    temperature: float = Field(1.0, gt=0, le=10.0, allow_inf_nan=False)
-    top_k: int = Field(250, ge=0, le=2048, description="0 turns top-k sampling off")
-    top_p: float = Field(0.0, ge=0, le=1.0, allow_inf_nan=False, description="0 turns it off")
+    temperature: float = Field(defaults.TEMPERATURE, gt=0, le=10.0, allow_inf_nan=False)
+    top_k: int = Field(defaults.TOP_K, ge=0, le=2048, description="0 turns top-k sampling off")
+    top_p: float = Field(
+        defaults.TOP_P, ge=0, le=1.0, allow_inf_nan=False, description="0 turns it off"
+    )
     guidance_scale: float = Field(
-        3.0, ge=0, le=20.0, allow_inf_nan=False, description="Classifier-free guidance; <=1 off"
+        defaults.GUIDANCE_SCALE,
+        ge=0,
+        le=20.0,
+        allow_inf_nan=False,
+        description="Classifier-free guidance; <=1 off",
     )
     format: AudioFormat = "wav"
     normalization: Normalization = Field(

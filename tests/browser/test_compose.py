@@ -229,3 +229,25 @@ def test_speed_is_said_plainly(studio: Api, open_page: OpenPage, rate: float, wo
     page = open_page(studio.base_url)
     said = page.evaluate("r => import('/studio/words.js').then((m) => m.speedText(r))", rate)
     assert said == words
+
+
+# ------------------------------------------------------------------------------ defaults
+
+
+def test_sampling_fields_start_from_the_servers_defaults(studio: Api, open_page: OpenPage) -> None:
+    served = studio.client.get("/healthz").json()["defaults"]
+    schema = studio.client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
+    assert served == {name: schema["properties"][name]["default"] for name in served}
+    page = open_page(studio.base_url)
+
+    def other_defaults(route: Any) -> None:
+        body = route.fetch().json()
+        body["defaults"] = {**body["defaults"], "guidance_scale": 4.5, "top_k": 120}
+        route.fulfill(json=body)
+
+    page.route("**/healthz", other_defaults)
+    page.goto(studio.base_url)
+    wait_ready(page)
+    expect(page.locator("#guidance_scale")).to_have_value("4.5")
+    expect(page.locator("#top_k")).to_have_value("120")
+    assert float(page.input_value("#temperature")) == served["temperature"]

@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from tunesmith import defaults
 from tunesmith.api.auth import given_key
 from tunesmith.api.bodies import GENERATE_BODY, read_generate_request
 from tunesmith.api.health import health_response
@@ -116,6 +117,7 @@ async def healthz(state: State) -> JSONResponse:
         "auth_required": state.settings.api_key is not None,
         "jobs": state.jobs.running,
         "waiting": state.service.admission.waiting,
+        "defaults": defaults.SAMPLING,  # the page's sampling fields start from these
     }
     return health_response(state.service.engine, state.service.in_flight, limits)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tunesmith import defaults
+
 __all__ = ["GenerationParams", "ProgressCallback", "SamplingParams", "Track"]
 
 ProgressCallback = Callable[[int, int], None]
@@ -18,10 +20,10 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 1.0
-    top_k: int = 250  # 0: off
-    top_p: float = 0.0  # 0: off
-    guidance_scale: float = 3.0  # <= 1: off (no unconditional row)
+    temperature: float = defaults.TEMPERATURE
+    top_k: int = defaults.TOP_K  # 0: off
+    top_p: float = defaults.TOP_P  # 0: off
+    guidance_scale: float = defaults.GUIDANCE_SCALE  # <= 1: off (no unconditional row)
     greedy: bool = False  # argmax instead of sampling (parity checks, benchmarks)
 
     @property
@@ -36,10 +38,10 @@ class GenerationParams:
     prompt: str
     duration: float
     seed: int
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    guidance_scale: float = 3.0
+    temperature: float = defaults.TEMPERATURE
+    top_k: int = defaults.TOP_K
+    top_p: float = defaults.TOP_P
+    guidance_scale: float = defaults.GUIDANCE_SCALE
     greedy: bool = False  # argmax decoding: for parity checks and benchmarks
 
     @property

@@ -45,6 +45,13 @@ function applyHealth(body) {
   $("duration").max = String(max);
   $("duration-hint").textContent = `1 to ${max % 1 ? max.toFixed(1) : max} seconds`;
   // a melody model takes a melody; the others continue audio (an intro)
+  // the sampling fields start from the server's defaults; a value the user changed stays
+  for (const [name, value] of Object.entries(body.defaults || {})) {
+    const input = $(name);
+    if (!input) continue;
+    if (input.value === input.defaultValue) input.value = String(value);
+    input.defaultValue = String(value);
+  }
   showGroup("continuation-group", !!body.continues_audio);
   showGroup("melody-group", !!body.follows_melody);
   renderHistoryActions();
