@@ -85,14 +85,28 @@ class LiveJob:
         self.thread: threading.Thread | None = None  # the one running it
         self.changed = threading.Event()  # set on every update; for waiting listeners
         self._lock = threading.Lock()
+        # held while the record is written: the final one lands last, after any heartbeat's
+        self.writing = threading.Lock()
 
     def update(self, **changes: object) -> Job:
         with self._lock:
-            self.job = self.job.model_copy(update={**changes, "updated": _stamp()})
-            if self.job.finished and self.finished_at is None:
-                self.finished_at = time.monotonic()
-            self.changed.set()
-            return self.job
+            return self._publish(self.job.model_copy(update={**changes, "updated": _stamp()}))
+
+    def finish(self, store: Callable[[Job], None], **changes: object) -> Job:
+        """The final update, stored (`store`) before this server answers with it: a replica
+        reading storage never sees an older state than this one shows."""
+        with self.writing:
+            final = self.job.model_copy(update={**changes, "updated": _stamp()})
+            store(final)
+            with self._lock:
+                return self._publish(final)
+
+    def _publish(self, job: Job) -> Job:
+        self.job = job
+        if job.finished and self.finished_at is None:
+            self.finished_at = time.monotonic()
+        self.changed.set()
+        return job
 
 
 class JobManager:
@@ -210,27 +224,26 @@ class JobManager:
                 on_audio=on_audio,
                 key=f"{self.settings.s3_prefix}{job.id}.{job.request.format}",
             )
-            final = live.update(status="succeeded", result=result)
+            outcome: dict[str, object] = {"status": "succeeded", "result": result}
             if self.on_track is not None:
                 self.on_track(result.duration, time.monotonic() - began)
             log.info("job %s stored %s (%.1f s)", job.id, result.id, result.duration)
         except Canceled:
             if live.shutdown:
-                final = live.update(status="failed", error=_shutdown_error())
+                outcome = {"status": "failed", "error": _shutdown_error()}
             else:
-                final = live.update(status="canceled")
+                outcome = {"status": "canceled"}
         except TunesmithError as exc:
-            final = live.update(
-                status="failed", error=JobError(error=exc.code, message=exc.message)
-            )
+            outcome = {"status": "failed", "error": JobError(error=exc.code, message=exc.message)}
         except Exception as exc:  # a bug: reported on the job, the server serves on
             log.exception("job %s failed", job.id)
-            final = live.update(
-                status="failed", error=JobError(error="internal_error", message=str(exc))
-            )
+            outcome = {
+                "status": "failed",
+                "error": JobError(error="internal_error", message=str(exc)),
+            }
         finally:
             self.admission.release()
-        self._write_final(final)
+        live.finish(self._write_final, **outcome)
 
     def _write(self, job: Job) -> None:
         self.storage.put(
@@ -332,7 +345,9 @@ class JobManager:
                 try:
                     if self.storage.exists(cancel_key(live.job.id)):
                         live.cancel.set()
-                    self._write(live.update())
+                    with live.writing:
+                        if live.finished_at is None:  # else its final record is written
+                            self._write(live.update())
                 except StorageError as exc:
                     log.warning("job %s: heartbeat failed (%s)", live.job.id, exc.message)
 
@@ -350,7 +365,7 @@ class JobManager:
             if live.thread is not None:  # it records its own end
                 live.thread.join(max(0.0, deadline - time.monotonic()))
             if live.finished_at is None:  # stuck (e.g. in a long prefill): record it anyway
-                self._write_final(live.update(status="failed", error=_shutdown_error()))
+                live.finish(self._write_final, status="failed", error=_shutdown_error())
 
 
 def _shutdown_error() -> JobError:

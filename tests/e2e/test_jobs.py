@@ -238,3 +238,29 @@ def test_job_audio_samples_are_what_the_track_holds(api: Api) -> None:
     samples, rate = soundfile.read(io.BytesIO(streamed), dtype="int16")
     assert (rate, samples.shape) == (32000, (96000,))
     assert np.abs(samples).max() > 0
+
+
+class SlowFinalRecords(LocalStorage):
+    """Local storage whose writes of a finished job's record take a while (a slow S3 PUT)."""
+
+    def put(self, key: str, data: bytes, content_type: str, *, replace: bool = False) -> None:
+        if key.startswith("music-jobs/") and b'"status": "running"' not in data:
+            time.sleep(1.0)
+        super().put(key, data, content_type, replace=replace)
+
+
+def test_a_finished_state_is_stored_before_it_is_answered(
+    tmp_path: Path, tiny_engine: MusicGenEngine
+) -> None:
+    """Another replica reads storage: once this one answers ``canceled``, storage must too."""
+    root = tmp_path / "tracks"
+    config = load_settings(model=tiny_engine.model_name, local_dir=root)
+    app = create_app(config, engine=tiny_engine, storage=SlowFinalRecords(root))
+    with LiveServer(app) as server:
+        api = Api(server.base_url, root)
+        job = api.client.post("/jobs", json={"prompt": "slow drone", "duration": 240}).json()
+        wait_for(api, job["id"], lambda j: j["status"] == "running")
+        assert api.client.delete(f"/jobs/{job['id']}").status_code == 200
+        answered = wait_for(api, job["id"], lambda j: j["status"] == "canceled", timeout=30)
+        stored = json.loads((root / "music-jobs" / f"{job['id']}.json").read_text())
+        assert stored["status"] == answered["status"] == "canceled"
