@@ -9,7 +9,7 @@ from typing import Final, get_args
 
 from tunesmith.schema import AudioFormat
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "Format", "encoded_rate"]
+__all__ = ["CONTENT_TYPES", "FORMATS", "NAMES", "Format", "encoded_rate"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ FORMATS: Final[dict[AudioFormat, Format]] = {
         Format("opus", "audio/ogg; codecs=opus", "OGG", "OPUS", rate=48000),
     )
 }
+NAMES: Final[tuple[AudioFormat, ...]] = tuple(FORMATS)  # in the table's order
 CONTENT_TYPES: Final[dict[str, str]] = {name: f.content_type for name, f in FORMATS.items()}
 
 if set(FORMATS) != set(get_args(AudioFormat)):  # the request schema's Literal lists them too

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.errors import FieldError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from tunesmith.schema import DurationLimit, GenerateRequest, parse_generate_request
@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from tunesmith.engine.base import Engine
+
 __all__ = [
     "MAX_PROMPT_SECONDS",
     "MULTIPART",
     "UPLOAD_FIELDS",
     "AudioInput",
     "AudioInputs",
-    "AudioModel",
     "Form",
     "audio_inputs",
     "check_uploads",
@@ -182,25 +183,9 @@ class AudioInputs:
     melody: AudioInput | None = None
 
 
-class AudioModel(Protocol):
-    """What `audio_inputs` reads of a loaded engine (part of `tunesmith.engine.base.Engine`)."""
-
-    @property
-    def sample_rate(self) -> int: ...
-    @property
-    def channels(self) -> int: ...
-    @property
-    def follows_melody(self) -> bool: ...
-    @property
-    def continues_audio(self) -> bool: ...
-    @property
-    def max_track_seconds(self) -> float | None: ...
-
-
-def audio_inputs(
-    request: GenerateRequest, files: dict[str, bytes], model: AudioModel
-) -> AudioInputs:
-    """`prepare_audio` for `model` (loaded: its rate and abilities are known)."""
+def audio_inputs(request: GenerateRequest, files: dict[str, bytes], model: Engine) -> AudioInputs:
+    """`prepare_audio` for `model` (loaded: its rate and abilities are known; until then its
+    properties raise `ModelNotReady`)."""
     return prepare_audio(
         request,
         files,

@@ -61,7 +61,7 @@ from tunesmith.errors import (
     TunesmithError,
     UnsupportedMediaType,
 )
-from tunesmith.formats import CONTENT_TYPES, FORMATS
+from tunesmith.formats import CONTENT_TYPES, NAMES
 from tunesmith.render import render
 from tunesmith.schema import AudioFormat, GenerateRequest, TrackRecord
 from tunesmith.tracks import RECORD_TYPE
@@ -83,8 +83,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8080
 MODEL_DIR: Final = Path("/opt/ml/model")
-# preference order among equals: the table's (lossless first, then by how widely it plays)
-_FORMATS: Final[tuple[AudioFormat, ...]] = tuple(FORMATS)
 
 
 def endpoint_port(flag: int | None, environ: Mapping[str, str] = os.environ) -> int:
@@ -137,10 +135,10 @@ def acceptable_formats(accept: str | None) -> list[AudioFormat]:
     ``audio/ogg; codecs=opus`` Opus only).
     """
     if accept is None or not accept.strip():
-        return list(_FORMATS)
+        return list(NAMES)
     ranges = [_media(item) for item in accept.split(",")]
     ranked: dict[AudioFormat, float] = {}
-    for fmt in _FORMATS:
+    for fmt in NAMES:
         own, own_params, _ = _media(CONTENT_TYPES[fmt])
         matches = []
         for media, params, weight in ranges:
@@ -160,7 +158,7 @@ def _choose_format(request: GenerateRequest, accept: str | None) -> AudioFormat:
         raise NotAcceptable(
             [FieldError("accept", f"{accept!r} admits no audio type this endpoint produces")],
             "this endpoint answers with "
-            + ", ".join(CONTENT_TYPES[f] for f in _FORMATS)
+            + ", ".join(CONTENT_TYPES[f] for f in NAMES)
             + "; the Accept header admits none of them",
         )
     if "format" not in request.model_fields_set:

@@ -23,12 +23,9 @@ class EngineRuns(GpuState):
         """The engine at `precision`, set up once and kept (GPU memory is plentiful). Its step
         is the served default on CUDA; on the CPU the static step where it runs (fp32), so the
         dry run exercises it too. Other `step` s and `slots` are engines of their own."""
-        step = self.default_step(precision) if step is None else step
-        key = (
-            precision
-            if (step, slots) == (self.default_step(precision), BATCH)
-            else (f"{precision} {step} x{slots}")
-        )
+        default = self.default_step(precision)
+        step = default if step is None else step
+        key = precision if (step, slots) == (default, BATCH) else f"{precision} {step} x{slots}"
         if key not in self.engines:
             from tunesmith.engine import MusicGenEngine
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 from tunesmith.cli.flags import GENERATE_SETTINGS, add_setting_flags, settings_from
-from tunesmith.cli.output import FORMATS, check_destination, output_format, write_atomically
+from tunesmith.cli.output import check_destination, output_format, write_atomically
 from tunesmith.errors import TunesmithError
+from tunesmith.formats import NAMES
 from tunesmith.schema import MAX_SEED, Normalization
 
 __all__ = ["add_generate"]
@@ -33,7 +34,7 @@ def add_generate(commands: Any) -> None:
         help="output file; its extension (.wav, .flac, .mp3, .ogg or .opus) sets the format "
         "(default tunesmith-SEED.wav)",
     )
-    gen.add_argument("--format", choices=list(FORMATS), help="must agree with -o's extension")
+    gen.add_argument("--format", choices=list(NAMES), help="must agree with -o's extension")
     gen.add_argument("-f", "--force", action="store_true", help="replace an existing file")
     gen.add_argument(
         "--normalization",

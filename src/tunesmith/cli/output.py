@@ -9,11 +9,9 @@ from pathlib import Path
 
 from tunesmith.cli.flags import UsageError
 from tunesmith.errors import TunesmithError
-from tunesmith.formats import FORMATS as TABLE
+from tunesmith.formats import NAMES as FORMATS
 
 __all__ = ["check_destination", "output_format", "write_atomically"]
-
-FORMATS: tuple[str, ...] = tuple(TABLE)
 
 
 def output_format(output: str | None, fmt: str | None) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.errors import GenerationFailed
-from tunesmith.formats import CONTENT_TYPES, encoded_rate
+from tunesmith.formats import CONTENT_TYPES, NAMES, encoded_rate
 from tunesmith.formats import FORMATS as TABLE
 
 __all__ = [
@@ -49,7 +49,7 @@ RMS_TARGET: Final = 10 ** (-18 / 20)  # audiocraft's rms_headroom_db
 # Integrated loudness below this is silence (BS.1770's absolute gate): it is not raised.
 _SILENCE_LUFS: Final = -70.0
 
-FORMATS: Final = tuple(TABLE)  # what `encode_audio` writes
+FORMATS: Final = NAMES  # what `encode_audio` writes
 NORMALIZATIONS: Final = ("peak", "loudness", "rms", "clip", "none")
 
 

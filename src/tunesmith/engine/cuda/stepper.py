@@ -47,11 +47,6 @@ class StaticStepper:
         self._jobs: list[DecodeJob | None] = [None] * slots
         self._graph: Any = None  # torch.cuda.CUDAGraph once captured
 
-    @property
-    def kind(self) -> str:
-        """What `/healthz` reports: ``cuda-graph`` or ``static`` (the same step, eager)."""
-        return "cuda-graph" if self.graphs else "static"
-
     def prepare(self) -> None:
         """Capture the graph now (at load), so the first request does not wait for it."""
         if self.graphs and self._graph is None:
