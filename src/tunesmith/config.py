@@ -39,7 +39,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    model: str = Field(DEFAULT_MODEL, min_length=1, description="HF model id or local directory")
+    model: str = Field(
+        DEFAULT_MODEL,
+        min_length=1,
+        description="HF model id or local directory; several: comma-separated, the first the "
+        "default",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "int8", "int4", "fp16", "bf16"] = Field(
         "auto", description="auto: fp32 on CPU (exact), fp16 on CUDA; int8 and int4 are CPU-only"
@@ -167,6 +172,29 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("model")
+    @classmethod
+    def _model_list(cls, value: str) -> str:
+        from tunesmith.engine.registry import model_ids
+
+        names = [part.strip() for part in value.split(",")]
+        if not all(names):
+            raise ValueError("an empty name in the comma-separated list")
+        model_ids(names)  # two checkpoints under one id are refused here
+        return ",".join(names)
+
+    @property
+    def models(self) -> dict[str, str]:
+        """The served models, ``{id: checkpoint}``, the default first (`engine.registry`)."""
+        from tunesmith.engine.registry import model_ids
+
+        return model_ids(self.model.split(","))
+
+    @property
+    def default_model(self) -> str:
+        """The checkpoint a request that names no model gets."""
+        return self.model.split(",", 1)[0]
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:
