@@ -8,6 +8,7 @@ raises `InvalidRequest` naming each bad field.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,6 +138,13 @@ class GenerateRequest(BaseModel):
         description="Seconds into input_audio where it ends (default: the upload's end); "
         "at most its last 30 s are used",
     )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Which served model makes the track, by the id GET /models lists "
+        "(default: the server's first)",
+    )
     source_track: str | None = Field(
         None,
         pattern=r"^[0-9a-f]{32}$",
@@ -162,6 +170,16 @@ class GenerateRequest(BaseModel):
         limit = DurationLimit.of(info.context)
         if value > limit.seconds:
             raise ValueError(limit.message)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _served_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # `parse_generate_request` passes the ids this deployment serves; a record read back
+        # from storage has none and keeps the id it was made with
+        served = info.context.get("models") if isinstance(info.context, dict) else None
+        if value is not None and served and value not in served:
+            raise ValueError(f"unknown model {value!r}; served: {', '.join(served)}")
         return value
 
     @field_validator("continuation_end")
@@ -310,12 +328,14 @@ def parse_generate_request(
     *,
     max_duration: float | DurationLimit,
     form: bool = False,
+    models: Sequence[str] = (),
 ) -> GenerateRequest:
     """Validate a request body against the contract and this deployment's duration limit
     (seconds, or a `DurationLimit` whose message says why).
 
     `form`: the values are a form's strings (``multipart/form-data``), converted to each
-    field's type (``"30"`` is a duration of 30); a JSON body must have the types themselves."""
+    field's type (``"30"`` is a duration of 30); a JSON body must have the types themselves.
+    `models`: the model ids this deployment serves (empty: any name passes here)."""
     if not isinstance(max_duration, DurationLimit):
         max_duration = DurationLimit.on_this_server(max_duration)
     data: Any = raw
@@ -328,7 +348,7 @@ def parse_generate_request(
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
     try:
         return GenerateRequest.model_validate(
-            data, strict=not form, context={"duration_limit": max_duration}
+            data, strict=not form, context={"duration_limit": max_duration, "models": list(models)}
         )
     except ValidationError as exc:
         raise InvalidRequest(_field_errors(exc)) from None
