@@ -99,7 +99,7 @@ def generate(args: argparse.Namespace) -> int:
     from tunesmith.render import render
     from tunesmith.uploads import audio_inputs
 
-    checkpoint_dir(settings.model)  # missing offline: said now; downloading: its own bar first
+    checkpoint_dir(settings.default_model)  # offline: said now; downloading: its bar first
     with _logs_above_bars(), AudioBar(request.duration) as bar:
         engine = engine_for(settings)
         engine.setup()

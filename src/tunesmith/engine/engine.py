@@ -379,10 +379,11 @@ class MusicGenEngine:
         return Track(np.concatenate(chunks), self.sample_rate)
 
 
-def engine_for(settings: Settings) -> MusicGenEngine:
-    """The engine `settings` describe (model, device, precision, batching); not yet set up."""
+def engine_for(settings: Settings, checkpoint: str | None = None) -> MusicGenEngine:
+    """The engine for `checkpoint` (default: the settings' first model) with the settings'
+    device, precision and batching; not yet set up."""
     return MusicGenEngine(
-        settings.model,
+        checkpoint or settings.default_model,
         settings.device,
         precision=settings.precision,
         max_batch=settings.max_batch,
