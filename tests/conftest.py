@@ -84,7 +84,7 @@ def s3_env(
 
 @pytest.fixture(scope="session", autouse=True)
 def weight_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Converted weights (`tunesmith.engine.model.store`) go to a session directory, not the
+    """Converted weights (`musicgen.model.store`) go to a session directory, not the
     user's cache: every tiny checkpoint a test saves would leave a file there. Servers the
     tests start inherit it."""
     directory = tmp_path_factory.mktemp("weight-store")

@@ -304,7 +304,7 @@ def test_kernels_with_a_model_keeps_its_converted_weights(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tunesmith.engine.kernels import LAYOUT
-    from tunesmith.engine.model.store import WeightStore
+    from tunesmith.engine.musicgen.model.store import WeightStore
 
     store = tmp_path / "store"
     env = clean_env(TUNESMITH_WEIGHT_CACHE=str(store))

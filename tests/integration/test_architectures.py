@@ -14,7 +14,7 @@ import torch
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
 from tunesmith.engine import GenerationParams, MusicGenEngine
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.engine.model.decoder import FastDecoder
+from tunesmith.engine.musicgen.model.decoder import FastDecoder
 from tunesmith.testing.random_model import PRESETS, cached_random_musicgen, save_random_musicgen
 
 PROMPT = "80s pop track with bassy drums and synth"

@@ -26,7 +26,7 @@ def engine(
 
 
 # "jazz" and "drums" are shorter (in tokens) than a head of the tiny model is wide: those two
-# requests' cross-attention runs folded into their prompts (tunesmith.engine.model.cross), the
+# requests' cross-attention runs folded into their prompts (musicgen.model.cross), the
 # others' through the weights, in the same batch
 REQUESTS = [
     GenerationParams("calm piano melody", 1.0, seed=1),

@@ -13,7 +13,7 @@ from tunesmith.engine import kernels
 from tunesmith.engine.kernels import attention, reference
 from tunesmith.engine.kernels import build as native
 from tunesmith.engine.loader import load_model
-from tunesmith.engine.model.decoder import FastDecoder
+from tunesmith.engine.musicgen.model.decoder import FastDecoder
 
 
 @pytest.mark.usefixtures("compiled_kernels")

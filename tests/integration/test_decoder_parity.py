@@ -11,8 +11,8 @@ import torch
 from tunesmith.benchmark.reference import compare_scores, engine_scores, reference_scores
 from tunesmith.engine.kernels import build
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
-from tunesmith.engine.model.projections import (
+from tunesmith.engine.musicgen.model.decoder import DecodeJob, FastDecoder
+from tunesmith.engine.musicgen.model.projections import (
     FbgemmInt8Projection,
     Int4Projection,
     Int8Projection,
@@ -61,7 +61,7 @@ def test_fp32_greedy_codes_and_logits_match_transformers(
 def test_a_short_prompt_folds_cross_attention_into_its_keys_and_values(
     loaded: LoadedModel, precision: Precision
 ) -> None:
-    from tunesmith.engine.model.sampling import SamplingParams
+    from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
     decoder = FastDecoder(loaded.model, precision, loaded.device)
     if not decoder.fold_cross:
@@ -197,8 +197,8 @@ def test_stereo_layout_matches_transformers_and_gives_two_channels(tmp_path: Pat
 
 
 def test_the_step_runs_as_torchscript_and_matches_its_eager_self(loaded: LoadedModel) -> None:
-    from tunesmith.engine.model.layers import Stack
-    from tunesmith.engine.model.sampling import SamplingParams
+    from tunesmith.engine.musicgen.model.layers import Stack
+    from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
     decoder = FastDecoder(loaded.model, "int8", loaded.device)
     scripted = decoder._stack

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tunesmith.engine import GenerationParams, MusicGenEngine
-from tunesmith.engine.model import DecodeJob, FastDecoder
-from tunesmith.engine.model.prefill import _load
+from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder
+from tunesmith.engine.musicgen.model.prefill import _load
 
 PROMPT = "lofi hip hop beat with vinyl crackle"
 

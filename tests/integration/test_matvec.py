@@ -13,7 +13,7 @@ from tunesmith.engine.kernels import ACTIVATIONS
 from tunesmith.engine.kernels import build as native
 from tunesmith.engine.kernels.int4 import pack_int4
 from tunesmith.engine.kernels.matvec import pack_int8, unpack_int8
-from tunesmith.engine.model.projections import (
+from tunesmith.engine.musicgen.model.projections import (
     DenseProjection,
     FbgemmInt8Projection,
     Int4Projection,
@@ -71,7 +71,7 @@ def test_int8_is_the_dequantized_product_up_to_int16_rows(
     # symmetric per-row rounding: within half a step (plus float32 rounding of w / scale)
     assert ((q * scale[:, None] - w).abs() <= scale[:, None] * (0.5 + 1e-5)).all()
     assert (q.abs().amax(dim=1) == 127).all()
-    # what folding reads back (tunesmith.engine.model.cross): the same dequantized weight
+    # what folding reads back (tunesmith.engine.musicgen.model.cross): the same dequantized weight
     assert torch.equal(unpack_int8(packed, scale, size), q.float() * scale[:, None])
     y = torch.ops.tunesmith.matvec(x, packed, scale)
     expected = (x.double() @ q.T) * scale.double()

@@ -14,7 +14,7 @@ from tunesmith.engine.kernels import Q4_GROUP, Q4_TILE
 from tunesmith.engine.kernels import build as native
 from tunesmith.engine.kernels.int4 import pack_int4, signed_values, unpack_int4
 from tunesmith.engine.kernels.reference import matvec_int4
-from tunesmith.engine.model.projections import Int4Projection, TorchInt4Projection
+from tunesmith.engine.musicgen.model.projections import Int4Projection, TorchInt4Projection
 
 # (rows, N, K): one row and tiny; ragged N and K (neither a tile nor a group); long K; a batch
 SHAPES = [(1, 5, 3), (2, 1027, 1030), (3, 64, 4096), (16, 256, 1024), (5, 33, 100)]

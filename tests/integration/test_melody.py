@@ -12,13 +12,10 @@ import pytest
 import torch
 
 from tunesmith.engine.loader import LoadedModel
-from tunesmith.engine.melody import (
-    MelodyFeatureConfig,
-    MelodyGenerator,
-    chroma_features,
-    load_melody_model,
-)
-from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.melody.chroma import MelodyFeatureConfig, chroma_features
+from tunesmith.engine.melody.generator import MelodyGenerator
+from tunesmith.engine.melody.loader import load as load_melody_model
+from tunesmith.engine.musicgen.model.sampling import SamplingParams
 from tunesmith.testing.random_melody import save_random_musicgen_melody
 
 PROMPT = "calm piano melody for a rainy evening"

@@ -18,7 +18,7 @@ from tunesmith.benchmark.reference import compare_scores, engine_scores, referen
 from tunesmith.engine import GenerationParams, MusicGenEngine
 from tunesmith.engine.cuda import StaticStepper
 from tunesmith.engine.loader import LoadedModel, load_model
-from tunesmith.engine.model import DecodeJob, FastDecoder, SamplingParams
+from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder, SamplingParams
 from tunesmith.errors import ConfigError
 
 PROMPTS = ["calm piano melody", "epic orchestral soundtrack with strings and a choir", "jazz"]

@@ -11,8 +11,8 @@ import torch
 from tunesmith.engine import GenerationParams, MusicGenEngine, kernels
 from tunesmith.engine.kernels.matvec import pack_int8
 from tunesmith.engine.loader import load_model
-from tunesmith.engine.model.decoder import FastDecoder
-from tunesmith.engine.model.store import WeightStore
+from tunesmith.engine.musicgen.model.decoder import FastDecoder
+from tunesmith.engine.musicgen.model.store import WeightStore
 from tunesmith.engine.process import drop_file_pages
 from tunesmith.testing.random_model import save_random_musicgen
 

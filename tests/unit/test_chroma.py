@@ -19,7 +19,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from transformers.audio_utils import chroma_filter_bank
 
-from tunesmith.engine.melody import MelodyFeatureConfig, chroma_features
+from tunesmith.engine.melody.chroma import MelodyFeatureConfig, chroma_features
 
 EXTRACTOR = MelodyFeatureConfig()  # musicgen-melody's: 32 kHz, n_fft 16384, hop 4096, 30 s
 RATE = 32000

@@ -91,7 +91,7 @@ def engine_scores(
     `stepper`; default the decoder itself); scores are ``(steps, K, V)``, tokens
     ``(K, steps + 1)``.
     """
-    from tunesmith.engine.model.sampling import SamplingParams
+    from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
     inputs = processor(text=[prompt], padding=True, return_tensors="pt")
     sampling = SamplingParams(guidance_scale=guidance_scale, greedy=True)

@@ -260,7 +260,7 @@ def _default_section(args: argparse.Namespace, out: Path, figures: dict[str, Any
 
 def _cold_start_section(model: str, figures: dict[str, Any]) -> None:
     """Process start to first audio at the fastest CPU precision, once its converted weights
-    are on disk (`tunesmith.engine.model.store`)."""
+    are on disk (`tunesmith.engine.musicgen.model.store`)."""
     from tunesmith.benchmark.streaming import cold_start
 
     precision = QUANTIZED[-1]

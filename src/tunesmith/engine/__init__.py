@@ -1,16 +1,22 @@
 """MusicGen: loading, generation and audio encoding.
 
-engine.py     the facade: `MusicGenEngine` (setup / generate / close)
-parts.py      what `setup` assembles from the checkpoint and the settings
-params.py     what a generation takes and gives
-windows.py    tracks longer than one window, and continuations
+base.py       the torch-free contract: the `Engine` protocol the other tiers depend on
+params.py     what a generation takes and gives (torch-free)
+registry.py   the families tunesmith serves, picked by the checkpoint's config; model ids
+engine.py     the facade: `MusicGenEngine` (setup / generate / close), `engine_for`
+loader.py     every checkpoint through its family's loader, on its device
+parts.py      what `setup` assembles, through the checkpoint's family
 scheduler.py  batching against a small step protocol, on the one compute thread
-melody.py     musicgen-melody: chroma features and transformers' generation
+streaming.py  chunked audio while the codes are made
 process.py    threads that end with their work; memory given back after loading
+musicgen/     text MusicGen (mono, stereo): loader, parts, windows, the fast decoder (model/)
+melody/       musicgen-melody: chroma, loader, parts, transformers' generation
 kernels/      the compiled kernels, their build, and the torch references
-model/        the decoder: weight conversion, projections, layers, prompts, sampling
 cuda/         the static batch whose step is one CUDA graph replay
 audio/        EnCodec decoding and file encoding
+
+A new family is one package here with ``load`` and ``assemble``, and one line in
+`registry.FAMILIES`.
 """
 
 from tunesmith.engine.audio import CONTENT_TYPES, encode_audio, encoded_rate

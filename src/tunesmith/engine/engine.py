@@ -7,7 +7,7 @@ EnCodec a chunk at a time between steps. Concurrent callers therefore share deco
 no other thread runs the engine's parallel compute (which matters to OpenMP: see the
 scheduler). Loading runs in a thread of its own that ends with it, for the same reason. A
 track longer than one window, or one that continues given audio, is a sequence of windows
-(`tunesmith.engine.windows`).
+(`tunesmith.engine.musicgen.windows`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import numpy.typing as npt
 
 from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel
+from tunesmith.engine.musicgen.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.engine.params import GenerationParams, ProgressCallback, Track
 from tunesmith.engine.process import in_passing_thread
 from tunesmith.engine.streaming import CodeSink, Producer, stream_audio
-from tunesmith.engine.windows import Window, plan_windows, run_windows, window_steps
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from tunesmith.config import Settings
     from tunesmith.engine.audio.codec import AudioDecoder
     from tunesmith.engine.kernels import KernelStatus
-    from tunesmith.engine.melody import MelodyGenerator
-    from tunesmith.engine.model import DecodeJob, FastDecoder
+    from tunesmith.engine.melody.generator import MelodyGenerator
+    from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler, StepDecoder
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
@@ -53,7 +53,7 @@ class MusicGenEngine:
     or ``fp16``/``bf16`` (CUDA); up to `max_batch` concurrent requests share each decode step,
     and an idle engine waits `batch_window` seconds for concurrent arrivals to start together.
     Each window of a long track adds `extend_stride` seconds. `step` is how a decode step runs:
-    ``eager`` (the dynamic batch, `tunesmith.engine.model`), ``cuda-graph`` (a static batch
+    ``eager`` (the dynamic batch, `tunesmith.engine.musicgen.model`), ``cuda-graph`` (a static batch
     replayed as one CUDA graph, `tunesmith.engine.cuda`), ``static`` (that step without the
     graph), or ``auto`` (cuda-graph on CUDA, eager on the CPU).
     """

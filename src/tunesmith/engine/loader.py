@@ -1,19 +1,22 @@
 """Loading a MusicGen checkpoint (HF hub id or local directory) and choosing its device.
 
-This is the one place `from_pretrained` is called, so the default hub model, a downloaded
-copy and the tiny test model all go through the same path. `tunesmith.engine.checkpoint`
-finds (or downloads) the files first, so loading reads local files only. Loader failures
+Every checkpoint loads here, through its family's ``load`` (`tunesmith.engine.registry`), so
+the default hub model, a downloaded copy and the tiny test model all go through the same path.
+`tunesmith.engine.checkpoint` finds (or downloads) the files first, so loading reads local
+files only. Loader failures
 become `ModelUnavailable` with a message that names the model and says how to fix it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.engine.checkpoint import checkpoint_dir, copy_checkpoint, offline_fix
+from tunesmith.engine.registry import family_of, read_config
 from tunesmith.errors import ConfigError, ModelUnavailable
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ class LoadedModel:
     processor: Any  # transformers MusicgenProcessor
     device: torch.device
     directory: Path | None = None  # the checkpoint's files (a hub model's cached snapshot)
+    family: str = "tunesmith.engine.musicgen"  # the package that runs it (`engine.registry`)
 
     @property
     def sample_rate(self) -> int:
@@ -71,55 +75,24 @@ def resolve_device(device: str) -> torch.device:
 
 def load_model(name: str, device: str = "auto") -> LoadedModel:
     """Load model and processor from a hub id or a local directory made by `save_pretrained`."""
-    import torch
-    from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
-
     target = resolve_device(device)
     directory = checkpoint_dir(name)
     source = str(directory)
     try:
-        model_type = musicgen_type(name, directory)
-        model: Any
-        processor: Any
-        if model_type == "musicgen_melody":
-            from tunesmith.engine.melody import load_melody_model
-
-            model, processor = load_melody_model(source, target)
-        else:
-            model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
-            processor = MusicgenProcessor.from_pretrained(source)
+        family = family_of(name, read_config(directory))
+        model, processor = importlib.import_module(family).load(source, target)
     except (OSError, ValueError) as exc:
         detail = " ".join(str(exc).split())
         raise ModelUnavailable(
             f"could not load model {name!r} from {source}: {detail} " + offline_fix(name)
         ) from None
-    model.to(target)
-    model.eval()
     log.info("loaded %s on %s", name, target)
-    return LoadedModel(name, model, processor, target, directory)
-
-
-def musicgen_type(name: str, directory: Path) -> str:
-    """The checkpoint's model_type, which must be one tunesmith serves."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(directory))
-    model_type = str(getattr(config, "model_type", None))
-    if model_type not in ("musicgen", "musicgen_melody"):
-        raise ModelUnavailable(
-            f"model {name!r} is a {model_type!r} model; tunesmith serves MusicGen "
-            "text-to-music checkpoints (model_type 'musicgen' or 'musicgen_melody', e.g. "
-            "facebook/musicgen-small)"
-        )
-    return model_type
+    return LoadedModel(name, model, processor, target, directory, family)
 
 
 def save_model(name: str, output: Path) -> Path:
     """Copy a model (hub id or directory) to `output` so an offline machine can load it."""
     directory = checkpoint_dir(name)
-    try:
-        musicgen_type(name, directory)
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"model {name!r} has no usable config.json: {exc}") from None
+    family_of(name, read_config(directory))  # only checkpoints tunesmith serves
     copy_checkpoint(directory, output)
     return output

@@ -1,6 +1,6 @@
 """Dynamic batching: one decode thread steps every in-flight request together.
 
-Requests are queued as prepared jobs (`StepJob`, e.g. `tunesmith.engine.model.DecodeJob`).
+Requests are queued as prepared jobs (`StepJob`, e.g. `tunesmith.engine.musicgen.model.DecodeJob`).
 When the decoder is idle, the first arrival waits up to a short collection window for company;
 after that, queued requests join the running batch at the next step (up to ``max_batch``), and
 a request that finishes leaves it without stalling the others. Each request keeps its own

@@ -54,7 +54,7 @@ def save_random_musicgen_melody(path: Path, preset: str = "tiny", seed: int = 0)
         MusicgenMelodyProcessor,
     )
 
-    from tunesmith.engine.melody import MelodyFeatureConfig
+    from tunesmith.engine.melody.chroma import MelodyFeatureConfig
 
     spec = PRESETS[preset]
     tokenizer, text, audio = encoder_parts(spec)

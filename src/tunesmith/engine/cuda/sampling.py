@@ -1,6 +1,6 @@
 """Guidance and sampling for a whole batch on the device, with no host sync and no RNG state.
 
-The dynamic step (`tunesmith.engine.model.sampling`) samples request by request with each
+The dynamic step (`tunesmith.engine.musicgen.model.sampling`) samples request by request with each
 request's `torch.Generator`. A CUDA graph cannot branch per request or read a Python value,
 so here every request's parameters are tensors (one entry per slot) and the same operators
 run for all of them: guidance where the slot's scale asks for it, then temperature, top-k and
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
 __all__ = ["SlotSampling", "draw_key", "guide", "sample", "uniforms"]
 
@@ -102,7 +102,7 @@ def uniforms(key: torch.Tensor, position: torch.Tensor, codebooks: int) -> torch
 
 def sample(scores: torch.Tensor, params: SlotSampling, position: torch.Tensor) -> torch.Tensor:
     """One code per slot and codebook from guided ``(B, K, V)`` float32 scores: the semantics
-    of `tunesmith.engine.model.sampling.pick_tokens` (temperature measured from the best score,
+    of `musicgen.model.sampling.pick_tokens` (temperature measured from the best score,
     top-k, then top-p keeping at least the best code), drawn with `uniforms`."""
     _, codebooks, vocab = scores.shape
     # stable: among equal scores the lowest code first, as argmax picks it

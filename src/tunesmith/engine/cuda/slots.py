@@ -18,7 +18,7 @@ import torch
 from tunesmith.engine.cuda.sampling import SlotSampling, draw_key
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
+    from tunesmith.engine.musicgen.model.decoder import DecodeJob, FastDecoder
 
 __all__ = ["Slots"]
 

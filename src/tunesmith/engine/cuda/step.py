@@ -1,6 +1,6 @@
 """One decode step over the static batch (`Slots`): the code a CUDA graph captures.
 
-The same layers and projections as the dynamic step (`tunesmith.engine.model.layers`), but
+The same layers and projections as the dynamic step (`tunesmith.engine.musicgen.model.layers`), but
 every shape is the batch's full size and every position a device tensor: each row writes its
 keys and values at its own position with one indexed write per layer, and attends over the
 whole window with a mask of the positions it has reached (one attention call per layer for all
@@ -20,7 +20,7 @@ from tunesmith.engine.cuda.sampling import guide, sample
 
 if TYPE_CHECKING:
     from tunesmith.engine.cuda.slots import Slots
-    from tunesmith.engine.model.decoder import FastDecoder
+    from tunesmith.engine.musicgen.model.decoder import FastDecoder
 
 __all__ = ["static_step"]
 

@@ -24,7 +24,7 @@ from tunesmith.engine.cuda.slots import Slots
 from tunesmith.engine.cuda.step import static_step
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
+    from tunesmith.engine.musicgen.model.decoder import DecodeJob, FastDecoder
 
 __all__ = ["StaticStepper"]
 

@@ -112,7 +112,7 @@ def _operator_flags() -> list[str]:
 
 
 def cache_dir() -> Path:
-    """Where built libraries (and converted weights: `tunesmith.engine.model.store`) are kept."""
+    """Where built libraries (and converted weights: `musicgen.model.store`) are kept."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tunesmith"
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.decoder import DecodeJob, FastDecoder
+    from tunesmith.engine.musicgen.model.decoder import DecodeJob, FastDecoder
 
 __all__ = ["prefill"]
 

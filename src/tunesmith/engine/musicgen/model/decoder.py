@@ -1,7 +1,7 @@
 """tunesmith's own MusicGen decode loop over the transformers modules' weights.
 
 transformers stays the source of the model definition and the checkpoint; the loaded weights
-are read once into the layout the loop wants (`tunesmith.engine.model.weights`: fused q/k/v,
+are read once into the layout the loop wants (`musicgen.model.weights`: fused q/k/v,
 fused LM heads, stacked codebook embeddings, projections per precision), and this module runs
 the decoder step by step:
 
@@ -9,18 +9,18 @@ the decoder step by step:
   computed once; the unconditional (classifier-free guidance) row attends to an all-masked
   prompt, which contributes exactly zero, so it skips cross-attention altogether; a prompt
   shorter than a head's size has its cross-attention weights folded into its keys and values
-  (`tunesmith.engine.model.cross`), which a step then reads instead of the weights;
+  (`tunesmith.engine.musicgen.model.cross`), which a step then reads instead of the weights;
 - the self-attention cache is preallocated per request, sized to the request's steps;
 - conditional and unconditional rows of every request in the batch go through each weight
   matrix in one call; attention runs per request on its own cache (requests in a batch have
   different lengths and positions);
-- the codebook delay pattern and sampling happen per request (`tunesmith.engine.model.sampling`);
+- the codebook delay pattern and sampling happen per request (`musicgen.model.sampling`);
 - the layers, final norm and heads run as one TorchScript module (`layers.Stack`), so the ~60
   small ops per layer around the matmuls run without the Python interpreter between them.
 
 `step` takes any set of in-flight `DecodeJob` s, so requests can join and leave between steps.
 A job can start from known codes (the previous window of a long track, or audio to continue):
-`prefill` runs them many positions at a time (`tunesmith.engine.model.prefill`), and the steps
+`prefill` runs them many positions at a time (`musicgen.model.prefill`), and the steps
 after them keep the prompt's codes where the delay pattern still reaches into it.
 """
 
@@ -31,21 +31,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tunesmith.engine.kernels import SCALE_BYTES
-from tunesmith.engine.model import cross
-from tunesmith.engine.model.cross import FoldedCross
-from tunesmith.engine.model.layers import Batch, Stack, script
-from tunesmith.engine.model.prefill import prefill
-from tunesmith.engine.model.projections import Precision
-from tunesmith.engine.model.prompt import encode_prompt, prompt_keys_values
-from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
-from tunesmith.engine.model.weights import (
+from tunesmith.engine.musicgen.model import cross
+from tunesmith.engine.musicgen.model.cross import FoldedCross
+from tunesmith.engine.musicgen.model.layers import Batch, Stack, script
+from tunesmith.engine.musicgen.model.prefill import prefill
+from tunesmith.engine.musicgen.model.projections import Precision
+from tunesmith.engine.musicgen.model.prompt import encode_prompt, prompt_keys_values
+from tunesmith.engine.musicgen.model.sampling import SamplingParams, guided_logits, pick_tokens
+from tunesmith.engine.musicgen.model.weights import (
     DecoderWeights,
     module_buffers,
     release_decoder_weights,
 )
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.store import WeightStore
+    from tunesmith.engine.musicgen.model.store import WeightStore
 
 __all__ = ["Conditioning", "DecodeJob", "FastDecoder", "release_decoder_weights"]
 
@@ -54,7 +54,7 @@ __all__ = ["Conditioning", "DecodeJob", "FastDecoder", "release_decoder_weights"
 class Conditioning:
     """A prompt's text conditioning, computed once per request and shared by its windows:
     each layer's cross-attention keys/values ``(layers, 2, 1, H, S, hd)``, and their folded
-    form where short prompts fold (`tunesmith.engine.model.cross`)."""
+    form where short prompts fold (`tunesmith.engine.musicgen.model.cross`)."""
 
     cross: torch.Tensor
     folded: FoldedCross | None = None
@@ -109,7 +109,7 @@ class FastDecoder(DecoderWeights):
         self._serials = itertools.count(1)
 
     def step_bytes(self, jobs: list[DecodeJob]) -> int:
-        """Bytes of weights and folded prompts (`tunesmith.engine.model.cross`) a step over `jobs`
+        """Bytes of weights and folded prompts (`musicgen.model.cross`) a step over `jobs`
         reads, their caches aside: the cross-attention weights only where a job is unfolded."""
         folded = [job.folded for job in jobs if job.folded is not None]
         total = self.weight_bytes + sum(t.nbytes for f in folded for t in f if t is not None)

@@ -3,14 +3,14 @@
 (`prompt`), sampling (`sampling`), the decoder that steps a batch of jobs (`decoder`), and the
 prefill that runs a known prompt many positions at a time (`prefill`)."""
 
-from tunesmith.engine.model.decoder import (
+from tunesmith.engine.musicgen.model.decoder import (
     Conditioning,
     DecodeJob,
     FastDecoder,
     release_decoder_weights,
 )
-from tunesmith.engine.model.projections import Precision, resolve_precision
-from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.musicgen.model.projections import Precision, resolve_precision
+from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
 __all__ = [
     "Conditioning",

@@ -2,10 +2,10 @@
 
 transformers' modules hold the checkpoint; `DecoderWeights` reads them once, a layer at a time:
 q/k/v fused, each projection at the decoder's precision and beginning with the layer norm
-before it (`tunesmith.engine.model.projections`), the LM heads fused, the codebook embeddings
+before it (`musicgen.model.projections`), the LM heads fused, the codebook embeddings
 stacked, cross-attention's keys and values kept for prompt encoding. Quantized weights come
 from (and go to) the `WeightStore`; checkpoint pages that have served their turn leave memory.
-`FastDecoder` (`tunesmith.engine.model.decoder`) steps over them.
+`FastDecoder` (`tunesmith.engine.musicgen.model.decoder`) steps over them.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from tunesmith.engine import kernels
 from tunesmith.engine.kernels import ACTIVATIONS
-from tunesmith.engine.model.layers import Layer
-from tunesmith.engine.model.projections import (
+from tunesmith.engine.musicgen.model.layers import Layer
+from tunesmith.engine.musicgen.model.projections import (
     HALF_DTYPES,
     FbgemmInt8Projection,
     Precision,
@@ -33,7 +33,7 @@ from tunesmith.engine.model.projections import (
 from tunesmith.engine.process import drop_file_pages, trim_heap
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.store import WeightStore
+    from tunesmith.engine.musicgen.model.store import WeightStore
 
 __all__ = ["DecoderWeights", "module_buffers", "release_decoder_weights"]
 
@@ -92,7 +92,7 @@ class DecoderWeights:
             self._store.save()
         self._text_weights = [p.detach() for p in model.text_encoder.parameters()]
         # where the projections are compiled kernels, short prompts fold cross-attention's
-        # weights into their keys and values (`tunesmith.engine.model.cross`); the float
+        # weights into their keys and values (`tunesmith.engine.musicgen.model.cross`); the float
         # weights are read back from the projections per request (no second copy is kept)
         self.fold_cross = compiled and precision in ("fp32", "int8", "int4")
 

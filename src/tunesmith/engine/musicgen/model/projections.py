@@ -41,7 +41,7 @@ from tunesmith.engine.kernels import int4, matvec
 from tunesmith.engine.kernels.reference import finish, layer_norm, matvec_int4
 
 if TYPE_CHECKING:
-    from tunesmith.engine.model.store import WeightStore
+    from tunesmith.engine.musicgen.model.store import WeightStore
 
 __all__ = [
     "PRECISIONS",

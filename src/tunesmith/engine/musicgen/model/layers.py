@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 
 from tunesmith.engine.kernels.reference import attend
-from tunesmith.engine.model.cross import FoldedCross
+from tunesmith.engine.musicgen.model.cross import FoldedCross
 
 __all__ = ["Batch", "Layer", "Stack", "script"]
 
@@ -42,7 +42,7 @@ class Layer(torch.nn.Module):
 
     ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `Batch`). The layer
     norms begin the projections after them (qkv, cross_q, fc1: see
-    `tunesmith.engine.model.projections`); out and fc2 add the residual."""
+    `tunesmith.engine.musicgen.model.projections`); out and fc2 add the residual."""
 
     cross_norm_weight: torch.Tensor
     cross_norm_bias: torch.Tensor

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from tunesmith.engine.model import Conditioning, DecodeJob, FastDecoder
-    from tunesmith.engine.model.sampling import SamplingParams
+    from tunesmith.engine.musicgen.model import Conditioning, DecodeJob, FastDecoder
+    from tunesmith.engine.musicgen.model.sampling import SamplingParams
     from tunesmith.engine.scheduler import BatchScheduler
 
 __all__ = ["PREFILL_CHUNK", "Window", "plan_windows", "run_windows", "window_steps"]
