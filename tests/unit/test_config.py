@@ -89,7 +89,7 @@ def test_the_integer_precisions_run_on_the_cpu_only(
 ) -> None:
     import torch
 
-    from tunesmith.engine.model import resolve_precision
+    from tunesmith.engine.musicgen.model import resolve_precision
 
     monkeypatch.setenv("TUNESMITH_PRECISION", precision)
     assert load_settings().precision == precision

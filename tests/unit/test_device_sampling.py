@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tunesmith.engine.cuda.sampling import SlotSampling, draw_key, guide, sample, uniforms
-from tunesmith.engine.model.sampling import SamplingParams
+from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.engine.model.sampling import SamplingParams, guided_logits, pick_tokens
+from tunesmith.engine.musicgen.model.sampling import SamplingParams, guided_logits, pick_tokens
 
 
 def scores() -> torch.Tensor:

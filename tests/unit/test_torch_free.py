@@ -29,6 +29,6 @@ def test_the_api_and_aws_tiers_import_without_torch() -> None:
 
 
 def test_the_check_can_fail() -> None:
-    code = "import sys, tunesmith.engine.model; print('torch' in sys.modules)"
+    code = "import sys, tunesmith.engine.musicgen.model; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tunesmith.engine.windows import Window, plan_windows, window_steps
+from tunesmith.engine.musicgen.windows import Window, plan_windows, window_steps
 
 
 def test_one_window_when_the_track_fits() -> None:
