@@ -7,11 +7,13 @@ variable, never later in a request.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tunesmith.errors import ConfigError
 from tunesmith.storage.base import PREFIX_PATTERN
@@ -27,11 +29,13 @@ __all__ = [
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 # MusicGen was trained on 30 s windows (transformers caps the decoder at 1503 positions);
-# longer tracks slide the window (`tunesmith.engine.musicgen.windows`).
+# longer tracks slide the window (`tunesmith.engine.windows`).
 WINDOW_SECONDS = 30.0
 DEFAULT_MAX_DURATION = 300.0
 HARD_MAX_DURATION = 3600.0  # an hour: SageMaker's asynchronous limit
 ENV_PREFIX = "TUNESMITH_"
+_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # SageMaker's rule
+_MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")  # what `engine.registry.model_id` gives
 
 
 class Settings(BaseSettings):
@@ -126,6 +130,12 @@ class Settings(BaseSettings):
         pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
         description="SageMaker endpoint the Lambda invokes; unset runs the engine in-process",
     )
+    # JSON decoded by `_endpoint_map`, so a malformed value is a ConfigError naming the variable
+    endpoints: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='SageMaker endpoints the Lambda routes to by model, JSON {"model id": '
+        '"endpoint name"}, the default first; instead of TUNESMITH_ENDPOINT_NAME',
+    )
     invoke_mode: Literal["sync", "async"] = "sync"
     invoke_timeout: float = Field(
         65.0, gt=0, le=3600, description="Seconds the Lambda waits for the endpoint's answer"
@@ -173,6 +183,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoint_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}  # a JSONDecodeError is a ValueError
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object, {"model id": "endpoint name", ...}')
+        for key, name in value.items():
+            if not isinstance(key, str) or not _MODEL_ID.fullmatch(key):
+                raise ValueError(f"{key!r} is not a model id (letters, digits, '.', '_', '-')")
+            if not isinstance(name, str) or not _ENDPOINT_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} (for {key!r}) is not a SageMaker endpoint name")
+        return value
+
     @field_validator("model")
     @classmethod
     def _model_list(cls, value: str) -> str:
@@ -200,6 +224,15 @@ class Settings(BaseSettings):
     def _s3_needs_bucket(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("TUNESMITH_S3_BUCKET is required when TUNESMITH_STORAGE=s3")
+        return self
+
+    @model_validator(mode="after")
+    def _one_endpoint_form(self) -> Settings:
+        if self.endpoints and self.endpoint_name:
+            raise ValueError(
+                "TUNESMITH_ENDPOINTS and TUNESMITH_ENDPOINT_NAME are two forms of one setting: "
+                "give one"
+            )
         return self
 
 
