@@ -29,7 +29,7 @@ __all__ = [
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 # MusicGen was trained on 30 s windows (transformers caps the decoder at 1503 positions);
-# longer tracks slide the window (`tunesmith.engine.windows`).
+# longer tracks slide the window (`tunesmith.engine.musicgen.windows`).
 WINDOW_SECONDS = 30.0
 DEFAULT_MAX_DURATION = 300.0
 HARD_MAX_DURATION = 3600.0  # an hour: SageMaker's asynchronous limit
