@@ -54,7 +54,7 @@ MAX_LOUDNESS_LUFS = -1.0  # louder could not stay under the -1 dBTP ceiling
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "canceled")
-Normalization = Literal["peak", "loudness", "rms", "clip", "none"]
+Normalization = Literal["peak", "loudness", "rms", "clip", "none", "limit"]
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ class GenerateRequest(BaseModel):
     format: AudioFormat = "wav"
     normalization: Normalization = Field(
         "peak",
-        description="audiocraft's strategies: peak, loudness (BS.1770), rms, clip or none; "
-        "never louder than -1 dBTP",
+        description="peak, rms (audiocraft's), loudness (BS.1770, through a true-peak "
+        "limiter), limit (the limiter alone), clip or none; never louder than -1 dBTP",
     )
     loudness_lufs: float = Field(
         -14.0,
@@ -206,7 +206,7 @@ class GenerateResponse(BaseModel):
     sample_rate: int
     channels: int
     format: AudioFormat
-    model: str
+    model: str = Field(description="The id of the model that made it (GET /models)")
     seed: int
     metadata_url: str = Field(description="The track's JSON record: everything to reproduce it")
 
@@ -228,7 +228,8 @@ class TrackRecord(BaseModel):
     id: str
     created: str  # ISO 8601, UTC
     request: GenerateRequest
-    model: str
+    model: str  # the id a request names it by (GET /models)
+    checkpoint: str | None = None  # what it was loaded from: a hub id or a directory
     engine: dict[str, str]  # tunesmith version, precision, device, kernels
     seed: int
     duration: float

@@ -92,7 +92,7 @@ def test_every_format_is_stored_with_its_extension_and_type_and_decodes_back(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("normalization", ["peak", "loudness", "rms", "clip", "none"])
+@pytest.mark.parametrize("normalization", ["peak", "loudness", "rms", "clip", "none", "limit"])
 def test_every_normalization_stays_under_minus_one_dbtp(api: Api, normalization: str) -> None:
     request = {**SEED_REQUEST, "seed": 5, "normalization": normalization, "loudness_lufs": -20}
     body = api.generate(request).json()

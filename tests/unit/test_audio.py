@@ -118,7 +118,7 @@ def test_loudness_lands_within_half_a_unit_of_its_target(target: float) -> None:
 
 def test_loudness_that_would_pass_the_ceiling_is_held_under_it() -> None:
     prepared = prepare_samples(music(4.0), RATE, "loudness", -2.0)
-    assert db(true_peak(prepared)) == pytest.approx(-1.0, abs=0.01)
+    assert -1.2 <= db(true_peak(prepared)) <= -1.0  # limited to the ceiling, a hair under
     assert lufs(prepared) < -2.0  # the ceiling wins over the target
 
 

@@ -4,9 +4,12 @@ and reading an uploaded file back into samples (`read_audio`).
 Normalization follows audiocraft's ``audio_write`` strategies, with one rule on top: nothing
 leaves louder than -1 dBTP (`CEILING`).
 
-* ``peak``, ``rms``, ``loudness`` apply one gain to the whole track: the strategy's gain (true
-  peak to -1 dBTP; mono-mix RMS to -18 dBFS; BS.1770 integrated loudness to the target), then,
-  if the true peak (4x oversampled, as BS.1770's meter) would still exceed -1 dBTP, less gain.
+* ``peak`` and ``rms`` apply one gain to the whole track: the strategy's gain (true peak to
+  -1 dBTP; mono-mix RMS to -18 dBFS), then, if the true peak (4x oversampled, as BS.1770's
+  meter) would still exceed -1 dBTP, less gain.
+* ``loudness`` lands on the BS.1770 integrated loudness target with the true peak at -1 dBTP
+  or under: a gain, and the look-ahead limiter (`limiter`) on the moments that would pass.
+* ``limit`` keeps the track's level and limits only those moments.
 * ``clip`` and ``none`` never look ahead: each output sample depends on its input sample
   alone, so a stream of the track can equal the file. Samples beyond +-`CEILING` are clipped
   (-1 dBFS sample peak); samples within it are kept exactly. Intersample peaks are not
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -50,7 +54,7 @@ RMS_TARGET: Final = 10 ** (-18 / 20)  # audiocraft's rms_headroom_db
 _SILENCE_LUFS: Final = -70.0
 
 FORMATS: Final = NAMES  # what `encode_audio` writes
-NORMALIZATIONS: Final = ("peak", "loudness", "rms", "clip", "none")
+NORMALIZATIONS: Final = ("peak", "loudness", "rms", "clip", "none", "limit")
 
 
 def _as_frames(samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -87,22 +91,11 @@ def _loudness(audio: npt.NDArray[np.float32], sample_rate: int) -> float | None:
     return float(meter.integrated_loudness(audio.astype(np.float64)))
 
 
-def _strategy_gain(
-    audio: npt.NDArray[np.float32],
-    sample_rate: int,
-    normalization: str,
-    loudness_lufs: float,
-    peak: float,
-) -> float:
+def _strategy_gain(audio: npt.NDArray[np.float32], normalization: str, peak: float) -> float:
     if normalization == "peak":
         return CEILING / peak if peak > 0 else 1.0
-    if normalization == "rms":
-        rms = float(np.sqrt(np.mean(np.mean(audio, axis=1, dtype=np.float64) ** 2)))
-        return RMS_TARGET / rms if rms > 0 else 1.0
-    measured = _loudness(audio, sample_rate)
-    if measured is None or not math.isfinite(measured) or measured < _SILENCE_LUFS:
-        return 1.0
-    return float(10 ** ((loudness_lufs - measured) / 20))
+    rms = float(np.sqrt(np.mean(np.mean(audio, axis=1, dtype=np.float64) ** 2)))
+    return RMS_TARGET / rms if rms > 0 else 1.0
 
 
 def prepare_samples(
@@ -121,13 +114,35 @@ def prepare_samples(
     audio = _as_frames(samples)
     if normalization in ("clip", "none"):
         return np.ascontiguousarray(np.clip(audio, -CEILING, CEILING), dtype=np.float32)
-    peak = true_peak(audio)
-    gain = _strategy_gain(audio, sample_rate, normalization, loudness_lufs, peak)
     # one 16-bit step of margin: rounding to PCM must not carry the peak over the ceiling
     limit = CEILING - 2.0**-15
+    if normalization in ("loudness", "limit"):
+        return _limited(audio, sample_rate, normalization, loudness_lufs, limit)
+    peak = true_peak(audio)
+    gain = _strategy_gain(audio, normalization, peak)
     if peak * gain > limit:
         gain = limit / peak
     return np.ascontiguousarray(audio * np.float32(gain), dtype=np.float32)
+
+
+def _limited(
+    audio: npt.NDArray[np.float32],
+    sample_rate: int,
+    normalization: str,
+    loudness_lufs: float,
+    ceiling: float,
+) -> npt.NDArray[np.float32]:
+    from tunesmith.engine.audio.limiter import land_loudness, limit
+
+    if normalization == "limit":
+        return np.ascontiguousarray(limit(audio, sample_rate, ceiling))
+    measured = _loudness(audio, sample_rate)
+    if measured is None or not math.isfinite(measured) or measured < _SILENCE_LUFS:
+        return np.ascontiguousarray(limit(audio, sample_rate, ceiling))  # silence is not raised
+    out = land_loudness(
+        audio, sample_rate, loudness_lufs, ceiling, partial(_loudness, sample_rate=sample_rate)
+    )
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _resample(audio: npt.NDArray[np.float32], rate: int, to: int) -> npt.NDArray[np.float32]:
