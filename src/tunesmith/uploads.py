@@ -11,6 +11,7 @@ before any compute, and refuses each bad one with the field it came in.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,9 +137,15 @@ _OPTIONAL = frozenset(
 
 
 def parse_generate_form(
-    body: bytes, content_type: str, *, max_duration: float | DurationLimit, max_upload_bytes: int
+    body: bytes,
+    content_type: str,
+    *,
+    max_duration: float | DurationLimit,
+    max_upload_bytes: int,
+    models: Sequence[str] = (),
 ) -> tuple[GenerateRequest, dict[str, bytes]]:
-    """A form body as a validated request and its uploads (each within `max_upload_bytes`)."""
+    """A form body as a validated request and its uploads (each within `max_upload_bytes`);
+    `models` as `parse_generate_request` takes them."""
     form = parse_form(body, content_type)
     for name, data in form.files.items():
         if len(data) > max_upload_bytes:
@@ -147,7 +154,7 @@ def parse_generate_form(
             raise InvalidRequest([FieldError(name, "the upload is empty")])
     # a form cannot say null: an empty optional field (seed, continuation_end) is not given
     fields = {k: v for k, v in form.fields.items() if v.strip() or k not in _OPTIONAL}
-    request = parse_generate_request(fields, max_duration=max_duration, form=True)
+    request = parse_generate_request(fields, max_duration=max_duration, form=True, models=models)
     check_uploads(request, form.files)
     return request, form.files
 

@@ -81,25 +81,24 @@ class AsyncJob(Job):
 
 
 class AsyncJobs:
-    """Jobs on one asynchronous endpoint, recorded in `storage` (tracks under `prefix`)."""
+    """Jobs on asynchronous endpoints, recorded in `storage` (tracks under `prefix`); each
+    endpoint is given the same S3 output path (the CDK app's), so a job's status is read from
+    storage alone, whichever endpoint it was queued on."""
 
-    def __init__(
-        self,
-        storage: S3Storage,
-        endpoint: SageMakerEndpoint,
-        *,
-        prefix: str,
-        time_limit: int,
-    ) -> None:
+    def __init__(self, storage: S3Storage, *, prefix: str, time_limit: int) -> None:
         self.storage = storage
-        self.endpoint = endpoint
         self.prefix = prefix
         self.time_limit = time_limit  # seconds one invocation may take (1 to 3600)
 
     # -- submit ------------------------------------------------------------------------------
 
-    def submit(self, request: GenerateRequest, files: Mapping[str, bytes] | None = None) -> Job:
-        """Queue `request` on the endpoint and record the job; its record says where it goes."""
+    def submit(
+        self,
+        request: GenerateRequest,
+        endpoint: SageMakerEndpoint,
+        files: Mapping[str, bytes] | None = None,
+    ) -> Job:
+        """Queue `request` on `endpoint` and record the job; its record says where it goes."""
         # the seed is chosen here, so the answer can report it at once
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         request = request.model_copy(update={"seed": seed})
@@ -111,7 +110,7 @@ class AsyncJobs:
             bucket=bucket,
             key=f"{self.prefix}{job_id}.json",
             audio_key=f"{self.prefix}{job_id}/{filename}",
-            endpoint=self.endpoint.name,
+            endpoint=endpoint.name,
         )
         source = uri = None
         if files:  # too large to go inline: SageMaker reads it from S3
@@ -119,7 +118,7 @@ class AsyncJobs:
             uri = f"s3://{bucket}/{source}"
             self.storage.put(source, body, content_type)
         try:
-            locations = self.endpoint.submit(
+            locations = endpoint.submit(
                 content_type=content_type,
                 inference_id=job_id,
                 filename=filename,
@@ -154,7 +153,7 @@ class AsyncJobs:
             s3_url=where.s3_url,
             public_url=where.public_url,
             metadata_url=self.storage.locate(destination.key).public_url,
-            replica=self.endpoint.name,
+            replica=endpoint.name,
             failure_location=failure,
         )
         self.storage.put(job_key(job_id), job.model_dump_json(indent=2).encode(), RECORD_TYPE)

@@ -1,5 +1,6 @@
 """The Lambda tier: ``handler(event, context)`` behind API Gateway's ``POST /generate`` (and,
-on the async variant, ``POST /jobs``, ``GET /jobs/{id}`` and ``DELETE /jobs/{id}``).
+on the async variant, ``POST /jobs``, ``GET /jobs/{id}`` and ``DELETE /jobs/{id}``; with
+several models, ``GET /models``).
 
 It validates the body with the one contract (`tunesmith.schema.parse_generate_request`, or
 `tunesmith.uploads.parse_generate_form` for ``multipart/form-data``), has the model tier render
@@ -12,6 +13,10 @@ environment (`tunesmith.config.Settings`, plus `tunesmith.aws.deployment` 's var
     TUNESMITH_MAX_UPLOAD_BYTES                                     request limits
     TUNESMITH_ENDPOINT_NAME        the SageMaker endpoint; unset runs the engine in this
                                    function (the container-image variant, which has torch)
+    TUNESMITH_ENDPOINTS            instead, one endpoint per model: JSON {"model id":
+                                   "endpoint name"}, the default first; a request goes to its
+                                   `model`'s (`tunesmith.aws.routes`), and ``GET /models``
+                                   lists them. In the function, ``TUNESMITH_MODEL``'s list.
     TUNESMITH_INVOKE_MODE          sync: answer 200 with the stored track;
                                    async: queue it (InvokeEndpointAsync), answer 202 at once
                                    with a `Job` and ``Location: <base>/jobs/{id}`` (the stage
@@ -52,6 +57,7 @@ from tunesmith.aws.async_jobs import AsyncJobs
 from tunesmith.aws.deployment import Deployment
 from tunesmith.aws.protocol import RenderedTrack, invocation_body
 from tunesmith.aws.proxy import ProxyRequest, error_response, json_response
+from tunesmith.aws.routes import ModelRoutes
 from tunesmith.aws.sagemaker import SageMakerEndpoint
 from tunesmith.config import Settings, load_settings
 from tunesmith.errors import (
@@ -81,9 +87,14 @@ log = logging.getLogger(__name__)
 ROUTE = "/generate"
 JOBS = "/jobs"
 JOB = "/jobs/{id}"
+MODELS = "/models"
 _NO_JOBS = (
     "jobs need the async variant (cdk deploy -c variant=async); this deployment makes the "
     f"track while POST {ROUTE} waits, and answers with it"
+)
+_ONE_ENDPOINT = (
+    "this deployment sends every request to one SageMaker endpoint, which serves one model; "
+    "deploy several (cdk deploy -c model=A,B) to choose one per request"
 )
 _NO_STREAM = (
     "the async variant cannot stream a job's events or audio: SageMaker writes the track to S3 "
@@ -100,13 +111,15 @@ class GenerateFunction:
         settings: Settings,
         *,
         storage: S3Storage | None = None,
-        endpoint: SageMakerEndpoint | None = None,
+        routes: ModelRoutes | None = None,
         deployment: Deployment | None = None,
     ) -> None:
         if not settings.s3_bucket:
             raise ConfigError("TUNESMITH_S3_BUCKET: the Lambda function needs a bucket")
-        if settings.invoke_mode == "async" and not settings.endpoint_name:
-            raise ConfigError("TUNESMITH_INVOKE_MODE=async needs TUNESMITH_ENDPOINT_NAME")
+        if settings.invoke_mode == "async" and not (settings.endpoint_name or settings.endpoints):
+            raise ConfigError(
+                "TUNESMITH_INVOKE_MODE=async needs TUNESMITH_ENDPOINT_NAME or TUNESMITH_ENDPOINTS"
+            )
         self.settings = settings
         self.deployment = deployment or Deployment()
         self.storage = storage or S3Storage(
@@ -114,16 +127,15 @@ class GenerateFunction:
             url_mode=settings.url_mode,
             presign_expires=settings.presign_expires,
         )
-        if endpoint is None and settings.endpoint_name:
+        if routes is None:
             # the async call only queues the request; its time limit goes to SageMaker
             wait = settings.invoke_timeout if settings.invoke_mode == "sync" else 15.0
-            endpoint = SageMakerEndpoint(settings.endpoint_name, timeout=wait)
-        self.endpoint = endpoint
+            routes = ModelRoutes.from_settings(settings, timeout=wait)
+        self.routes = routes
         self.jobs: AsyncJobs | None = None
-        if settings.invoke_mode == "async" and endpoint is not None:
+        if settings.invoke_mode == "async" and routes is not None:
             self.jobs = AsyncJobs(
                 self.storage,
-                endpoint,
                 prefix=settings.s3_prefix,
                 time_limit=max(1, min(3600, round(settings.invoke_timeout))),
             )
@@ -170,8 +182,8 @@ class GenerateFunction:
             if resource == JOBS and self.jobs is None:
                 raise NotFound(f"no route POST {JOBS}: {_NO_JOBS}")
             request, files = self.parse(proxy)
-            if self.jobs is not None:
-                job = self.jobs.submit(request, files)
+            if self.jobs is not None and self.routes is not None:
+                job = self.jobs.submit(*self.routes.route(request), files)
                 log.info("request %s: queued job %s for %s", request_id, job.id, job.s3_url)
                 location = f"{proxy.base_path}{JOBS}/{job.id}"  # the stage first, as sent
                 return json_response(202, job.model_dump(mode="json"), {"Location": location})
@@ -189,8 +201,34 @@ class GenerateFunction:
             raise MethodNotAllowed(f"{JOB} takes GET or DELETE, not {proxy.method or 'nothing'}")
         if resource.startswith(JOBS + "/"):
             raise NotFound(f"no route {proxy.resource!r}: {_NO_STREAM if self.jobs else _NO_JOBS}")
+        if resource == MODELS:
+            if not self.model_ids:
+                raise NotFound(f"no route {MODELS}: {_ONE_ENDPOINT}")
+            if proxy.method != "GET":
+                raise MethodNotAllowed(f"{MODELS} takes GET, not {proxy.method or 'nothing'}")
+            return json_response(200, self.models())
         routes = f"POST {ROUTE}" + (f", POST {JOBS}, GET and DELETE {JOB}" if self.jobs else "")
+        routes += f", GET {MODELS}" if self.model_ids else ""
         raise NotFound(f"no route {proxy.resource!r}; this API serves {routes}")
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The model ids a request may name: the routed endpoints', or the function's own
+        (`Settings.models`) when the engine runs here; empty for one endpoint, which judges."""
+        if self.routes is not None:
+            return self.routes.ids
+        return list(self.settings.models)
+
+    def models(self) -> dict[str, Any]:
+        """``GET /models``: the models this function can route, as it was configured."""
+        if self.routes is not None:
+            return self.routes.listing()
+        served = self.settings.models
+        models = [
+            {"id": model, "default": index == 0, "checkpoint": checkpoint}
+            for index, (model, checkpoint) in enumerate(served.items())
+        ]
+        return {"default": next(iter(served)), "models": models}
 
     def parse(self, proxy: ProxyRequest) -> tuple[GenerateRequest, dict[str, bytes]]:
         """The validated request and its uploads (sizes checked, audio not decoded)."""
@@ -202,9 +240,10 @@ class GenerateFunction:
                 proxy.content_type,
                 max_duration=limit,
                 max_upload_bytes=self.settings.max_upload_bytes,
+                models=self.model_ids,
             )
         else:
-            request = parse_generate_request(proxy.body, max_duration=limit)
+            request = parse_generate_request(proxy.body, max_duration=limit, models=self.model_ids)
             files = {}
             check_uploads(request, files)
         return request, files
@@ -214,18 +253,23 @@ class GenerateFunction:
     ) -> GenerateResponse:
         """Render the track (endpoint or in-process), store it and its record, say where."""
         files = dict(files or {})
-        if self.endpoint is None:
+        if self.routes is None:
             service = self._in_process()
             inputs = service.audio_inputs(request, files)
             return service.generate_sync(request, "", None, inputs)
+        request, endpoint = self.routes.route(request)
         body, content_type = invocation_body(request, files)
         self.deployment.check_request_size(len(body))
-        rendered = self.endpoint.invoke(body, content_type, fmt=request.format)
-        record = self._record(request, files, rendered)
+        rendered = endpoint.invoke(body, content_type, fmt=request.format)
+        record = self._record(request, files, rendered, endpoint)
         return store_track(self.storage, self.settings.s3_prefix, rendered.audio, record)
 
+    @staticmethod
     def _record(
-        self, request: GenerateRequest, files: Mapping[str, bytes], rendered: RenderedTrack
+        request: GenerateRequest,
+        files: Mapping[str, bytes],
+        rendered: RenderedTrack,
+        endpoint: SageMakerEndpoint,
     ) -> TrackRecord:
         """The track's record from what the endpoint reported of the engine and the uploads."""
         info = rendered.info
@@ -233,7 +277,7 @@ class GenerateFunction:
             reported = info.inputs.get(name)
             if reported is not None and reported.sha256 != hashlib.sha256(data).hexdigest():
                 raise UpstreamError(
-                    f"the model endpoint {self.settings.endpoint_name!r} reports another "
+                    f"the model endpoint {endpoint.name!r} reports another "
                     f"{name} than the one sent (sha256 {reported.sha256[:12]}...)"
                 )
         return new_record(
@@ -243,7 +287,7 @@ class GenerateFunction:
             engine={
                 "tunesmith": __version__,
                 **info.engine,
-                "endpoint": self.settings.endpoint_name or "",
+                "endpoint": endpoint.name,
             },
             seed=info.seed,
             fmt=info.format,
