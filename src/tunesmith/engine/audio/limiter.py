@@ -32,14 +32,14 @@ def true_peak_envelope(audio: npt.NDArray[np.floating]) -> npt.NDArray[np.float6
     half a sample of it, over all channels."""
     from scipy.signal import resample_poly
 
-    magnitude = np.max(np.abs(audio), axis=1).astype(np.float64)
+    magnitude: npt.NDArray[np.float64] = np.max(np.abs(audio), axis=1).astype(np.float64)
     if audio.shape[0] < 2:
         return magnitude
     over = np.abs(resample_poly(audio.astype(np.float64), OVERSAMPLE, 1, axis=0)).max(axis=1)
     # the oversampled points nearest each frame: its own and the ones either side
     groups = over[: audio.shape[0] * OVERSAMPLE].reshape(-1, OVERSAMPLE).max(axis=1)
     before = np.concatenate([[0.0], groups[:-1]])
-    return np.maximum.reduce([magnitude, groups, before])
+    return np.asarray(np.maximum.reduce([magnitude, groups, before]), dtype=np.float64)
 
 
 def _forward_min(values: npt.NDArray[np.float64], width: int) -> npt.NDArray[np.float64]:
@@ -47,7 +47,8 @@ def _forward_min(values: npt.NDArray[np.float64], width: int) -> npt.NDArray[np.
     from scipy.ndimage import minimum_filter1d
 
     # minimum_filter1d centres its window; the origin shifts it to start at n
-    return minimum_filter1d(values, size=width, mode="nearest", origin=-(width // 2))
+    lowest = minimum_filter1d(values, size=width, mode="nearest", origin=-(width // 2))
+    return np.asarray(lowest, dtype=np.float64)
 
 
 def limit(
