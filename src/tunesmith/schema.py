@@ -24,6 +24,7 @@ from pydantic import (
 from tunesmith import defaults
 from tunesmith.config import HARD_MAX_DURATION
 from tunesmith.errors import FieldError, InvalidRequest
+from tunesmith.production.request import ProducerFields
 
 __all__ = [
     "JOB_PREFIX",
@@ -75,9 +76,7 @@ class DurationLimit:
         return limit if isinstance(limit, DurationLimit) else cls.on_this_server(HARD_MAX_DURATION)
 
 
-class GenerateRequest(BaseModel):
-    """Body of ``POST /generate``. Unknown fields are refused: a typo must not be ignored."""
-
+class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     prompt: str = Field(
@@ -194,6 +193,14 @@ class GenerateRequest(BaseModel):
     def continues(self) -> bool:
         """Whether the request sets a continuation range (then it needs input_audio)."""
         return self.continuation_start > 0 or self.continuation_end is not None
+
+
+class GenerateRequest(ProducerFields, _Request):
+    """Body of ``POST /generate``. Unknown fields are refused: a typo must not be ignored.
+
+    The producers' fields (`tunesmith.production.request`) follow the others."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class GenerateResponse(BaseModel):
@@ -347,6 +354,8 @@ def parse_generate_request(
             raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
     if not isinstance(data, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    if form and "sections" in data:  # a list of objects has no form encoding
+        raise InvalidRequest([FieldError("sections", "only in a JSON body")])
     try:
         return GenerateRequest.model_validate(
             data, strict=not form, context={"duration_limit": max_duration, "models": list(models)}

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # parsing is numpy-free: the request schema (and the Lambda) uses it
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["Key", "find_key", "parse_key", "shift_between"]
 
@@ -23,8 +24,8 @@ NAMES: Final = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _FLATS: Final = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E"}
 _SHARPS_ONLY: Final = {"E#": "F", "B#": "C"}
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first
-_MAJOR: Final = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR: Final = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+_MAJOR: Final = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+_MINOR: Final = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 _PATTERN: Final = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*(major|minor|maj|min)\s*$", re.I)
 
 
@@ -59,13 +60,14 @@ def find_key(samples: npt.NDArray[np.float32], sample_rate: int) -> tuple[Key, f
     """The key `samples` ``(frames, channels)`` are most likely in, and how clearly (the
     profile correlation, -1..1)."""
     import librosa
+    import numpy as np
 
     mono = np.asarray(samples, dtype=np.float32).mean(axis=1)
     chroma = librosa.feature.chroma_cqt(y=mono, sr=sample_rate).mean(axis=1)
     best, score = Key(0, False), -2.0
     for tonic in range(12):
         for minor, profile in ((False, _MAJOR), (True, _MINOR)):
-            r = float(np.corrcoef(chroma, np.roll(profile, tonic))[0, 1])
+            r = float(np.corrcoef(chroma, np.roll(np.array(profile), tonic))[0, 1])
             if np.isfinite(r) and r > score:
                 best, score = Key(tonic, minor), r
     return best, score

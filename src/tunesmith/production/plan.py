@@ -67,6 +67,16 @@ class Production:
             beats += _OVERRUN_BEATS
         return math.ceil(beats * self.beat_seconds / (1 - MAX_STRETCH) * 10) / 10
 
+    def prompt_for(self, prompt: str) -> str:
+        """The text the model is conditioned on: the prompt, naming the tempo and the key asked
+        for (the audio is then made exact; a model that heard them needs less of it)."""
+        named = [prompt]
+        if self.bpm is not None:
+            named.append(f"{self.bpm:g} bpm")
+        if self.key is not None:
+            named.append(f"in {self.key}")
+        return ", ".join(named)
+
     def as_record(self) -> dict[str, Any]:
         return {
             "bpm": self.bpm,
