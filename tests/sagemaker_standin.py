@@ -16,6 +16,7 @@ real service checks, and forwards each invocation to the container's ``POST /inv
         answers non-2xx or not in time, an error document (its body, or a timeout's text) at
         ``{failure_path}/{InferenceId}-error.out``
 
+`add_endpoint` serves another endpoint name from another container (one endpoint per model).
 Unsigned requests get 403, unknown endpoints 400 ValidationError, and `fail_next` makes the
 next call fail the way SageMaker does (throttling, unavailable, a container that crashed).
 `pause` keeps queued asynchronous requests in the queue until `resume`, as a busy endpoint
@@ -70,7 +71,8 @@ CONTAINER_CRASHED = Fault(
 
 
 class SageMakerStandIn:
-    """Serves one endpoint, `endpoint_name`, backed by the container at `container_url`."""
+    """Serves the endpoint `endpoint_name`, backed by the container at `container_url` (and
+    those `add_endpoint` adds)."""
 
     def __init__(
         self,
@@ -84,6 +86,7 @@ class SageMakerStandIn:
     ) -> None:
         self.container_url = container_url.rstrip("/")
         self.endpoint_name = endpoint_name
+        self.containers = {endpoint_name: self.container_url}  # endpoint name -> its container
         self.invocation_timeout = invocation_timeout
         self.output_path = output_path
         self.failure_path = failure_path
@@ -94,6 +97,10 @@ class SageMakerStandIn:
         self._released = threading.Event()
         self._released.set()
         self.app = self._build()
+
+    def add_endpoint(self, name: str, container_url: str) -> None:
+        """Serve endpoint `name` too, backed by the container at `container_url`."""
+        self.containers[name] = container_url.rstrip("/")
 
     def pause(self) -> None:
         """Hold asynchronous requests queued (not yet sent to the container) until `resume`."""
@@ -129,7 +136,7 @@ class SageMakerStandIn:
                 for k, v in request.headers.items()
                 if k in ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
             }
-            status, answer_headers, content = await self._call_container(body, headers)
+            status, answer_headers, content = await self._call_container(name, body, headers)
             if status >= 300 or status == 0:
                 return _model_error(status, content)
             relayed = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"}
@@ -165,7 +172,7 @@ class SageMakerStandIn:
             source = h.get("x-amzn-sagemaker-inputlocation")
             worker = threading.Thread(
                 target=self._process_async,
-                args=(body, source, headers, output, failure),
+                args=(self.containers[name], body, source, headers, output, failure),
                 daemon=True,
             )
             self._workers.append(worker)
@@ -189,7 +196,7 @@ class SageMakerStandIn:
         )
         if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
             return _error(403, "MissingAuthenticationTokenException", "Missing Authentication")
-        if name != self.endpoint_name:
+        if name not in self.containers:
             return _error(
                 400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found."
             )
@@ -235,20 +242,26 @@ class SageMakerStandIn:
         return None
 
     async def _call_container(
-        self, body: bytes, headers: dict[str, str]
+        self, name: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
-        """The container's answer, or status 0 when it did not answer in time."""
+        """Endpoint `name`'s container's answer, or status 0 when it did not answer in time."""
         async with httpx.AsyncClient(timeout=self.invocation_timeout) as client:
             try:
                 answer = await client.post(
-                    f"{self.container_url}/invocations", content=body, headers=headers
+                    f"{self.containers[name]}/invocations", content=body, headers=headers
                 )
             except httpx.TimeoutException:
                 return 0, {}, b""
         return answer.status_code, dict(answer.headers), answer.content
 
     def _process_async(
-        self, body: bytes, source: str | None, headers: dict[str, str], output: str, failure: str
+        self,
+        container_url: str,
+        body: bytes,
+        source: str | None,
+        headers: dict[str, str],
+        output: str,
+        failure: str,
     ) -> None:
         assert self.s3_client is not None
         self._released.wait()
@@ -257,7 +270,7 @@ class SageMakerStandIn:
             body = self.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
         try:
             answer = httpx.post(
-                f"{self.container_url}/invocations",
+                f"{container_url}/invocations",
                 content=body,
                 headers=headers,
                 timeout=self.invocation_timeout,
