@@ -36,6 +36,8 @@ _SAME: Final = {
     "minLength": "min_length",
     "maxLength": "max_length",
     "pattern": "pattern",
+    "minItems": "min_items",
+    "maxItems": "max_items",
 }
 _DOCUMENTATION_ONLY: Final = frozenset({"examples"})
 
@@ -44,7 +46,20 @@ def request_schema(max_duration: float) -> apigw.JsonSchema:
     """The draft-4 schema of a `GenerateRequest`, with this deployment's duration limit."""
     schema = GenerateRequest.model_json_schema()
     schema["properties"]["duration"]["maximum"] = max_duration
-    return _translate(schema, top=True)
+    return _translate(_inline(schema, schema.pop("$defs", {})), top=True)
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """`node` with each ``{"$ref": "#/$defs/Name"}`` replaced by the definition: a gateway
+    model can refer only to other models of the API, by URL."""
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = str(node["$ref"]).removeprefix("#/$defs/")
+        return _inline(definitions[name], definitions)
+    return {key: _inline(value, definitions) for key, value in node.items()}
 
 
 def _translate(node: dict[str, Any], *, top: bool = False) -> apigw.JsonSchema:
@@ -60,6 +75,8 @@ def _translate(node: dict[str, Any], *, top: bool = False) -> apigw.JsonSchema:
             args["properties"] = {name: _translate(sub) for name, sub in value.items()}
         elif key == "additionalProperties":
             args["additional_properties"] = value if isinstance(value, bool) else _translate(value)
+        elif key == "items":
+            args["items"] = _translate(value)
         elif key == "anyOf":
             args["any_of"] = [_translate(sub) for sub in value]
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):  # a number since draft 6

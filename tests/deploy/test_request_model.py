@@ -16,6 +16,7 @@ from jsonschema import Draft4Validator
 
 from bad_requests import BAD_BODIES
 from cdk_synth import Synth
+from tunesmith.errors import InvalidRequest
 from tunesmith.schema import MAX_PROMPT_CHARS, MAX_SEED, GenerateRequest, parse_generate_request
 from tunesmith_deploy.request_model import _translate
 
@@ -35,7 +36,10 @@ GOOD_BODIES: list[dict[str, Any]] = [
     {"prompt": "a", "duration": 300, "continuation_start": 0, "continuation_end": 30},
     {"prompt": "a", "continuation_start": 12.5, "continuation_end": None},
     {"prompt": "a", "continuation_end": 0.01},
-]
+    {"prompt": "a", "duration": 30, "sections": [{"prompt": "intro", "duration": 10},
+                                                 {"prompt": "drop", "duration": 20}]},
+    {"prompt": "a", "model": "musicgen-melody"},
+]  # fmt: skip
 # scenario -> the longest track its model admits (tests/deploy/test_stack.py's LIMITS)
 LONGEST = {"serverless": 20, "realtime": 27, "async": 300, "lambda": 20, "options": 20}
 
@@ -88,6 +92,17 @@ def test_the_gateway_refuses_the_bad_requests_too(
     assert errors, body
     named = {str(e.path[0]) if e.path else e.message for e in errors}
     assert any(field in name for name in named), named
+
+
+def test_sections_are_checked_as_the_contract_checks_them(validator: Draft4Validator) -> None:
+    """The contract's nested definitions reach the gateway inlined (it resolves no $ref)."""
+    assert "$ref" not in json.dumps(validator.schema)
+    for sections in ([{"prompt": "intro", "tempo": 120}], [{"duration": 10}],
+                     [{"prompt": "x"}] * 33):  # fmt: skip
+        body = {"prompt": "a", "sections": sections}
+        with pytest.raises(InvalidRequest):
+            parse_generate_request(body, max_duration=300)
+        assert list(validator.iter_errors(body)), sections
 
 
 def test_an_untranslated_schema_keyword_stops_synthesis() -> None:
