@@ -10,6 +10,7 @@ once per session, several at a time.
     synths["serverless/unacknowledged"]    app.py alone with -c acknowledge_findings=false and
                                            the region and account cdk synth gave "serverless"
     synths["serverless@agnostic/unacknowledged"]   the same without a region or account (tokens)
+    synths["models"]                       cdk synth of two models (`MODEL_SCENARIOS`), us-east-1
 
 The region and account come as ``aws configure`` leaves them: a temporary HOME holding
 ``~/.aws/config`` (``region = ...``) and ``~/.aws/credentials`` (fake keys). The CLI asks STS
@@ -79,6 +80,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "scale_out_cooldown": "120",
     },
 }
+# several models (one endpoint each, or all in the function): tests/deploy/test_models.py;
+# synthesized in the default region only
+MODELS = "facebook/musicgen-small,facebook/musicgen-melody"
+MODEL_SCENARIOS: dict[str, dict[str, Any]] = {
+    "models": {"model": MODELS},
+    "models-async": {"variant": "async", "model": MODELS},
+    "models-lambda": {"variant": "lambda", "model": MODELS},
+}
 UNACKNOWLEDGED = {"acknowledge_findings": "false"}
 
 
@@ -87,16 +96,19 @@ def _name(scenario: str, region: str | None) -> str:
 
 
 # run name -> (scenario, the region configured for the CLI; None: none at all)
-CLI_RUNS: dict[str, tuple[str, str | None]] = {
-    _name(scenario, region): (scenario, region) for scenario in SCENARIOS for region in REGIONS
-} | {
-    "async@cn-north-1": ("async", "cn-north-1"),  # the aws-cn partition (cdk.json targets it)
-    "serverless@unconfigured": ("serverless", None),
-}
+CLI_RUNS: dict[str, tuple[str, str | None]] = (
+    {_name(scenario, region): (scenario, region) for scenario in SCENARIOS for region in REGIONS}
+    | {
+        "async@cn-north-1": ("async", "cn-north-1"),  # the aws-cn partition (cdk.json targets it)
+        "serverless@unconfigured": ("serverless", None),
+    }
+    | {scenario: (scenario, DEFAULT_REGION) for scenario in MODEL_SCENARIOS}
+)
 # run name -> (scenario, the region for CDK_DEFAULT_REGION, with ACCOUNT; None: neither), all
 # with -c acknowledge_findings=false: every acknowledgment is recorded, none is applied
 APP_RUNS: dict[str, tuple[str, str | None]] = {
-    f"{scenario}/unacknowledged": (scenario, DEFAULT_REGION) for scenario in SCENARIOS
+    f"{scenario}/unacknowledged": (scenario, DEFAULT_REGION)
+    for scenario in SCENARIOS | MODEL_SCENARIOS
 } | {"serverless@agnostic/unacknowledged": ("serverless", None)}
 
 
@@ -407,12 +419,12 @@ def synths(
         home = aws_home(root / f"home-{len(runs)}", region)
         env = cli_environment(home, sts, net_guard)
         outdir = root / f"out-{len(runs)}"
-        context = SCENARIOS[scenario]
+        context = (SCENARIOS | MODEL_SCENARIOS)[scenario]
         run = partial(cdk_synth, outdir, context, env)
         runs[name] = (outdir, run, region, home / "net.log")
     for name, (scenario, region) in APP_RUNS.items():
         outdir = root / f"out-{len(runs)}"
-        context = SCENARIOS[scenario] | UNACKNOWLEDGED
+        context = (SCENARIOS | MODEL_SCENARIOS)[scenario] | UNACKNOWLEDGED
         run = partial(app_synth, outdir, context, region, ACCOUNT if region else None)
         runs[name] = (outdir, run, region, None)
 

@@ -1,16 +1,19 @@
 """The API tier: the Lambda function and the REST API that puts ``POST /generate`` in front of it.
 
 * The function is ``tunesmith.aws.lambda_handler.handler``: a small zip (tunesmith, pydantic,
-  boto3; bundled by `LocalPipBundling`) calling the SageMaker endpoint, or, with
-  ``variant=lambda``, the engine image itself (``deploy/Dockerfile``'s ``lambda`` stage).
-  Its role may write its own logs, invoke this endpoint, and put (and, after a failed put,
-  delete) objects under the track prefix, nothing else. On the async variant SageMaker writes
-  the tracks (and the container their records): the function may put and delete queued forms
+  boto3; bundled by `LocalPipBundling`) calling the SageMaker endpoint (``TUNESMITH_ENDPOINT_NAME``;
+  with several models, each model's, ``TUNESMITH_ENDPOINTS``), or, with ``variant=lambda``, the
+  engine image itself (``deploy/Dockerfile``'s ``lambda`` stage, every model in it).
+  Its role may write its own logs, invoke these endpoints (and no other), and put (and, after a
+  failed put, delete) objects under the track prefix, nothing else. On the async variant
+  SageMaker writes the tracks (and the container their records): the function may put and
+  delete queued forms
   under ``music-inputs/``, read and write job records under ``music-jobs/``, read the tracks,
   their records and SageMaker's error documents, and list the bucket (without that, S3 answers
   403 for a missing object, and a job not yet done could not be told from a denied read).
-* The REST API (Regional) has ``POST /generate`` and, on the async variant, ``POST /jobs``,
-  ``GET /jobs/{id}`` and ``DELETE /jobs/{id}`` (`tunesmith.aws.async_jobs`): Lambda proxy
+* The REST API (Regional) has ``POST /generate``, on the async variant ``POST /jobs``,
+  ``GET /jobs/{id}`` and ``DELETE /jobs/{id}`` (`tunesmith.aws.async_jobs`), and with several
+  models ``GET /models`` (`tunesmith.aws.routes`): Lambda proxy
   integrations, the POST bodies validated against the request contract first, stage and
   usage-plan throttling, an API key by default, access logs, and gateway errors answered in
   tunesmith's JSON shape (an unknown route names the routes there are).
@@ -21,7 +24,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import BundlingOptions, Duration, RemovalPolicy
+from collections.abc import Mapping
+
+from aws_cdk import BundlingOptions, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -49,7 +54,8 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 
 class GenerateService(Construct):
     """The function (`function`) and the REST API (`api`, `generate_url`, `jobs_url` on the
-    async variant, `api_key`)."""
+    async variant, `api_key`); `endpoints` are the model tier's, by model id, the default
+    first (none: ``variant=lambda``)."""
 
     def __init__(
         self,
@@ -58,16 +64,18 @@ class GenerateService(Construct):
         *,
         config: DeployConfig,
         bucket: s3.IBucket,
-        endpoint: ModelEndpoint | None,
+        endpoints: Mapping[str, ModelEndpoint],
     ) -> None:
         super().__init__(scope, construct_id)
-        self.function = self._function(config, bucket, endpoint)
+        # TUNESMITH_ENDPOINTS' value (a JSON token), where the function routes several models
+        self.endpoint_map: str | None = None
+        self.function = self._function(config, bucket, endpoints)
         self._api(config)
 
     # -- the function ------------------------------------------------------------------------
 
     def _function(
-        self, config: DeployConfig, bucket: s3.IBucket, endpoint: ModelEndpoint | None
+        self, config: DeployConfig, bucket: s3.IBucket, endpoints: Mapping[str, ModelEndpoint]
     ) -> lambda_.Function:
         log_group = logs.LogGroup(
             self,
@@ -100,15 +108,23 @@ class GenerateService(Construct):
             "TUNESMITH_VARIANT": config.variant,
             "TUNESMITH_TIME_LIMIT": str(config.time_limit),
         }
-        if endpoint is not None:
+        if endpoints:
             action = "InvokeEndpointAsync" if config.variant == "async" else "InvokeEndpoint"
             role.add_to_policy(
                 iam.PolicyStatement(
-                    actions=[f"sagemaker:{action}"], resources=[endpoint.endpoint_arn]
+                    actions=[f"sagemaker:{action}"],
+                    resources=[endpoint.endpoint_arn for endpoint in endpoints.values()],
                 )
             )
+            if len(endpoints) == 1:
+                (endpoint,) = endpoints.values()
+                environment["TUNESMITH_ENDPOINT_NAME"] = endpoint.endpoint_name
+            else:
+                self.endpoint_map = Stack.of(self).to_json_string(
+                    {model: endpoint.endpoint_name for model, endpoint in endpoints.items()}
+                )
+                environment["TUNESMITH_ENDPOINTS"] = self.endpoint_map
             environment |= {
-                "TUNESMITH_ENDPOINT_NAME": endpoint.endpoint_name,
                 "TUNESMITH_INVOKE_MODE": "async" if config.variant == "async" else "sync",
                 "TUNESMITH_INVOKE_TIMEOUT": str(config.invoke_timeout),
             }
@@ -241,7 +257,9 @@ class GenerateService(Construct):
             ),
         )
         contract = contract_message(config.variant, config.duration_limit)
-        errors = gateway_errors(config.api_timeout, contract, routes_message(config.variant))
+        several = len(config.models) > 1
+        routes = routes_message(config.variant, models=several)
+        errors = gateway_errors(config.api_timeout, contract, routes)
         for response_type, (status, template) in errors.items():
             name = response_type.response_type  # jsii gives a new object per access: compare names
             self.api.add_gateway_response(
@@ -293,6 +311,17 @@ class GenerateService(Construct):
                     )
                 )
             self.jobs_url = self.api.url_for_path("/jobs")
+        self.models_url: str | None = None
+        if several:  # the function lists the models it routes (its TUNESMITH_ENDPOINTS)
+            methods.append(
+                self.api.root.add_resource("models").add_method(
+                    "GET",
+                    integration,
+                    api_key_required=config.api_key,
+                    request_validator=validator,
+                )
+            )
+            self.models_url = self.api.url_for_path("/models")
         self.api_key: apigw.IApiKey | None = None
         if config.api_key:
             self.api_key = self.api.add_api_key("ApiKey", description="tunesmith POST /generate")

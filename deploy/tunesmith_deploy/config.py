@@ -22,10 +22,14 @@ assumed for where its engine runs (`SECONDS_PER_AUDIO_SECOND`); longer ones are 
 front, naming the async variant, rather than timing out. ``-c max_duration=...`` overrides it.
 Uploads are capped to what reaches the model tier: a form travels base64-encoded in the
 function's event (6 MB) and then to SageMaker (4 MB serverless).
+
+``-c model=A,B`` deploys several models, the first the default, as ``TUNESMITH_MODEL`` takes
+them: one endpoint each (`endpoint_names`), or, with ``variant=lambda``, all in the function.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -57,6 +61,7 @@ SECONDS_PER_AUDIO_SECOND: Final = {
     "cpu int8": 1.35,  # measured: 26.8 ms/step, the same run
     "gpu": 1.0,  # assumed, not measured: a T4 (ml.g4dn) decoding about as fast as realtime
 }
+_ENDPOINT_NAME_CHARS: Final = 63  # SageMaker's limit
 # Each window after the first re-reads this much of the last one before adding the stride.
 _WINDOW_OVERLAP: Final = 12.0
 # Kept from the time limit for what follows the track: storing it and answering.
@@ -85,7 +90,8 @@ class DeployConfig:
     throttle_burst: int = 10
     api_timeout: int = DEFAULT_API_TIMEOUT  # seconds; above 29 needs a quota increase
     max_duration: float = 0.0  # 0: what the variant can make within its time limit
-    model: str = "facebook/musicgen-small"  # baked into the image at build time
+    # baked into the image at build time; several, comma-separated: the first the default
+    model: str = "facebook/musicgen-small"
     precision: str = ""  # default: int8 on a CPU (3x fp32's speed), the engine's auto on a GPU
     serverless_memory: int = 6144
     serverless_concurrency: int = 2
@@ -139,6 +145,8 @@ class DeployConfig:
             ("endpoint_name",
              re.fullmatch(r"([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})?", self.endpoint_name) is not None,
              "a SageMaker endpoint name (letters, digits, hyphens; at most 63)"),
+            ("model", _distinct_models(self.model, self.sagemaker_endpoint_name),
+             "checkpoints, comma-separated, with distinct ids (the last path parts)"),
         ]  # fmt: skip
         for key, ok, expected in checks:
             if not ok:
@@ -179,7 +187,25 @@ class DeployConfig:
 
     @property
     def sagemaker_endpoint_name(self) -> str:
+        """The default model's endpoint name (the one endpoint's, with one model)."""
         return self.endpoint_name or f"tunesmith-{self.variant}"
+
+    @property
+    def models(self) -> dict[str, str]:
+        """``{model id: checkpoint}``, the default first (ids as the server gives them)."""
+        from tunesmith.engine.registry import model_ids
+
+        return model_ids(name.strip() for name in self.model.split(","))
+
+    @property
+    def endpoint_names(self) -> dict[str, str]:
+        """``{model id: endpoint name}``: the default keeps `sagemaker_endpoint_name`, so adding
+        a model leaves the endpoint already deployed as it is; each other adds its id."""
+        base = self.sagemaker_endpoint_name
+        return {
+            model: base if index == 0 else _endpoint_name(base, model)
+            for index, model in enumerate(self.models)
+        }
 
     @property
     def torch_wheels(self) -> str:
@@ -254,6 +280,29 @@ def longest_track(seconds: float, speed: float) -> float:
     return float(max(1, min(math.floor(made), HARD_MAX_DURATION)))
 
 
+def _endpoint_name(base: str, model: str) -> str:
+    """`base` and the model's id as a SageMaker endpoint name (letters, digits, hyphens, at most
+    63): a longer one keeps its start and ends in a hash of the id, to stay distinct."""
+    name = f"{base}-{re.sub(r'[^a-zA-Z0-9]+', '-', model).strip('-') or 'model'}"
+    if len(name) <= _ENDPOINT_NAME_CHARS:
+        return name
+    digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+    return f"{name[: _ENDPOINT_NAME_CHARS - 9].rstrip('-')}-{digest}"
+
+
+def _distinct_models(model: str, base: str) -> bool:
+    """Whether `model` lists checkpoints whose ids, and endpoint names, are all distinct."""
+    from tunesmith.engine.registry import model_ids
+
+    names = [name.strip() for name in model.split(",")]
+    try:
+        ids = model_ids(names)
+    except ValueError:
+        return False
+    endpoints = {_endpoint_name(base, model) for model in list(ids)[1:]} | {base}
+    return all(names) and len(endpoints) == len(ids)
+
+
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     """A context value as the field's type ("true"/"false", numbers given as strings)."""
     if kind is bool:
@@ -275,4 +324,6 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
                 raise ValueError(f"context {name}={raw!r}: must be a whole number")
             return int(number)
         return number
+    if isinstance(raw, list):  # cdk.json may list the models
+        return ",".join(str(item) for item in raw)
     return str(raw)

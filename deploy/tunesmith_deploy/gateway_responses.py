@@ -40,13 +40,18 @@ def contract_message(variant: str, max_duration: float) -> str:
     )
 
 
-def routes_message(variant: str) -> str:
-    """What the gateway says for a route it does not have: the routes it has."""
+def routes_message(variant: str, *, models: bool = False) -> str:
+    """What the gateway says for a route it does not have: the routes it has (`models`: with
+    ``GET /models``, where several models are deployed)."""
+    listing = ", GET /models" if models else ""
     if variant != "async":
-        return "no such route; this API serves POST /generate (jobs need the async variant)"
+        return (
+            f"no such route; this API serves POST /generate{listing} (jobs need the async variant)"
+        )
     return (
-        "no such route; this API serves POST /generate, POST /jobs, GET and DELETE /jobs/{id} "
-        "(the async variant cannot stream a job's events or audio: poll GET /jobs/{id})"
+        "no such route; this API serves POST /generate, POST /jobs, GET and DELETE /jobs/{id}"
+        f"{listing} (the async variant cannot stream a job's events or audio: poll "
+        "GET /jobs/{id})"
     )
 
 

@@ -2,7 +2,9 @@
 
 The image is ``deploy/Dockerfile``'s ``endpoint`` stage (``tunesmith endpoint``), built from
 the repository by ``cdk deploy`` and pushed to the bootstrap ECR repository; the checkpoint is
-baked in at build time (``-c model=...``). The endpoint configuration follows the variant:
+baked in at build time (``-c model=...``). With several models each gets an endpoint of its
+own, built from an image holding its checkpoint alone (``TUNESMITH_MODEL``), with its own
+scaling. The endpoint configuration follows the variant:
 
     serverless  ServerlessConfig(MemorySizeInMB, MaxConcurrency): CPU, per-inference billing
     realtime    an instance (ml.g4dn.xlarge by default, a T4 GPU) answering synchronously
@@ -39,27 +41,39 @@ __all__ = ["VARIANT_NAME", "ModelEndpoint", "engine_image_args"]
 VARIANT_NAME = "AllTraffic"  # the endpoint's one production variant
 
 
-def engine_image_args(config: DeployConfig) -> dict[str, str]:
-    """The Dockerfile's build arguments for this deployment."""
-    return {"TORCH_INDEX_URL": config.torch_wheels, "MODEL": config.model}
+def engine_image_args(config: DeployConfig, checkpoint: str | None = None) -> dict[str, str]:
+    """The Dockerfile's build arguments for this deployment: every model (the lambda variant's
+    function), or one `checkpoint` (an endpoint's image)."""
+    model = checkpoint if checkpoint is not None else ",".join(config.models.values())
+    return {"TORCH_INDEX_URL": config.torch_wheels, "MODEL": model}
 
 
 class ModelEndpoint(Construct):
-    """A SageMaker endpoint serving ``tunesmith endpoint``; `endpoint_name`/`endpoint_arn`."""
+    """A SageMaker endpoint serving ``tunesmith endpoint`` with `checkpoint` (default: the
+    default model) under `name` (default: `sagemaker_endpoint_name`); `endpoint_name` and
+    `endpoint_arn` say where it is."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: DeployConfig, bucket: s3.IBucket
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        bucket: s3.IBucket,
+        checkpoint: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        name = config.sagemaker_endpoint_name
+        name = name or config.sagemaker_endpoint_name
+        self.checkpoint = checkpoint or next(iter(config.models.values()))
         self.image = ecr_assets.DockerImageAsset(
             self,
             "Image",
             directory=str(REPO_ROOT),
             file="deploy/Dockerfile",
             target="endpoint",
-            build_args=engine_image_args(config),
+            build_args=engine_image_args(config, self.checkpoint),
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
 

@@ -1,4 +1,5 @@
-"""The stack: bucket, model endpoint (unless ``variant=lambda``), function and API."""
+"""The stack: bucket, one model endpoint per model (unless ``variant=lambda``), function and
+API."""
 
 from __future__ import annotations
 
@@ -28,13 +29,23 @@ class TunesmithStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.storage = TrackBucket(self, "Storage", config=config)
-        self.model = (
-            ModelEndpoint(self, "Model", config=config, bucket=self.storage.bucket)
-            if config.uses_sagemaker
-            else None
-        )
+        # {model id: endpoint}, the default first; it keeps the id "Model" (and so its logical
+        # ids), so adding models to a deployment leaves its endpoint in place
+        self.endpoints: dict[str, ModelEndpoint] = {}
+        if config.uses_sagemaker:
+            names = config.endpoint_names
+            for index, (model, checkpoint) in enumerate(config.models.items()):
+                self.endpoints[model] = ModelEndpoint(
+                    self,
+                    "Model" if index == 0 else f"Model-{model}",
+                    config=config,
+                    bucket=self.storage.bucket,
+                    checkpoint=checkpoint,
+                    name=names[model],
+                )
+        self.model = next(iter(self.endpoints.values()), None)  # the default model's
         self.service = GenerateService(
-            self, "Service", config=config, bucket=self.storage.bucket, endpoint=self.model
+            self, "Service", config=config, bucket=self.storage.bucket, endpoints=self.endpoints
         )
         CfnOutput(self, "Variant", value=config.variant)
         CfnOutput(self, "GenerateUrl", value=self.service.generate_url,
@@ -45,6 +56,12 @@ class TunesmithStack(Stack):
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         if self.model is not None:
             CfnOutput(self, "EndpointName", value=self.model.endpoint_name)
+        if self.service.models_url is not None:
+            CfnOutput(self, "ModelsUrl", value=self.service.models_url,
+                      description="GET the models a request may name (field model)")  # fmt: skip
+        if self.service.endpoint_map is not None:
+            CfnOutput(self, "ModelEndpoints", value=self.service.endpoint_map,
+                      description="Each model's SageMaker endpoint")  # fmt: skip
         if self.service.api_key is not None:
             CfnOutput(
                 self,
