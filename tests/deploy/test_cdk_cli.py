@@ -18,11 +18,13 @@ from cdk_synth import (
     CLI_RUNS,
     DEFAULT_REGION,
     DEPLOY,
+    MODEL_SCENARIOS,
     SCENARIOS,
     StsStandin,
     Synth,
     ensure_cdk_cli,
 )
+from tunesmith_deploy.config import DeployConfig
 from tunesmith_deploy.nag import flatten_reference
 
 README = DEPLOY.parent / "README.md"
@@ -71,25 +73,26 @@ def test_the_configured_region_and_account_reach_the_app(
     assert synth.returncode == 0, synth.output[-3000:]  # the CLI read the assembly the app wrote
     account = ACCOUNT if region else "unknown-account"  # no credentials: no account
     assert synth.environment == f"aws://{account}/{region or DEFAULT_REGION}"
-    if scenario == "lambda":
+    config = DeployConfig.from_context((SCENARIOS | MODEL_SCENARIOS)[scenario].get)
+    if not config.uses_sagemaker:
         return
-    # the model role's log streams, issue 13's finding: in the stack's region, acknowledged
-    variant = SCENARIOS[scenario].get("variant", "serverless")
+    # each model role's log streams, issue 13's finding: in the stack's region, acknowledged
     logs = [
         flatten_reference(statement["Resource"])
         for logical_id, policy in synth.resources("AWS::IAM::Policy").items()
-        if logical_id.startswith("ModelExecutionRole")
+        if logical_id.startswith("Model") and "ExecutionRole" in logical_id
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         if "logs:PutLogEvents" in statement["Action"]
     ]
     where = f"{region}:{ACCOUNT}" if region else f"{DEFAULT_REGION}:<AWS::AccountId>"
-    arn = (
-        f"arn:<AWS::Partition>:logs:{where}:log-group:/aws/sagemaker/Endpoints/"
-        f"tunesmith-{variant}:log-stream:*"
-    )
-    assert logs == [arn]
-    policy = "Tunesmith/Model/ExecutionRole/DefaultPolicy"
-    assert (policy, f"AwsSolutions-IAM5[Resource::{arn}]") in synth.acknowledged
+    expected = {}
+    for index, (model, name) in enumerate(config.endpoint_names.items()):
+        construct = "Model" if index == 0 else f"Model-{model}"
+        arn = f"arn:<AWS::Partition>:logs:{where}:log-group:/aws/sagemaker/Endpoints/{name}"
+        expected[f"Tunesmith/{construct}/ExecutionRole/DefaultPolicy"] = f"{arn}:log-stream:*"
+    assert sorted(logs) == sorted(expected.values())
+    for policy, arn in expected.items():
+        assert (policy, f"AwsSolutions-IAM5[Resource::{arn}]") in synth.acknowledged
     assert synth.findings == set()
 
 
