@@ -33,9 +33,17 @@ def reference_scores(
     prompt: str,
     steps: int,
     guidance_scale: float,
+    chroma: torch.Tensor | None = None,
+    codes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """transformers' greedy `generate`: the guided scores of every step, ``(steps, K, V)``."""
+    """transformers' greedy `generate`: the guided scores of every step, ``(steps, K, V)``;
+    for musicgen-melody with a melody's `chroma` ``(1, T, 12)``; after the known `codes`
+    ``(K, F)`` (a continuation) where given."""
     inputs = processor(text=[prompt], padding=True, return_tensors="pt")
+    if chroma is not None:
+        inputs["input_features"] = chroma
+    if codes is not None:
+        inputs["decoder_input_ids"] = codes
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     out = model.generate(
         **inputs,
@@ -84,18 +92,25 @@ def engine_scores(
     guidance_scale: float,
     teacher: torch.Tensor | None = None,
     step: Any = None,
+    conditioning: Any = None,
+    codes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """tunesmith's loop, greedy (or forced to `teacher`'s codes): ``(scores, tokens)``.
 
     `decoder` is a `FastDecoder`; `step` what steps its jobs (a `StepDecoder`: the engine's
-    `stepper`; default the decoder itself); scores are ``(steps, K, V)``, tokens
-    ``(K, steps + 1)``.
+    `stepper`; default the decoder itself); `conditioning` a `Conditioning` to open the job
+    with instead of the prompt's (musicgen-melody's prefix), `codes` ``(K, F)`` known codes it
+    starts from; scores are ``(steps, K, V)`` (after the prefill), tokens ``(K, steps + 1)``.
     """
     from tunesmith.engine.musicgen.model.sampling import SamplingParams
 
-    inputs = processor(text=[prompt], padding=True, return_tensors="pt")
     sampling = SamplingParams(guidance_scale=guidance_scale, greedy=True)
-    job = decoder.start(inputs["input_ids"], inputs["attention_mask"], frames, sampling, seed=0)
+    if conditioning is None:
+        inputs = processor(text=[prompt], padding=True, return_tensors="pt")
+        conditioning = decoder.condition(inputs["input_ids"], inputs["attention_mask"])
+    generator = torch.Generator(device=decoder.device)
+    generator.manual_seed(0)
+    job = decoder.prime(decoder.open(conditioning, frames, sampling, generator, codes))
     job.scores, job.teacher = [], teacher
     stepper = decoder if step is None else step
     while not job.done:

@@ -7,7 +7,9 @@ EnCodec a chunk at a time between steps. Concurrent callers therefore share deco
 no other thread runs the engine's parallel compute (which matters to OpenMP: see the
 scheduler). Loading runs in a thread of its own that ends with it, for the same reason. A
 track longer than one window, or one that continues given audio, is a sequence of windows
-(`tunesmith.engine.musicgen.windows`).
+(`tunesmith.engine.musicgen.windows`). Both families (text MusicGen, musicgen-melody) run the same
+decoder, scheduler and windows; a family differs only in its conditioning (`EngineParts.
+conditioner`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
     from tunesmith.config import Settings
     from tunesmith.engine.audio.codec import AudioDecoder
     from tunesmith.engine.kernels import KernelStatus
-    from tunesmith.engine.melody.generator import MelodyGenerator
     from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder
+    from tunesmith.engine.parts import Conditioner
     from tunesmith.engine.scheduler import BatchScheduler, StepDecoder
 
 __all__ = ["GenerationParams", "MusicGenEngine", "ProgressCallback", "Track", "engine_for"]
@@ -85,7 +87,7 @@ class MusicGenEngine:
         self._decoder: FastDecoder | None = None
         self._scheduler: BatchScheduler | None = None
         self._audio: AudioDecoder | None = None
-        self._melody: MelodyGenerator | None = None
+        self._conditioner: Conditioner | None = None
         self.stepper: StepDecoder | None = None  # what the scheduler steps, once set up
 
     # lifecycle -------------------------------------------------------------------------
@@ -117,7 +119,8 @@ class MusicGenEngine:
             self.max_batch,
             self.batch_window,
         )
-        self._audio, self._decoder, self._melody = parts.audio, parts.decoder, parts.melody
+        self._audio, self._decoder = parts.audio, parts.decoder
+        self._conditioner = parts.conditioner
         self.stepper, self.step_kind = parts.stepper, parts.step_kind
         self._loaded = parts.loaded
         self._scheduler = parts.scheduler
@@ -180,29 +183,29 @@ class MusicGenEngine:
         return self._scheduler
 
     @property
+    def conditioner(self) -> Conditioner:
+        self.loaded  # noqa: B018 - raises until set up
+        assert self._conditioner is not None
+        return self._conditioner
+
+    @property
     def precision(self) -> str:
-        return "fp32" if self.follows_melody else self.decoder.precision
+        return self.decoder.precision
 
     @property
     def kernels(self) -> KernelStatus:
         """The kernels the decoder runs (`tunesmith.engine.kernels.status`)."""
-        from tunesmith.engine.kernels import KernelStatus
-
-        if self.follows_melody:
-            return KernelStatus("torch", cause="musicgen-melody runs transformers' generate")
         return self.decoder.kernels
 
     @property
     def max_track_seconds(self) -> float | None:
-        """The longest track the model makes (None: any, by sliding the window)."""
-        if self._melody is None:
-            return None
-        return self._melody.max_frames / self.loaded.frame_rate
+        """The longest track the model makes: None, any (every family slides the window)."""
+        return None
 
     @property
     def continues_audio(self) -> bool:
-        """Whether the model can continue given audio (the fast decoder's models)."""
-        return self._melody is None
+        """Whether the model can continue given audio: every family can."""
+        return True
 
     @property
     def sample_rate(self) -> int:
@@ -215,8 +218,7 @@ class MusicGenEngine:
     @property
     def follows_melody(self) -> bool:
         """Whether the model conditions on a melody's chroma (musicgen-melody)."""
-        self.loaded  # noqa: B018 - raises until set up
-        return self._melody is not None
+        return self.loaded.melody
 
     def frames_for(self, duration: float) -> int:
         return math.ceil(duration * self.loaded.frame_rate)
@@ -237,24 +239,27 @@ class MusicGenEngine:
     def steps_for(self, duration: float, prompt_frames: int = 0) -> int:
         """Decoder steps for a `duration` s track: every window's new frames, plus the
         codebook delay pattern at each window's end."""
-        if self._melody is not None:
-            return self.frames_for(duration)
         windows = self.windows_for(duration, prompt_frames)
         return window_steps(windows, self.decoder.max_delay)
 
     # generation ------------------------------------------------------------------------
     def start_job(self, params: GenerationParams) -> DecodeJob:
-        """Encode the prompt and prepare a one-window request's decoding state (not yet
-        scheduled; for benchmarks and parity checks, which drive a single job)."""
+        """Encode the prompt and prepare a one-window request's decoding state, prefilled,
+        without a melody (not yet scheduled; for benchmarks and parity checks, which drive a
+        single job)."""
+        import torch
+
         inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
-        start = partial(
-            self.decoder.start,
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            self.frames_for(params.duration),
-            params.sampling,
-            params.seed,
-        )
+        decoder = self.decoder
+
+        def start() -> DecodeJob:
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]
+            conditioning = self.conditioner.track(ids, mask, None, self.sample_rate, False)(0)
+            generator = torch.Generator(device=decoder.device)
+            generator.manual_seed(params.seed)
+            frames = self.frames_for(params.duration)
+            return decoder.prime(decoder.open(conditioning, frames, params.sampling, generator))
+
         try:
             return self.scheduler.call(start)
         except RuntimeError as exc:  # e.g. out of memory allocating the cache
@@ -278,10 +283,12 @@ class MusicGenEngine:
         prompt: torch.Tensor | None = None,
         sink: CodeSink | None = None,
         cancel: threading.Event | None = None,
+        melody: npt.NDArray[np.float32] | None = None,
     ) -> torch.Tensor:
         """The audio codes ``(K, frames)`` for `params`, after the known codes `prompt` (which
-        they begin with) if given. Blocking; batched with other callers. `sink` gets the
-        frames as they become final; `cancel` stops it at the next step (`Canceled`)."""
+        they begin with) if given, following `melody` ``(frames, channels)`` at the model's
+        rate (melody models). Blocking; batched with other callers. `sink` gets the frames as
+        they become final; `cancel` stops it at the next step (`Canceled`)."""
         import torch
 
         decoder, call = self.decoder, self.scheduler.call
@@ -289,16 +296,16 @@ class MusicGenEngine:
         known = known.to(device=decoder.device, dtype=torch.long)
         windows = self.windows_for(params.duration, known.shape[1])
         inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        track = partial(self.conditioner.track, ids, mask, melody, self.sample_rate)
         try:
-            conditioning = call(
-                partial(decoder.condition, inputs["input_ids"], inputs["attention_mask"])
-            )
+            condition = call(partial(track, len(windows) > 1))
             generator = torch.Generator(device=decoder.device)
             generator.manual_seed(params.seed)
             return run_windows(
                 decoder,
                 self.scheduler,
-                conditioning,
+                condition,
                 windows,
                 params.sampling,
                 generator,
@@ -307,7 +314,7 @@ class MusicGenEngine:
                 sink,
                 cancel,
             )
-        except RuntimeError as exc:  # e.g. out of memory allocating a window's cache
+        except (RuntimeError, ValueError) as exc:  # e.g. out of memory allocating a cache
             raise GenerationFailed(f"generation failed: {exc}") from None
 
     def decode_audio(self, codes: torch.Tensor, duration: float) -> Track:
@@ -327,26 +334,13 @@ class MusicGenEngine:
         """The track `generate` makes, as samples ``(n, channels)`` a chunk (up to 1 s) at a time
         while it is generated: the first (12 frames) comes after ~15 decode steps, not all of them.
         Setting `cancel` stops it at the next step (`Canceled`), as does closing the iterator."""
-        call = self.scheduler.call  # raises until set up
+        self.check_ready()
         if melody is not None and not self.follows_melody:
             raise ValueError(f"model {self.model_name!r} does not follow melodies")
-        if self._melody is not None and prompt_audio is not None:
-            raise ValueError("musicgen-melody models do not continue audio here")
-        produce: Producer
-        if self._melody is not None:
+        prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
 
-            def produce(sink: CodeSink, halt: threading.Event) -> None:
-                assert self._melody is not None
-                frames = self.frames_for(params.duration)
-                sink(self._melody.track_codes(params, melody, self.sample_rate, frames, call))
-                if progress is not None:  # transformers' loop reports nothing on the way
-                    progress(frames, frames)
-
-        else:
-            prompt = None if prompt_audio is None else self.encode_prompt_audio(prompt_audio)
-
-            def produce(sink: CodeSink, halt: threading.Event) -> None:
-                self.generate_codes(params, progress, prompt, sink, halt)
+        def produce(sink: CodeSink, halt: threading.Event) -> None:
+            self.generate_codes(params, progress, prompt, sink, halt, melody)
 
         return self._stream(produce, params.duration, cancel)
 

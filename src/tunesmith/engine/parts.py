@@ -9,19 +9,45 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
     from tunesmith.engine.audio.codec import AudioDecoder
-    from tunesmith.engine.melody.generator import MelodyGenerator
-    from tunesmith.engine.musicgen.model import FastDecoder
+    from tunesmith.engine.musicgen.model import Conditioning, FastDecoder
     from tunesmith.engine.scheduler import BatchScheduler, StepDecoder
 
-__all__ = ["EngineParts", "assemble", "window_frames"]
+__all__ = ["Conditioner", "EngineParts", "WindowConditioning", "assemble", "window_frames"]
+
+# a track's conditioning for its window that starts at a given frame of the track
+WindowConditioning = Callable[[int], "Conditioning"]
+
+
+class Conditioner(Protocol):
+    """A family's conditioning of a track (on the compute thread): the text's cross-attention
+    keys and values (`musicgen`), or the chroma-and-text prefix (`melody`)."""
+
+    def track(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        melody: npt.NDArray[np.float32] | None,
+        sample_rate: int,
+        windowed: bool,
+    ) -> WindowConditioning:
+        """The conditioning of each window of a track for a tokenized prompt and a melody
+        ``(frames, channels)`` at `sample_rate` (None: none); `windowed`: the track takes
+        several windows."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +59,9 @@ class EngineParts:
     loaded: LoadedModel
     audio: AudioDecoder
     scheduler: BatchScheduler
-    decoder: FastDecoder | None = None  # text checkpoints
-    stepper: StepDecoder | None = None  # what the scheduler steps (text checkpoints)
-    melody: MelodyGenerator | None = None  # musicgen-melody checkpoints
+    decoder: FastDecoder
+    stepper: StepDecoder  # what the scheduler steps: the decoder, or a static batch over it
+    conditioner: Conditioner
     step_kind: str = "eager"
 
 

@@ -89,6 +89,7 @@ class Slots:
         rows = slice(2 * slot, 2 * slot + job.rows)
         self.cache[:, :, 2 * slot : 2 * slot + 2].zero_()  # nothing stale, even masked out
         self.cache[:, :, rows, :, : job.t + 1] = job.cache[:, :, :, :, : job.t + 1]
+        assert job.cross is not None  # text MusicGen only (melody's prefix runs eagerly)
         length = job.cross.shape[4]
         self.cross[:, :, slot].zero_()
         self.cross[:, :, slot, :, :length] = job.cross[:, :, 0]

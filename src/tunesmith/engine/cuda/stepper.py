@@ -89,6 +89,8 @@ class StaticStepper:
                     f"a job of {job.steps} steps is longer than the {self.slots.positions - 1} "
                     "positions the static batch holds"
                 )
+            if job.cross is None:
+                raise ValueError("the static batch steps cross-attention decoders only")
             if self.slots.grow_prompts(job.cross.shape[4]):
                 self._graph = None  # it reads the replaced prompt buffer
             slot = self._jobs.index(None)

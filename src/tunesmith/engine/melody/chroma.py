@@ -18,7 +18,13 @@ import torch
 from transformers.audio_utils import chroma_filter_bank
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 
-__all__ = ["MelodyFeatureConfig", "chroma_features"]
+__all__ = [
+    "MelodyFeatureConfig",
+    "chroma_features",
+    "melody_stretch",
+    "melody_wave",
+    "wave_chroma",
+]
 
 
 class MelodyFeatureConfig(SequenceFeatureExtractor):
@@ -75,15 +81,36 @@ def chroma_features(
 
     `samples` are ``(frames, channels)`` (or ``(frames,)``) at `sample_rate`; `feature_extractor`
     is a `MelodyFeatureConfig` or transformers' extractor (what a processor holds)."""
+    return wave_chroma(melody_wave(samples, sample_rate, feature_extractor), feature_extractor)
+
+
+def melody_wave(
+    samples: npt.NDArray[np.float32], sample_rate: int, feature_extractor: Any
+) -> torch.Tensor:
+    """A melody ``(frames, channels)`` at `sample_rate` as the extractor hears it: each channel
+    resampled to its rate, then their mean, ``(1, N)``."""
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[:, None]
     if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] == 0:
         raise ValueError(f"melody samples must be (frames, channels), got shape {audio.shape}")
     rate = int(feature_extractor.sampling_rate)
-    # the extractor resamples each channel, then takes their mean
     channels = _resample(torch.from_numpy(audio.T.copy()), int(sample_rate), rate)
-    wav = channels.mean(dim=0, keepdim=True)[:, : int(feature_extractor.n_samples)]
+    return channels.mean(dim=0, keepdim=True)
+
+
+def melody_stretch(wave: torch.Tensor, start: float, feature_extractor: Any) -> torch.Tensor:
+    """``chunk_length`` seconds of a `melody_wave` from `start` seconds, the melody cycled where
+    it runs out: what audiocraft conditions a long track's window that starts there on."""
+    rate, length = int(feature_extractor.sampling_rate), int(feature_extractor.n_samples)
+    first = int(start * rate)
+    positions = torch.arange(first, first + length) % wave.shape[-1]
+    return wave[:, positions]
+
+
+def wave_chroma(wave: torch.Tensor, feature_extractor: Any) -> torch.Tensor:
+    """`chroma_features` of a `melody_wave` ``(1, N)``: its first ``chunk_length`` seconds."""
+    wav = wave[:, : int(feature_extractor.n_samples)]
     n_fft, hop = int(feature_extractor.n_fft), int(feature_extractor.hop_length)
     if wav.shape[-1] < n_fft:  # centred in silence, the odd sample on the right
         pad = n_fft - wav.shape[-1]

@@ -1,19 +1,17 @@
-"""Building a musicgen-melody engine at load."""
+"""Building a musicgen-melody engine at load: the fast decoder without cross-attention, its
+conditioning the chroma-and-text prefix (`tunesmith.engine.melody.prefix`)."""
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
-
-from tunesmith.engine.parts import EngineParts
-from tunesmith.errors import ConfigError
 
 if TYPE_CHECKING:
     from tunesmith.engine.loader import LoadedModel
+    from tunesmith.engine.melody.prefix import MelodyConditioner
+    from tunesmith.engine.musicgen.model import FastDecoder
+    from tunesmith.engine.parts import EngineParts
 
 __all__ = ["assemble"]
-
-log = logging.getLogger(__name__)
 
 
 def assemble(
@@ -24,23 +22,13 @@ def assemble(
     max_batch: int,
     batch_window: float,
 ) -> EngineParts:
-    """musicgen-melody: transformers' own generation (`tunesmith.engine.melody`), one request
-    at a time on the engine's compute thread."""
-    from tunesmith.engine.audio.codec import AudioDecoder
-    from tunesmith.engine.melody.generator import MelodyGenerator
-    from tunesmith.engine.scheduler import BatchScheduler
+    """The decoder at `precision` (int8/int4 on the CPU as for text models), batched with the
+    model's other requests and stepped eagerly: a static or CUDA-graph step is a `ConfigError`
+    (the static batch holds cross-attention prompts, not an input prefix)."""
+    from tunesmith.engine.melody.prefix import MelodyConditioner
+    from tunesmith.engine.musicgen.parts import build
 
-    if precision not in ("auto", "fp32"):
-        raise ConfigError(f"TUNESMITH_PRECISION: {model} (musicgen-melody) runs in fp32 only")
-    melody = MelodyGenerator(loaded)
-    audio = AudioDecoder(loaded.model.audio_encoder)
-    scheduler = BatchScheduler(_NoSteps(), 1, 0.0)  # its compute thread, for `call`
-    log.info("engine ready: %s (musicgen-melody, transformers) on %s", model, loaded.device)
-    return EngineParts(loaded, audio, scheduler, melody=melody)
+    def conditioner(decoder: FastDecoder) -> MelodyConditioner:
+        return MelodyConditioner(decoder, loaded)
 
-
-class _NoSteps:
-    """The step decoder of an engine whose generation runs outside the batch (melody)."""
-
-    def step(self, jobs: list[object]) -> None:
-        raise RuntimeError("this engine does not step jobs")
+    return build(model, loaded, precision, step, max_batch, batch_window, conditioner)

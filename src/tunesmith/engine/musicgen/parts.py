@@ -1,23 +1,51 @@
-"""Building a text MusicGen (mono or stereo) at load: tunesmith's decoder at the resolved
-precision, stepped eagerly or as a CUDA graph over a static batch (`tunesmith.engine.cuda`)."""
+"""Building a MusicGen decoder engine at load: tunesmith's decoder at the resolved precision,
+stepped eagerly or as a CUDA graph over a static batch (`tunesmith.engine.cuda`). Text MusicGen
+(mono, stereo) here; musicgen-melody (`tunesmith.engine.melody.parts`) builds through `build`
+with its own conditioner and steps."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tunesmith.engine.parts import EngineParts, window_frames
+from tunesmith.engine.parts import Conditioner, EngineParts, WindowConditioning, window_frames
 from tunesmith.engine.process import return_freed_memory
 from tunesmith.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
     from tunesmith.engine.loader import LoadedModel
     from tunesmith.engine.musicgen.model import FastDecoder
     from tunesmith.engine.scheduler import StepDecoder
 
-__all__ = ["assemble"]
+__all__ = ["TextConditioner", "assemble", "build"]
 
 log = logging.getLogger(__name__)
+
+
+class TextConditioner:
+    """Text MusicGen's conditioning: the prompt's cross-attention keys and values, computed once
+    and shared by every window of the track."""
+
+    def __init__(self, decoder: FastDecoder) -> None:
+        self.decoder = decoder
+
+    def track(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        melody: npt.NDArray[np.float32] | None,
+        sample_rate: int,
+        windowed: bool,
+    ) -> WindowConditioning:
+        if melody is not None:
+            raise ValueError("this model follows no melody")
+        conditioning = self.decoder.condition(input_ids, attention_mask)
+        return lambda start: conditioning
 
 
 def assemble(
@@ -30,6 +58,20 @@ def assemble(
 ) -> EngineParts:
     """The decoder, EnCodec, the step and the compute thread for a text checkpoint (see
     `MusicGenEngine` for the settings)."""
+    return build(model, loaded, precision_setting, step, max_batch, batch_window, TextConditioner)
+
+
+def build(
+    model: str,
+    loaded: LoadedModel,
+    precision_setting: str,
+    step: str,
+    max_batch: int,
+    batch_window: float,
+    conditioner: Callable[[FastDecoder], Conditioner],
+) -> EngineParts:
+    """The decoder at the resolved precision, EnCodec, the step and the compute thread, with
+    the family's `conditioner` over the decoder."""
     from tunesmith.engine import kernels
     from tunesmith.engine.audio.codec import AudioDecoder
     from tunesmith.engine.musicgen.model import (
@@ -64,7 +106,7 @@ def assemble(
         decoder.kernels.describe(),
         kind,
     )
-    return EngineParts(loaded, audio, scheduler, decoder, stepper, step_kind=kind)
+    return EngineParts(loaded, audio, scheduler, decoder, stepper, conditioner(decoder), kind)
 
 
 def _stepper(
@@ -76,9 +118,16 @@ def _stepper(
 
     kind = step
     if kind == "auto":
-        kind = "cuda-graph" if loaded.device.type == "cuda" else "eager"
+        # the static batch holds cross-attention prompts, not musicgen-melody's input prefix
+        cuda = loaded.device.type == "cuda" and decoder.cross_attention
+        kind = "cuda-graph" if cuda else "eager"
     if kind == "eager":
         return decoder, kind
+    if not decoder.cross_attention:
+        raise ConfigError(
+            f"TUNESMITH_STEP: {kind} runs text MusicGen only; musicgen-melody's chroma prefix "
+            "steps eagerly (TUNESMITH_STEP=eager or auto)"
+        )
     if kind == "cuda-graph" and loaded.device.type != "cuda":
         raise ConfigError("TUNESMITH_STEP: cuda-graph needs a CUDA device")
     if decoder.cache_dtype != decoder.dtype:

@@ -4,8 +4,9 @@ MusicGen attends over at most one window (30 s). A longer track slides it: each 
 the first starts from the last ``window - stride`` seconds of the codes so far, run through the
 decoder as a known prompt (`FastDecoder.prefill`), and adds `stride` seconds of new frames
 (audiocraft's ``extend_stride``, 18 s by default). A continuation is the same loop begun from
-the codes of the given audio. The text conditioning is computed once and the seeded generator
-carries through every window, so a long track is one seamless, reproducible set of codes.
+the codes of the given audio. The text conditioning is computed once (a melody model's prefix
+per window: each follows its own stretch of the melody) and the seeded generator carries
+through every window, so a long track is one seamless, reproducible set of codes.
 
 Each window is an ordinary job: it joins the batch with whatever else is in flight, in any
 precision. Between windows the request leaves the batch for its prefill, which runs on the
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from tunesmith.engine.musicgen.model import Conditioning, DecodeJob, FastDecoder
+    from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder
     from tunesmith.engine.musicgen.model.sampling import SamplingParams
+    from tunesmith.engine.parts import WindowConditioning
     from tunesmith.engine.scheduler import BatchScheduler
 
 __all__ = ["PREFILL_CHUNK", "Window", "plan_windows", "run_windows", "window_steps"]
@@ -68,7 +70,7 @@ def window_steps(windows: list[Window], delay: int) -> int:
 def run_windows(
     decoder: FastDecoder,
     scheduler: BatchScheduler,
-    conditioning: Conditioning,
+    condition: WindowConditioning,
     windows: list[Window],
     sampling: SamplingParams,
     generator: torch.Generator,
@@ -79,6 +81,7 @@ def run_windows(
 ) -> torch.Tensor:
     """Generate `windows` after the known codes `prompt` ``(K, F)``: the whole track's codes
     ``(K, F + new frames)``, the prompt's included. Blocking; batched with other callers.
+    `condition` gives the conditioning of a window from the track frame it starts at.
 
     `progress` gets ``(steps_done, steps_total)`` over every window together; `sink` gets the
     track's codes in order, ``(K, n)`` frames at a time as they become final (the prompt's
@@ -95,12 +98,14 @@ def run_windows(
     for window in windows:
         if cancel is not None and cancel.is_set():
             raise Canceled("the request was canceled")
-        context = codes[:, codes.shape[1] - window.context :]
+        start = codes.shape[1] - window.context
+        context = codes[:, start:]
         frames = window.context + window.new
+        conditioning = scheduler.call(partial(condition, start))
         job = scheduler.call(
             partial(decoder.open, conditioning, frames, sampling, generator, context)
         )
-        while job.t < job.prefix:
+        while job.pending:
             if cancel is not None and cancel.is_set():
                 raise Canceled("the request was canceled")
             scheduler.call(partial(decoder.prefill, job, PREFILL_CHUNK))

@@ -22,6 +22,11 @@ the decoder step by step:
 A job can start from known codes (the previous window of a long track, or audio to continue):
 `prefill` runs them many positions at a time (`musicgen.model.prefill`), and the steps
 after them keep the prompt's codes where the delay pattern still reaches into it.
+
+musicgen-melody's decoder has no cross-attention: its conditioning is a prefix of the input,
+the projected chroma then the projected text (`tunesmith.engine.melody.prefix`). A job's cache
+then holds the prefix's positions before the start token's (``DecodeJob.offset``), which
+`prefill` writes first; the layers skip cross-attention, and everything else is shared.
 """
 
 import itertools
@@ -52,12 +57,15 @@ __all__ = ["Conditioning", "DecodeJob", "FastDecoder", "release_decoder_weights"
 
 @dataclass(frozen=True)
 class Conditioning:
-    """A prompt's text conditioning, computed once per request and shared by its windows:
-    each layer's cross-attention keys/values ``(layers, 2, 1, H, S, hd)``, and their folded
-    form where short prompts fold (`tunesmith.engine.musicgen.model.cross`)."""
+    """A window's conditioning. Text MusicGen: each layer's cross-attention keys/values
+    ``(layers, 2, 1, H, S, hd)`` (computed once per request and shared by its windows), and
+    their folded form where short prompts fold (`tunesmith.engine.musicgen.model.cross`).
+    musicgen-melody: `prefix`, the embedded input before the start token ``(2, P, D)``, the
+    conditional row then the null one (classifier-free guidance)."""
 
-    cross: torch.Tensor
+    cross: torch.Tensor | None = None
     folded: FoldedCross | None = None
+    prefix: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,14 +76,19 @@ class DecodeJob:
     steps: int
     tokens: torch.Tensor  # (K, steps + 1) long
     keep: torch.Tensor  # (K, steps + 1) bool: True where the delay pattern lets a code through
-    cache: torch.Tensor  # (layers, 2, rows, H, steps + 1, hd)
-    cross: torch.Tensor  # (layers, 2, 1, H, S, hd) prompt keys and values
+    cache: torch.Tensor  # (layers, 2, rows, H, offset + steps + 1, hd)
+    cross: torch.Tensor | None  # (layers, 2, 1, H, S, hd) prompt keys and values (text models)
     generator: torch.Generator
     folded: FoldedCross | None = field(default=None, repr=False)  # see `cross.fold`
     serial: int = 0  # unique per decoder: identifies the job in per-batch caches
     t: int = 0  # tokens[:, :t+1] are known; the next step predicts position t + 1
     prefix: int = 0  # frames of known prompt codes: `prefill` runs positions below it
     known: torch.Tensor | None = field(default=None, repr=False)  # (K, steps + 1) prompt codes
+    # musicgen-melody: the conditioning prefix (rows, P, D) at cache positions 0 .. P - 1 (so
+    # token position t sits at offset + t), and how many of them `prefill` has written
+    lead: torch.Tensor | None = field(default=None, repr=False)
+    offset: int = 0
+    primed: int = 0
     # parity checks and benchmarks: record each step's guided scores, or force the codes
     scores: list[torch.Tensor] | None = field(default=None, repr=False)
     teacher: torch.Tensor | None = field(default=None, repr=False)  # (K, steps + 1) codes
@@ -87,6 +100,11 @@ class DecodeJob:
     @property
     def done(self) -> bool:
         return self.t >= self.steps
+
+    @property
+    def pending(self) -> bool:
+        """Whether `prefill` has positions left to run (a prefix, known codes) before a step."""
+        return self.primed < self.offset or self.t < self.prefix
 
 
 class FastDecoder(DecoderWeights):
@@ -124,12 +142,13 @@ class FastDecoder(DecoderWeights):
 
     @torch.inference_mode()
     def condition(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Conditioning:
-        """Encode the prompt and compute each layer's cross-attention keys/values."""
+        """Encode the prompt and compute each layer's cross-attention keys/values (text
+        MusicGen; musicgen-melody's prefix comes from `tunesmith.engine.melody.prefix`)."""
+        if not self.cross_attention:
+            raise TypeError("this decoder conditions on a prefix: see tunesmith.engine.melody")
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
         encoded = encode_prompt(self.model, ids, mask, self.dtype)
-        # a quantized decoder's process is sized for its weights, not the text encoder's
-        # float32 ones (more than the decoder's): they are read back for the next prompt
-        self._drop_pages(self._text_weights)
+        self.drop_text_pages()
         prompt_kv = prompt_keys_values(encoded, self.cross_kv, self.heads)
         self._drop_pages(module_buffers(self.cross_kv))  # used again by the next prompt only
         folded = None
@@ -165,12 +184,18 @@ class FastDecoder(DecoderWeights):
     ) -> DecodeJob:
         """A job of `frames` frames in all, the first of them the known codes `prompt`
         ``(K, F)`` (none: every frame is new); `generator` carries on from any earlier window.
-        Allocates the cache; `prefill` then runs the prompt before the first step."""
+        Allocates the cache; `prefill` then runs the conditioning prefix (musicgen-melody) and
+        the prompt before the first step."""
+        if (conditioning.cross is None) == self.cross_attention:
+            raise ValueError("the conditioning is for another kind of decoder")
         steps = self.steps_for(frames)
         rows = 2 if sampling.guided else 1
+        lead = None if conditioning.prefix is None else conditioning.prefix[:rows]
+        offset = 0 if lead is None else int(lead.shape[1])
+        self._reach(offset + steps + 1)
         row = self.head_dim + (SCALE_BYTES if self.cache_dtype == torch.int8 else 0)
         cache = torch.zeros(
-            (len(self.layers), 2, rows, self.heads, steps + 1, row),
+            (len(self.layers), 2, rows, self.heads, offset + steps + 1, row),
             dtype=self.cache_dtype,
             device=self.device,
         )
@@ -190,6 +215,8 @@ class FastDecoder(DecoderWeights):
             generator,
             folded=conditioning.folded,
             serial=next(self._serials),
+            lead=lead,
+            offset=offset,
         )
         if prompt is not None and prompt.shape[1] > 0:
             known = prompt.shape[1]
@@ -203,8 +230,21 @@ class FastDecoder(DecoderWeights):
         return job
 
     def prefill(self, job: DecodeJob, limit: int) -> None:
-        """Run up to `limit` positions of the job's known prompt (see `open`)."""
+        """Run up to `limit` positions of the job's prefix or known prompt (see `open`)."""
         prefill(self, job, limit)
+
+    def prime(self, job: DecodeJob, chunk: int = 64) -> DecodeJob:
+        """Run all of the job's prefill, `chunk` positions a pass: ready to step."""
+        while job.pending:
+            prefill(self, job, chunk)
+        return job
+
+    def _reach(self, positions: int) -> None:
+        """Extend the sinusoidal position table to `positions` where it is shorter, as
+        transformers does (a melody prefix with a long prompt runs past the table)."""
+        if positions > self.positions.shape[0]:
+            table = self.model.decoder.model.decoder.embed_positions.get_embedding
+            self.positions = self._cast(table(positions, self.hidden))
 
     def final_frames(self, job: DecodeJob) -> int:
         """Frames whose every codebook is decoded: frame f is complete once the step at
@@ -229,21 +269,22 @@ class FastDecoder(DecoderWeights):
         for job in jobs:
             current = job.tokens[:, job.t]
             inputs.append(current.expand(job.rows, -1))
-            positions.append(self.positions[job.t].expand(job.rows, -1))
+            positions.append(self.positions[job.offset + job.t].expand(job.rows, -1))
         tokens = torch.cat(inputs)  # (R, K)
         x = self.embeddings[self._codebook_index, tokens].sum(dim=1)  # (R, D)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         x = x + torch.cat(positions)
         rows = [job.rows for job in jobs]
+        cross = [job.cross for job in jobs if job.cross is not None]  # empty: no cross-attention
         batch = Batch(
             [job.cache for job in jobs],
-            [job.t for job in jobs],
+            [job.offset + job.t for job in jobs],  # each job's cache position
             rows,
-            [job.cross for job in jobs],
-            self._stacked_cross(jobs),
+            cross,
+            self._stacked_cross(jobs, cross),
             self._conditional_rows(tuple(rows)),
-            [job.folded for job in jobs],
+            [job.folded for job in jobs] if cross else [],
         )
         logits = self._stack(x, batch)
         logits = logits.float().view(x.shape[0], self.num_codebooks, self.vocab_size)
@@ -273,14 +314,17 @@ class FastDecoder(DecoderWeights):
             index = self._cond_index[rows] = torch.tensor(firsts, device=self.device)
         return index
 
-    def _stacked_cross(self, jobs: list[DecodeJob]) -> torch.Tensor | None:
-        """The batch's prompt keys/values as one ``(layers, 2, J, H, S, hd)`` tensor when the
-        batch has several jobs whose prompts share a length (rebuilt only when it changes)."""
+    def _stacked_cross(
+        self, jobs: list[DecodeJob], cross: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The batch's prompt keys/values (`cross`, each job's) as one ``(layers, 2, J, H, S,
+        hd)`` tensor when the batch has several jobs whose prompts share a length (rebuilt only
+        when it changes)."""
         key = tuple(job.serial for job in jobs)  # not id(): a freed job's id gets reused
         if self._stacked[0] != key:
-            lengths = {job.cross.shape[4] for job in jobs}
+            lengths = {kv.shape[4] for kv in cross}
             stacked = None
-            if len(jobs) > 1 and len(lengths) == 1:
-                stacked = torch.cat([job.cross for job in jobs], dim=2)
+            if len(cross) > 1 and len(lengths) == 1:
+                stacked = torch.cat(cross, dim=2)
             self._stacked = (key, stacked)
         return self._stacked[1]

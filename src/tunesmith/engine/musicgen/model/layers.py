@@ -8,7 +8,7 @@ references; the choice is made once, when the modules are built.
 
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import torch
 
@@ -26,7 +26,8 @@ class Batch(NamedTuple):
     its position, ``rows[j]`` its row count and ``cross[j]`` its ``(layers, 2, 1, H, S, hd)``
     prompt keys/values; ``stacked`` (when not None) holds every job's prompt keys/values as one
     ``(layers, 2, J, H, S, hd)`` tensor; ``cond`` indexes each job's conditional row;
-    ``folded[j]`` its `FoldedCross` or None (then its row goes through the weights)."""
+    ``folded[j]`` its `FoldedCross` or None (then its row goes through the weights). A decoder
+    without cross-attention (musicgen-melody) gets empty ``cross`` and ``folded``."""
 
     caches: list[torch.Tensor]
     ts: list[int]
@@ -42,15 +43,20 @@ class Layer(torch.nn.Module):
 
     ``x`` is ``(R, D)``: each job's rows, its conditional row first (see `Batch`). The layer
     norms begin the projections after them (qkv, cross_q, fc1: see
-    `tunesmith.engine.musicgen.model.projections`); out and fc2 add the residual."""
+    `tunesmith.engine.musicgen.model.projections`); out and fc2 add the residual.
 
+    `cross_norm` None: a layer without cross-attention (musicgen-melody, whose conditioning is
+    a prefix of the input), and `projections` holds qkv, out, fc1 and fc2 only."""
+
+    has_cross: Final[bool]
     cross_norm_weight: torch.Tensor
     cross_norm_bias: torch.Tensor
 
     def __init__(
         self,
         index: int,
-        cross_norm: list[torch.Tensor],
+        hidden: int,
+        cross_norm: list[torch.Tensor] | None,
         projections: Sequence[torch.nn.Module],
         heads: int,
         compiled_attention: bool,
@@ -59,8 +65,13 @@ class Layer(torch.nn.Module):
         self.index = index
         self.compiled_attention = compiled_attention  # tunesmith::self_/decode_attention
         self.heads = heads
-        self.hidden = int(cross_norm[0].shape[0])
+        self.hidden = hidden
         self.head_dim = self.hidden // heads
+        self.has_cross = cross_norm is not None
+        if cross_norm is None:  # the step never reaches cross-attention: stand-ins that script
+            cross_norm = [torch.empty(0), torch.empty(0)]
+            qkv, out, fc1, fc2 = projections
+            projections = [qkv, out, torch.nn.Identity(), torch.nn.Identity(), fc1, fc2]
         # cross-attention's layer norm, for the folded path (cross_q holds it too)
         self.register_buffer("cross_norm_weight", cross_norm[0], persistent=False)
         self.register_buffer("cross_norm_bias", cross_norm[1], persistent=False)
@@ -70,6 +81,9 @@ class Layer(torch.nn.Module):
     def forward(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         caches, ts, rows, prompts, stacked, cond, folded = batch
         x = self.out(self._self_attention(self.qkv(x), caches, ts, rows), x)
+        if not self.has_cross:
+            no_cross: torch.Tensor = self.fc2(self.fc1(x), x)
+            return no_cross
         # the conditional rows attend to the prompt (one job: row 0, a view, no copy); the
         # unconditional rows attend to an all-masked prompt, which adds exactly zero
         single = len(caches) == 1

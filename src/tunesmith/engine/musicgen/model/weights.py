@@ -85,6 +85,8 @@ class DecoderWeights:
         self.cache_dtype = self._cache_dtype(compiled)
         self._read_config(model.decoder.config)
         self._embed(decoder)
+        # musicgen-melody's decoder conditions on a prefix of its input instead
+        self.cross_attention = hasattr(decoder.layers[0], "encoder_attn")
         linear_rows = self._linear_rows(decoder, compiled)
         self._convert_layers(decoder, linear_rows, compiled)
         self._convert_heads(model, linear_rows, compiled)
@@ -94,7 +96,8 @@ class DecoderWeights:
         # where the projections are compiled kernels, short prompts fold cross-attention's
         # weights into their keys and values (`tunesmith.engine.musicgen.model.cross`); the float
         # weights are read back from the projections per request (no second copy is kept)
-        self.fold_cross = compiled and precision in ("fp32", "int8", "int4")
+        folds = compiled and precision in ("fp32", "int8", "int4")
+        self.fold_cross = self.cross_attention and folds
 
     def _cache_dtype(self, compiled: bool) -> torch.dtype:
         """The self-attention cache's dtype. Late in a long track the cache is read as many
@@ -181,6 +184,11 @@ class DecoderWeights:
         """Whether the decoder runs on converted weights (int8, int4), not the checkpoint's."""
         return self.precision not in ("fp32", *HALF_DTYPES)
 
+    def drop_text_pages(self) -> None:
+        """After a prompt is encoded: a quantized decoder's process is sized for its weights,
+        not the text encoder's float32 ones (more than the decoder's), read back next time."""
+        self._drop_pages(self._text_weights)
+
     def _drop_pages(self, weights: list[torch.Tensor], converted: bool = False) -> None:
         """Checkpoint `weights` that have served their turn leave memory (quantized precisions;
         fp32 runs on them): loading converts one layer at a time and never holds the whole
@@ -201,36 +209,48 @@ class DecoderWeights:
 
     def _convert_layers(self, decoder: Any, linear_rows: int, compiled: bool) -> None:
         """Each layer's projections at this precision (q/k/v fused), each beginning with the
-        layer norm before it; the cross-attention k/v projections kept for prompt encoding.
-        One layer's weights are read at a time."""
+        layer norm before it; the cross-attention k/v projections kept for prompt encoding
+        (musicgen-melody's layers have no cross-attention). One layer's weights are read at a
+        time."""
         self.cross_kv: list[tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = []
         self.cross_qo: list[tuple[Projection, Projection]] = []  # the layers' q/out projections
         self.layers: list[Layer] = []
         for index, layer in enumerate(decoder.layers):
-            sa, ca = layer.self_attn, layer.encoder_attn
+            sa, ca = layer.self_attn, getattr(layer, "encoder_attn", None)
             qkv = [sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]
             if self.precision == "fp32":  # the modules keep views of the fused copy: no duplicate
                 fused = torch.cat(qkv).to(self.device)
                 _share(fused, [sa.q_proj, sa.k_proj, sa.v_proj])
                 qkv = [fused]
-            weights = [qkv, [sa.out_proj.weight], [ca.q_proj.weight], [ca.out_proj.weight]]
-            weights += [[layer.fc1.weight], [layer.fc2.weight]]
             # each layer norm begins the projection after it (none before out and fc2)
-            cross_norm = self._norm(layer.encoder_attn_layer_norm)
-            norms = [self._norm(layer.self_attn_layer_norm), None, cross_norm, None]
-            norms += [self._norm(layer.final_layer_norm), None]
-            activations = [0, 0, 0, 0, self.activation, 0]
-            names = [f"layers.{index}.{n}" for n in ("qkv", "out", "cross_q", "cross_out")]
-            names += [f"layers.{index}.fc1", f"layers.{index}.fc2"]
-            projections = [
-                self._project(name, w, linear_rows, compiled, act, n)
-                for name, w, act, n in zip(names, weights, activations, norms, strict=True)
+            parts: list[tuple[str, list[torch.Tensor], int, list[torch.Tensor] | None]] = [
+                ("qkv", qkv, 0, self._norm(layer.self_attn_layer_norm)),
+                ("out", [sa.out_proj.weight], 0, None),
             ]
-            self.layers.append(Layer(index, cross_norm, projections, self.heads, compiled))
-            self.cross_kv.append(self._cross_kv(index, ca, linear_rows, compiled))
-            self.cross_qo.append((projections[2], projections[3]))
-            pair = [ca.k_proj.weight, ca.v_proj.weight]
-            self._drop_pages([w for ws in weights for w in ws] + pair, converted=True)
+            cross_norm = None
+            if ca is not None:
+                cross_norm = self._norm(layer.encoder_attn_layer_norm)
+                parts += [
+                    ("cross_q", [ca.q_proj.weight], 0, cross_norm),
+                    ("cross_out", [ca.out_proj.weight], 0, None),
+                ]
+            parts += [
+                ("fc1", [layer.fc1.weight], self.activation, self._norm(layer.final_layer_norm)),
+                ("fc2", [layer.fc2.weight], 0, None),
+            ]
+            projections = [
+                self._project(f"layers.{index}.{name}", w, linear_rows, compiled, act, n)
+                for name, w, act, n in parts
+            ]
+            self.layers.append(
+                Layer(index, self.hidden, cross_norm, projections, self.heads, compiled)
+            )
+            read = [w for _, ws, _, _ in parts for w in ws]
+            if ca is not None:
+                self.cross_kv.append(self._cross_kv(index, ca, linear_rows, compiled))
+                self.cross_qo.append((projections[2], projections[3]))
+                read += [ca.k_proj.weight, ca.v_proj.weight]
+            self._drop_pages(read, converted=True)
 
     def _cross_kv(
         self, index: int, attention: Any, linear_rows: int, compiled: bool
