@@ -8,6 +8,7 @@ variable, never later in a request.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ __all__ = [
     "WINDOW_SECONDS",
     "Settings",
     "load_settings",
+    "parse_bytes",
 ]
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
         min_length=1,
         description="HF model id or local directory; several: comma-separated, the first the "
         "default",
+    )
+    model_memory: int | None = Field(
+        None,
+        description="Memory the loaded models may take together (6GB, 512MB or bytes); past "
+        "it the least recently used idle model is unloaded first. Unset: no limit",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "int8", "int4", "fp16", "bf16"] = Field(
@@ -197,6 +204,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} (for {key!r}) is not a SageMaker endpoint name")
         return value
 
+    @field_validator("model_memory", mode="before")
+    @classmethod
+    def _memory_size(cls, value: Any) -> Any:
+        return None if value is None or value == "" else parse_bytes(value)
+
     @field_validator("model")
     @classmethod
     def _model_list(cls, value: str) -> str:
@@ -234,6 +246,29 @@ class Settings(BaseSettings):
                 "give one"
             )
         return self
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?", re.IGNORECASE)
+_UNITS = {"b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_bytes(value: object) -> int:
+    """A size as bytes: ``6GB``, ``512MB``, ``1.5G``, ``2GiB`` or a plain number of bytes
+    (``kB``/``MB``/``GB`` are powers of 1000, ``KiB``/``MiB``/``GiB`` of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 6GB, 512MB or a number of bytes")
+    text = repr(value) if isinstance(value, int | float) else str(value).strip()
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size such as 6GB, 512MB or a number of bytes")
+    number, unit = match.group(1), (match.group(2) or "b").lower()
+    scale = _UNITS[unit[0]]
+    if "i" in unit:  # KiB, MiB...: powers of 1024
+        scale = 1024 ** round(math.log(scale, 1000))
+    size = int(float(number) * scale)
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
 
 
 def load_settings(**overrides: Any) -> Settings:

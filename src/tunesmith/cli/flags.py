@@ -24,7 +24,10 @@ class UsageError(TunesmithError):
 
 
 HELPS = {
-    "model": f"HF model id or local directory (TUNESMITH_MODEL, default {DEFAULT_MODEL})",
+    "model": "HF model id or local directory; several comma-separated, the first the default "
+    f"(TUNESMITH_MODEL, default {DEFAULT_MODEL})",
+    "model_memory": "memory the loaded models may take, e.g. 6GB; past it the least recently "
+    "used idle one is unloaded (TUNESMITH_MODEL_MEMORY)",
     "device": "auto, cpu or cuda (TUNESMITH_DEVICE)",
     "precision": "auto, fp32, int8 or int4 (CPU), fp16 or bf16 (CUDA) (TUNESMITH_PRECISION)",
     "max_batch": "requests decoded together (TUNESMITH_MAX_BATCH, default 8)",
@@ -58,7 +61,7 @@ HELPS = {
 }
 
 SERVE_SETTINGS = [
-    "model", "device", "precision", "max_batch", "step", "batch_window_ms",
+    "model", "model_memory", "device", "precision", "max_batch", "step", "batch_window_ms",
     "storage", "local_dir", "s3_bucket", "s3_prefix", "url_mode",
     "public_base_url", "host", "port", "api_key", "max_duration", "max_queue",
     "presign_expires", "max_body_bytes", "extend_stride", "max_upload_bytes", "max_jobs",
@@ -70,8 +73,9 @@ GENERATE_SETTINGS = ["model", "device", "precision", "max_duration", "extend_str
 
 # `endpoint` listens on --port, else SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080.
 ENDPOINT_SETTINGS = [
-    "model", "device", "precision", "max_batch", "step", "batch_window_ms", "host", "max_duration",
-    "max_queue", "max_body_bytes", "max_response_bytes", "extend_stride", "max_upload_bytes",
+    "model", "model_memory", "device", "precision", "max_batch", "step", "batch_window_ms", "host",
+    "max_duration", "max_queue", "max_body_bytes", "max_response_bytes", "extend_stride",
+    "max_upload_bytes",
 ]  # fmt: skip
 
 
