@@ -67,6 +67,7 @@ class Api:
     def __init__(self, base_url: str, root: Path) -> None:
         self.base_url = base_url
         self.root = root
+        self.app: FastAPI | None = None  # set by `serve_models`, to reach its model pool
         self.client = httpx.Client(base_url=base_url, timeout=120)
 
     def generate(self, body: Any = None, **kwargs: Any) -> httpx.Response:
@@ -82,3 +83,16 @@ def serve(tmp_path: Path, engine: MusicGenEngine, **settings: Any) -> Iterator[A
     app = create_app(config, engine=engine, storage=LocalStorage(root))
     with LiveServer(app) as server:
         yield Api(server.base_url, root)
+
+
+@contextmanager
+def serve_models(tmp_path: Path, checkpoints: list[Path], **settings: Any) -> Iterator[Api]:
+    """Serve several checkpoints (the first the default), each loaded by the server itself."""
+    root = tmp_path / "tracks"
+    names = ",".join(str(path) for path in checkpoints)
+    config = load_settings(model=names, device="cpu", local_dir=root, **settings)
+    app = create_app(config, storage=LocalStorage(root))
+    with LiveServer(app) as server:
+        api = Api(server.base_url, root)
+        api.app = app
+        yield api

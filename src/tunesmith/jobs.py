@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 import threading
 import time
@@ -75,8 +76,9 @@ def cancel_key(job_id: str) -> str:
 class LiveJob:
     """A job this server runs: its record as it stands, its cancel event, its audio so far."""
 
-    def __init__(self, job: Job, total_bytes: int, header: bytes) -> None:
+    def __init__(self, job: Job, total_bytes: int, header: bytes, sample_rate: int) -> None:
         self.job = job
+        self.sample_rate = sample_rate
         self.cancel = threading.Event()
         self.shutdown = False  # canceled because the server stops, not by a caller
         self.audio = bytearray(header)  # a WAV of `total_bytes`, as far as it is decoded
@@ -119,8 +121,8 @@ class JobManager:
         self.replica = uuid.uuid4().hex[:12]  # names this server in the records it writes
         self.admission = Admission(settings.max_jobs)
         self.live: dict[str, LiveJob] = {}
-        # told of each stored track: (audio seconds, seconds it took), e.g. for /metrics
-        self.on_track: Callable[[float, float], None] | None = None
+        # told of each stored track: (model id, audio seconds, seconds it took), for /metrics
+        self.on_track: Callable[[str, float, float], None] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="job-heartbeat", daemon=True)
@@ -136,8 +138,8 @@ class JobManager:
     async def submit(
         self, request: GenerateRequest, *, base_url: str, files: dict[str, bytes] | None = None
     ) -> Job:
-        """Check the request and its uploads, store the job's record, start it; its `Job`."""
-        self.service.engine.check_ready()  # ModelNotReady (503) while loading
+        """Check the request and its uploads, store the job's record, start it; its `Job`.
+        A job for a model not yet loaded waits for it, queued (its load starts now)."""
         inputs = await anyio.to_thread.run_sync(self.service.audio_inputs, request, files or {})
         self.admission.admit()  # Overloaded (503, Retry-After) past TUNESMITH_MAX_JOBS
         try:
@@ -160,9 +162,9 @@ class JobManager:
         job_id = track_id(key)
         where = self.storage.locate(key, base_url=base_url)
         meta = self.storage.locate(record_key(key), base_url=base_url)
-        engine = self.service.engine
-        frames = round(request.duration * engine.sample_rate)
-        header = wav_header(frames, engine.channels, engine.sample_rate)
+        rate, channels, steps = self._shape(request)
+        frames = round(request.duration * rate)
+        header = wav_header(frames, channels, rate)
         stamp = _stamp()
         job = Job(
             id=job_id,
@@ -170,7 +172,7 @@ class JobManager:
             created=stamp,
             updated=stamp,
             request=request,
-            progress=JobProgress(steps_total=engine.steps_for(request.duration)),
+            progress=JobProgress(steps_total=steps),
             s3_url=where.s3_url,
             public_url=where.public_url,
             metadata_url=meta.public_url,
@@ -178,11 +180,23 @@ class JobManager:
             events_url=f"{base_url}/jobs/{job_id}/events",
             replica=self.replica,
         )
-        live = LiveJob(job, len(header) + frames * engine.channels * 2, header)
+        live = LiveJob(job, len(header) + frames * channels * 2, header, rate)
         self._write(job)  # StorageError (502): nothing was started
         with self._lock:
             self.live[job_id] = live
         return live
+
+    def _shape(self, request: GenerateRequest) -> tuple[int, int, int]:
+        """The sample rate, channels and decode steps of the request's track: from its model's
+        engine once loaded, else from its config (the steps then as the track's frames, until
+        the engine's first progress report says exactly)."""
+        model = self.service.models.get(request.model)
+        engine = model.engine
+        if model.loaded and engine is not None:
+            return engine.sample_rate, engine.channels, engine.steps_for(request.duration)
+        abilities = self.service.models.abilities(model)
+        steps = math.ceil(request.duration * abilities.frame_rate)
+        return abilities.sample_rate, 2 if abilities.stereo else 1, steps
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -191,7 +205,7 @@ class JobManager:
         began = time.monotonic()
         started = False
         samples_done = 0
-        rate = self.service.engine.sample_rate
+        rate = live.sample_rate
 
         def progress(done: int, total: int) -> None:
             nonlocal started
@@ -226,7 +240,8 @@ class JobManager:
             )
             outcome: dict[str, object] = {"status": "succeeded", "result": result}
             if self.on_track is not None:
-                self.on_track(result.duration, time.monotonic() - began)
+                model = self.service.models.get(job.request.model).id
+                self.on_track(model, result.duration, time.monotonic() - began)
             log.info("job %s stored %s (%.1f s)", job.id, result.id, result.duration)
         except Canceled:
             if live.shutdown:

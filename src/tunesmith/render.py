@@ -22,7 +22,8 @@ from tunesmith.engine import (
     encoded_rate,
 )
 from tunesmith.engine.base import Engine
-from tunesmith.engine.engine import ProgressCallback
+from tunesmith.engine.params import ProgressCallback
+from tunesmith.engine.registry import model_id
 from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest, InputRecord, TrackRecord
 from tunesmith.tracks import new_record
 from tunesmith.uploads import AudioInput, AudioInputs
@@ -75,13 +76,18 @@ def render(
     inputs: AudioInputs | None = None,
     on_audio: Callable[[npt.NDArray[np.float32]], None] | None = None,
     cancel: threading.Event | None = None,
+    model: str | None = None,
 ) -> RenderedAudio:
     """Generate `request` on `engine` (continuing or following `inputs`' audio) and encode it
     as `fmt` (default: the request's format). `on_audio` gets the samples as they are decoded
-    (`Engine.stream`); setting `cancel` stops the generation (`Canceled`).
+    (`Engine.stream`); setting `cancel` stops the generation (`Canceled`). The record's
+    `model` is the checkpoint that made it, its request's `model` the id it was asked for by
+    (`model`; default: the id `engine` 's checkpoint gets), so POSTing it again asks for it.
 
     Blocking; raises the engine's `TunesmithError` s (`GenerationFailed`, `ModelNotReady`...)."""
     fmt = fmt or request.format
+    model = model or model_id(engine.model_name)
+    request = request.model_copy(update={"model": model})  # the record's request names it
     inputs = inputs or AudioInputs()
     params = params_for(request)
     started = time.monotonic()

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -23,13 +24,21 @@ import numpy.typing as npt
 from tunesmith.admission import Admission
 from tunesmith.config import Settings
 from tunesmith.engine.base import Engine
-from tunesmith.engine.engine import ProgressCallback
-from tunesmith.errors import Canceled, ClientGone, DeadlineExceeded, ShuttingDown
+from tunesmith.engine.params import ProgressCallback
+from tunesmith.errors import (
+    Canceled,
+    ClientGone,
+    DeadlineExceeded,
+    ModelNotReady,
+    ModelUnavailable,
+    ShuttingDown,
+)
+from tunesmith.pool import ModelPool
 from tunesmith.render import render
 from tunesmith.schema import GenerateRequest, GenerateResponse
 from tunesmith.storage import Storage
 from tunesmith.tracks import store_track
-from tunesmith.uploads import AudioInputs, audio_inputs
+from tunesmith.uploads import AudioInputs, audio_inputs, check_abilities, prepare_audio
 
 __all__ = ["TrackService"]
 
@@ -39,11 +48,14 @@ _WATCH = 0.1  # seconds between looks at the deadline and the client
 
 
 class TrackService:
-    """Turns validated requests into stored tracks."""
+    """Turns validated requests into stored tracks, on the model each names (`models`; an
+    `Engine` alone serves as the settings' default model)."""
 
-    def __init__(self, settings: Settings, engine: Engine, storage: Storage) -> None:
+    def __init__(self, settings: Settings, models: ModelPool | Engine, storage: Storage) -> None:
         self.settings = settings
-        self.engine = engine
+        if not isinstance(models, ModelPool):
+            models = ModelPool(settings, engines={next(iter(settings.models)): models})
+        self.models = models
         self.storage = storage
         self.admission = Admission(
             settings.max_queue, waiting=settings.max_waiting, timeout=settings.queue_timeout
@@ -53,6 +65,15 @@ class TrackService:
     @property
     def in_flight(self) -> int:
         return self.admission.in_flight
+
+    @property
+    def engine(self) -> Engine:
+        """The default model's engine, set up or not (what a one-model caller closes);
+        `ModelNotReady` once the budget has unloaded it."""
+        engine = self.models.default.engine
+        if engine is None:
+            raise ModelNotReady(f"model {self.models.default.id!r} is not loaded", retry_after=10)
+        return engine
 
     def stop(self, grace: float) -> None:
         """SIGTERM: requests in flight or queued get `grace` seconds, then fail cleanly
@@ -68,8 +89,23 @@ class TrackService:
         return not self.admission.in_flight
 
     def audio_inputs(self, request: GenerateRequest, files: dict[str, bytes]) -> AudioInputs:
-        """The request's uploads decoded for the loaded model (`InvalidRequest` if bad)."""
-        return audio_inputs(request, files, self.engine)  # ModelNotReady (503) while loading
+        """The request's uploads decoded and checked for the model it names: by its engine
+        once loaded, else by its checkpoint's config (`InvalidRequest` naming the field)."""
+        model = self.models.get(request.model)
+        if model.state == "failed":
+            raise ModelUnavailable(model.load_error or f"model {model.id!r} could not be loaded")
+        if model.loaded and model.engine is not None:
+            return audio_inputs(request, files, model.engine, model=model.id)
+        abilities = self.models.abilities(model)  # ModelUnavailable (503) without its files
+        return prepare_audio(
+            request,
+            files,
+            sample_rate=abilities.sample_rate,
+            channels=2 if abilities.stereo else 1,
+            melody=abilities.melody,
+            continuation=abilities.continuation,
+            model=model.id,
+        )
 
     async def generate(
         self,
@@ -83,8 +119,20 @@ class TrackService:
 
         `disconnected` tells whether the client has gone; then the generation stops."""
         started = time.monotonic()
-        self.engine.check_ready()  # ModelNotReady (503) before queueing
         inputs = await anyio.to_thread.run_sync(self.audio_inputs, request, files or {})
+        with self.models.lease(request.model) as lease:  # never unloaded while it runs
+            engine = lease.ready()  # ModelNotReady (503), its load started, before queueing
+            return await self._generate(request, base_url, inputs, engine, started, disconnected)
+
+    async def _generate(
+        self,
+        request: GenerateRequest,
+        base_url: str,
+        inputs: AudioInputs,
+        engine: Engine,
+        started: float,
+        disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> GenerateResponse:
         limit = self.settings.request_timeout
         cancel = threading.Event()
         why: list[str] = []
@@ -113,7 +161,7 @@ class TrackService:
                 wait = None if limit is None else max(0.0, limit - (time.monotonic() - started))
                 async with self.admission.queued(wait):
                     response = await anyio.to_thread.run_sync(
-                        self.generate_sync, request, base_url, None, inputs, cancel
+                        partial(self.render_and_store, engine, request, base_url, inputs, cancel)
                     )
             except Exception as exc:
                 failure = exc
@@ -151,11 +199,47 @@ class TrackService:
         on_audio: Callable[[npt.NDArray[np.float32]], None] | None = None,
         key: str | None = None,
     ) -> GenerateResponse:
-        """Generate, encode and store one track (blocking): `/generate`'s work and a job's.
-        `on_audio` gets the samples as they are made, `cancel` stops it (`Canceled`), `key`
-        names the stored audio (default: from the track's id)."""
+        """Generate, encode and store one track (blocking): a job's work, and the Lambda's.
+        Waits for the request's model to load (and for room to load it); `on_audio` gets the
+        samples as they are made, `cancel` stops it (`Canceled`), `key` names the stored
+        audio (default: from the track's id)."""
+        with self.models.lease(request.model) as lease:
+            engine = lease.wait(cancel)
+            return self.render_and_store(
+                engine, request, base_url, inputs, cancel, progress, on_audio, key
+            )
+
+    def render_and_store(
+        self,
+        engine: Engine,
+        request: GenerateRequest,
+        base_url: str,
+        inputs: AudioInputs | None = None,
+        cancel: threading.Event | None = None,
+        progress: ProgressCallback | None = None,
+        on_audio: Callable[[npt.NDArray[np.float32]], None] | None = None,
+        key: str | None = None,
+    ) -> GenerateResponse:
+        """`render` on `engine` (leased by the caller), then store the track and its record."""
+        model = self.models.get(request.model)
+        inputs = inputs or AudioInputs()
+        # the uploads may have been checked by the config alone, before the model loaded
+        check_abilities(
+            request,
+            inputs.uploads,
+            melody=engine.follows_melody,
+            continuation=engine.continues_audio,
+            max_seconds=engine.max_track_seconds,
+            model=model.id,
+        )
         audio = render(
-            self.engine, request, progress=progress, inputs=inputs, on_audio=on_audio, cancel=cancel
+            engine,
+            request,
+            progress=progress,
+            inputs=inputs,
+            on_audio=on_audio,
+            cancel=cancel,
+            model=model.id,
         )
         response = store_track(
             self.storage,

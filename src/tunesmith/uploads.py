@@ -11,7 +11,7 @@ before any compute, and refuses each bad one with the field it came in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "AudioInputs",
     "Form",
     "audio_inputs",
+    "check_abilities",
     "check_uploads",
     "is_form",
     "parse_form",
@@ -189,19 +190,56 @@ class AudioInputs:
     continuation: AudioInput | None = None
     melody: AudioInput | None = None
 
+    @property
+    def uploads(self) -> list[str]:
+        """The upload fields these came from."""
+        pairs = (("input_audio", self.continuation), ("melody", self.melody))
+        return [name for name, given in pairs if given is not None]
 
-def audio_inputs(request: GenerateRequest, files: dict[str, bytes], model: Engine) -> AudioInputs:
-    """`prepare_audio` for `model` (loaded: its rate and abilities are known; until then its
-    properties raise `ModelNotReady`)."""
+
+def audio_inputs(
+    request: GenerateRequest, files: dict[str, bytes], engine: Engine, *, model: str | None = None
+) -> AudioInputs:
+    """`prepare_audio` for the loaded `engine` (its rate and abilities; until it is loaded
+    they raise `ModelNotReady`); `model` is its id, for the messages."""
     return prepare_audio(
         request,
         files,
-        sample_rate=model.sample_rate,
-        channels=model.channels,
-        melody=model.follows_melody,
-        continuation=model.continues_audio,
-        max_seconds=model.max_track_seconds,
+        sample_rate=engine.sample_rate,
+        channels=engine.channels,
+        melody=engine.follows_melody,
+        continuation=engine.continues_audio,
+        max_seconds=engine.max_track_seconds,
+        model=model,
     )
+
+
+def check_abilities(
+    request: GenerateRequest,
+    uploads: Collection[str],
+    *,
+    melody: bool,
+    continuation: bool,
+    max_seconds: float | None = None,
+    model: str | None = None,
+) -> None:
+    """The request asks only what its model can do: a track no longer than `max_seconds`
+    (None: any), audio to continue only if it `continuation`, a melody only if it follows
+    `melody` s. `uploads` names the files it came with; `model` is the model's id."""
+    which = f"model {model!r}" if model else "this server's model"
+    if max_seconds is not None and request.duration > max_seconds + 1e-9:
+        raise InvalidRequest(
+            [FieldError("duration", f"must be at most {max_seconds:g} seconds for {which}")]
+        )
+    if "input_audio" in uploads and not continuation:
+        raise InvalidRequest([FieldError("input_audio", f"{which} does not continue audio")])
+    if "melody" in uploads and not melody:
+        fix = (
+            "name a melody model in 'model' (GET /models lists them)"
+            if model
+            else "serve a musicgen-melody checkpoint (TUNESMITH_MODEL=facebook/musicgen-melody)"
+        )
+        raise InvalidRequest([FieldError("melody", f"{which} does not follow melodies: {fix}")])
 
 
 def prepare_audio(
@@ -213,19 +251,20 @@ def prepare_audio(
     melody: bool,
     continuation: bool = True,
     max_seconds: float | None = None,
+    model: str | None = None,
 ) -> AudioInputs:
     """Decode and check a request's uploads for a model of `sample_rate` and `channels`
-    (`melody`: whether it follows melodies; `continuation`: whether it continues audio;
-    `max_seconds`: its longest track, None for any). Raises `InvalidRequest` naming the field."""
+    (`check_abilities` for the rest; `model` names it in the messages). Raises
+    `InvalidRequest` naming the field."""
     check_uploads(request, files)
-    if max_seconds is not None and request.duration > max_seconds + 1e-9:
-        raise InvalidRequest(
-            [FieldError("duration", f"must be at most {max_seconds:g} seconds for this model")]
-        )
-    if "input_audio" in files and not continuation:
-        raise InvalidRequest(
-            [FieldError("input_audio", "this server's model does not continue audio")]
-        )
+    check_abilities(
+        request,
+        files,
+        melody=melody,
+        continuation=continuation,
+        max_seconds=max_seconds,
+        model=model,
+    )
     prompt = None
     if "input_audio" in files:
         prompt = _continuation(request, files["input_audio"], sample_rate, channels)
@@ -240,16 +279,6 @@ def prepare_audio(
             )
     tune = None
     if "melody" in files:
-        if not melody:
-            raise InvalidRequest(
-                [
-                    FieldError(
-                        "melody",
-                        "this server's model does not follow melodies: serve a musicgen-melody "
-                        "checkpoint (TUNESMITH_MODEL=facebook/musicgen-melody)",
-                    )
-                ]
-            )
         samples, seconds, digest = _decode("melody", files["melody"], sample_rate, channels)
         used = samples[: round(MAX_PROMPT_SECONDS * sample_rate)]
         tune = AudioInput(used, sample_rate, digest, 0.0, min(seconds, MAX_PROMPT_SECONDS))

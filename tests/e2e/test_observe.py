@@ -12,6 +12,7 @@ import pytest
 
 from live_server import serve
 from tunesmith.engine import MusicGenEngine
+from tunesmith.engine.registry import model_id
 
 REQUEST = {"prompt": "calm piano melody for a rainy evening", "duration": 2, "seed": 1}
 
@@ -36,11 +37,12 @@ def test_metrics_move_after_a_request(tmp_path: Path, tiny_engine: MusicGenEngin
     ok = metric(after, "tunesmith_requests_total", route="/generate", status="200")
     refused = metric(after, "tunesmith_requests_total", route="/generate", status="422")
     assert (ok, refused) == (1.0, 1.0)
-    assert metric(after, "tunesmith_audio_seconds_total") == pytest.approx(2.0)
-    assert metric(after, "tunesmith_generation_seconds_count") == 1.0
-    assert metric(after, "tunesmith_realtime_factor_count") == 1.0
+    model = model_id(tiny_engine.model_name)  # per-model series carry the model's id
+    assert metric(after, "tunesmith_audio_seconds_total", model=model) == pytest.approx(2.0)
+    assert metric(after, "tunesmith_generation_seconds_count", model=model) == 1.0
+    assert metric(after, "tunesmith_realtime_factor_count", model=model) == 1.0
     assert metric(after, "tunesmith_queue_depth") == 0.0
-    assert metric(after, "tunesmith_model_load_seconds") > 0
+    assert metric(after, "tunesmith_model_load_seconds", model=model) > 0
     assert (
         sum(
             float(line.rpartition(" ")[2])
@@ -59,7 +61,8 @@ def test_jobs_count_in_the_metrics(tmp_path: Path, tiny_engine: MusicGenEngine) 
         after = api.client.get("/metrics").text
     assert metric(after, "tunesmith_requests_total", route="/jobs", status="202") == 1.0
     assert metric(after, "tunesmith_requests_total", route="/jobs/{job_id}", status="200") >= 1
-    assert metric(after, "tunesmith_audio_seconds_total") == pytest.approx(2.0)
+    model = model_id(tiny_engine.model_name)
+    assert metric(after, "tunesmith_audio_seconds_total", model=model) == pytest.approx(2.0)
     assert metric(after, "tunesmith_jobs") == 0.0
 
 

@@ -1,4 +1,5 @@
-"""The FastAPI application factory and its lifecycle (the model loads in the background)."""
+"""The FastAPI application factory and its lifecycle (the default model loads in the
+background; the others when first asked for)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from tunesmith import __version__
 from tunesmith.api.auth import ApiKeys, RateLimit
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.jobs import router as jobs_router
+from tunesmith.api.models import router as models_router
 from tunesmith.api.observe import Metrics, RequestLog
 from tunesmith.api.routes import router
 from tunesmith.api.state import AppState
 from tunesmith.config import Settings
-from tunesmith.engine import engine_for
 from tunesmith.engine.base import Engine
 from tunesmith.jobs import JobManager
+from tunesmith.pool import ModelPool
 from tunesmith.service import TrackService
 from tunesmith.storage import Storage, create_storage
 
@@ -44,15 +46,17 @@ def create_app(
     engine: Engine | None = None,
     storage: Storage | None = None,
 ) -> FastAPI:
-    """Build the app. The engine loads in a background thread when the app starts, so
-    ``/healthz`` answers 503 until it is ready; pass an engine already `setup` to skip that.
+    """Build the app for the models `settings` serve. The default model loads in a background
+    thread when the app starts, so ``/healthz`` answers 503 until it is ready; `engine` gives
+    the default model's engine (already `setup` to skip that; its caller closes it). The
+    other models load when a request first names one.
 
     Storage is not touched here: ``tunesmith serve`` calls `Storage.check` before it starts.
     """
-    owned = engine is None
-    engine = engine or engine_for(settings)
+    given = {} if engine is None else {next(iter(settings.models)): engine}
+    models = ModelPool(settings, engines=given)
     storage = storage or create_storage(settings)
-    service = TrackService(settings, engine, storage)
+    service = TrackService(settings, models, storage)
     jobs = JobManager(settings, service)
     metrics = Metrics(service)
     metrics.watch_jobs(jobs)
@@ -65,17 +69,15 @@ def create_app(
         rate=RateLimit(settings.rate_limit),
     )
 
-    owns_engine = owned
+    models.on_default_failure = state.load_failed
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not engine.ready:
-            engine.load_in_background(state.load_failed)
+        models.start()
         yield
         # uvicorn has stopped taking requests and given those in flight their grace period
         await anyio.to_thread.run_sync(jobs.close)  # unfinished jobs are recorded failed
-        if owns_engine:
-            engine.close()  # what still runs fails at its next step, storing nothing
+        models.close()  # what still runs fails at its next step, storing nothing
         await anyio.to_thread.run_sync(service.drain, 10.0)
 
     app = base_app(
@@ -86,5 +88,6 @@ def create_app(
     app.state.tunesmith = state
     app.include_router(router)
     app.include_router(jobs_router)
+    app.include_router(models_router)
     app.add_middleware(RequestLog, metrics=state.metrics)
     return app

@@ -32,8 +32,10 @@ async def read_generate_request(
     request: Request, settings: Settings
 ) -> tuple[GenerateRequest, dict[str, bytes]]:
     """A generate request's body, JSON or a form with uploads: the validated request and the
-    uploaded files' bytes (still to be decoded: `tunesmith.uploads.prepare_audio`)."""
+    uploaded files' bytes (still to be decoded: `tunesmith.uploads.prepare_audio`). A
+    ``model`` must be one the settings serve."""
     content_type = request.headers.get("content-type")
+    models = list(settings.models)
     if content_type is not None and is_form(content_type):
         limit = settings.max_body_bytes + len(UPLOAD_FIELDS) * settings.max_upload_bytes
         raw = await read_body(request, limit)
@@ -42,9 +44,10 @@ async def read_generate_request(
             content_type,
             max_duration=settings.max_duration,
             max_upload_bytes=settings.max_upload_bytes,
+            models=models,
         )
     raw = await read_body(request, settings.max_body_bytes)
-    return parse_generate_request(raw, max_duration=settings.max_duration), {}
+    return parse_generate_request(raw, max_duration=settings.max_duration, models=models), {}
 
 
 def _form_schema() -> dict[str, Any]:

@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tunesmith.errors import TunesmithError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -47,14 +49,14 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.generation_seconds = Histogram(
-            "tunesmith_generation_seconds", "Seconds to generate and store one track",
+            "tunesmith_generation_seconds", "Seconds to generate and store one track", ["model"],
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800), registry=r,
         )  # fmt: skip
         self.audio_seconds = Counter(
-            "tunesmith_audio_seconds", "Seconds of audio generated", registry=r
+            "tunesmith_audio_seconds", "Seconds of audio generated", ["model"], registry=r
         )
         self.realtime_factor = Histogram(
-            "tunesmith_realtime_factor", "Seconds of audio per second of generation",
+            "tunesmith_realtime_factor", "Seconds of audio per second of generation", ["model"],
             buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10), registry=r,
         )  # fmt: skip
         queue = Gauge("tunesmith_queue_depth", "Requests admitted and not finished", registry=r)
@@ -67,33 +69,47 @@ class Metrics:
         gauge.set_function(lambda: jobs.running)
         jobs.on_track = self.track
 
-    def track(self, audio_seconds: float, seconds: float) -> None:
-        """Count one finished track of `audio_seconds`, made in `seconds`."""
-        self.generation_seconds.observe(seconds)
-        self.audio_seconds.inc(audio_seconds)
+    def track(self, model: str, audio_seconds: float, seconds: float) -> None:
+        """Count one finished track of `audio_seconds` by `model` (its id), made in `seconds`."""
+        self.generation_seconds.labels(model).observe(seconds)
+        self.audio_seconds.labels(model).inc(audio_seconds)
         if seconds > 0:
-            self.realtime_factor.observe(audio_seconds / seconds)
+            self.realtime_factor.labels(model).observe(audio_seconds / seconds)
 
 
 class _EngineCollector(Collector):
-    """The engine's figures, read when scraped: its batch sizes and model load time."""
+    """Each model's figures, read when scraped: loaded or not, work on it, its memory
+    estimate, load time and batch sizes (labelled ``model="<id>"``)."""
 
     def __init__(self, service: TrackService) -> None:
         self.service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        engine = self.service.engine
-        load = GaugeMetricFamily("tunesmith_model_load_seconds", "Seconds the model took to load")
-        steps = GaugeMetricFamily(
-            "tunesmith_batch_steps", "Decode steps run at each batch size", labels=["size"]
-        )
-        if engine.ready:
-            if engine.load_seconds is not None:
-                load.add_metric([], engine.load_seconds)
-            for size, count in sorted(engine.batch_sizes.items()):
-                steps.add_metric([str(size)], count)
-        yield load
-        yield steps
+        def family(name: str, text: str, *labels: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=["model", *labels])
+
+        loaded = family("tunesmith_model_loaded", "1 while the model is loaded")
+        in_flight = family("tunesmith_model_in_flight", "Requests, jobs and streams on the model")
+        memory = family("tunesmith_model_memory_bytes", "The model's memory estimate")
+        load = family("tunesmith_model_load_seconds", "Seconds the model took to load")
+        steps = family("tunesmith_batch_steps", "Decode steps run at each batch size", "size")
+        pool = self.service.models
+        for model in pool.models.values():
+            loaded.add_metric([model.id], 1.0 if model.loaded else 0.0)
+            in_flight.add_metric([model.id], model.in_flight)
+            if model.memory_bytes is not None:
+                memory.add_metric([model.id], model.memory_bytes)
+            if model.load_seconds is not None:
+                load.add_metric([model.id], model.load_seconds)
+            engine = model.engine
+            if model.loaded and engine is not None:
+                try:
+                    sizes = engine.batch_sizes
+                except TunesmithError:  # unloaded since it was looked at
+                    continue
+                for size, count in sorted(sizes.items()):
+                    steps.add_metric([model.id, str(size)], count)
+        yield from (loaded, in_flight, memory, load, steps)
 
 
 class RequestLog:

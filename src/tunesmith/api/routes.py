@@ -106,11 +106,14 @@ async def generate(request: Request, state: State) -> GenerateResponse:
         files=files,
         disconnected=request.is_disconnected,
     )
-    state.metrics.track(response.duration, time.monotonic() - started)
+    model = state.service.models.get(parsed.model).id
+    state.metrics.track(model, response.duration, time.monotonic() - started)
     return response
 
 
-@router.get("/healthz", summary="200 once the model is loaded, 503 until then")
+@router.get(
+    "/healthz", summary="200 once the default model has loaded, 503 until then; each model's state"
+)
 async def healthz(state: State) -> JSONResponse:
     limits = {
         "max_duration": state.settings.max_duration,
@@ -119,7 +122,7 @@ async def healthz(state: State) -> JSONResponse:
         "waiting": state.service.admission.waiting,
         "defaults": defaults.SAMPLING,  # the page's sampling fields start from these
     }
-    return health_response(state.service.engine, state.service.in_flight, limits)
+    return health_response(state.service.models, state.service.in_flight, limits)
 
 
 @router.get(

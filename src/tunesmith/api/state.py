@@ -28,9 +28,10 @@ class AppState:
 
     @property
     def load_error(self) -> str | None:
-        return self.service.engine.load_error
+        """Why the default model could not be loaded, once it could not."""
+        return self.service.models.default.load_error
 
     def load_failed(self) -> None:
-        """Called from the loader thread when the model cannot be loaded."""
+        """Called from the loader thread when the default model cannot be loaded."""
         if self.on_load_failure is not None:
             self.on_load_failure()

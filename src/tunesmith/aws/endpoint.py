@@ -19,9 +19,12 @@ container stores the record in S3 itself (boto3, the ``[aws]`` extra; the execut
 put objects under the track prefix) before answering, and fails the invocation if it cannot.
 
 The model comes from ``/opt/ml/model`` when SageMaker put a saved checkpoint there (a
-``config.json``), else from ``TUNESMITH_MODEL``. The engine runs as under ``tunesmith serve``:
-it loads in a background thread, generation runs off the event loop, and at most
-``TUNESMITH_MAX_QUEUE`` requests are admitted at once (503 with Retry-After beyond).
+``config.json``), else from ``TUNESMITH_MODEL``, which may list several (comma-separated, the
+first the default; a request names one by ``model``). The models are served as under
+``tunesmith serve`` (`tunesmith.pool`): the default loads in a background thread, another
+when first asked for (503 ``model_loading`` meanwhile), within ``TUNESMITH_MODEL_MEMORY``;
+generation runs off the event loop, and at most ``TUNESMITH_MAX_QUEUE`` requests are admitted
+at once (503 with Retry-After beyond).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +54,6 @@ from tunesmith.aws.protocol import (
     audio_size_bound,
 )
 from tunesmith.config import Settings, load_settings
-from tunesmith.engine import engine_for
 from tunesmith.engine.base import Engine
 from tunesmith.errors import (
     ConfigError,
@@ -62,6 +65,7 @@ from tunesmith.errors import (
     UnsupportedMediaType,
 )
 from tunesmith.formats import CONTENT_TYPES, NAMES
+from tunesmith.pool import ModelPool
 from tunesmith.render import render
 from tunesmith.schema import AudioFormat, GenerateRequest, TrackRecord
 from tunesmith.tracks import RECORD_TYPE
@@ -211,18 +215,18 @@ class EndpointState:
     """What the container's routes share, kept on ``app.state.endpoint``."""
 
     settings: Settings
-    engine: Engine
+    models: ModelPool
     admission: Admission
     on_load_failure: Callable[[], None] | None = field(default=None, repr=False)
 
     def load_failed(self) -> None:
-        """Called from the loader thread when the model cannot be loaded."""
+        """Called from the loader thread when the default model cannot be loaded."""
         if self.on_load_failure is not None:
             self.on_load_failure()
 
-    def check_fits(self, request: GenerateRequest, fmt: AudioFormat) -> None:
+    def check_fits(self, request: GenerateRequest, fmt: AudioFormat, engine: Engine) -> None:
         """Refuse (413) a track whose encoding could exceed the payload limit, before generating."""
-        rate, channels = self.engine.sample_rate, self.engine.channels  # 503 while loading
+        rate, channels = engine.sample_rate, engine.channels
         frames = round(request.duration * rate)
         limit = self.settings.max_response_bytes
         if audio_size_bound(fmt, frames, channels, rate) <= limit:
@@ -241,30 +245,35 @@ class EndpointState:
 
     def render(
         self,
+        engine: Engine,
         request: GenerateRequest,
         fmt: AudioFormat,
         inputs: AudioInputs,
         destination: RecordDestination | None = None,
     ) -> tuple[bytes, TrackInfo]:
-        """Generate and encode one track, storing its record at `destination` if one is given
-        (blocking; runs in a worker thread)."""
-        audio = render(self.engine, request, fmt, inputs=inputs)
+        """Generate and encode one track on `engine` (the request's model, leased), storing its
+        record at `destination` if one is given (blocking; runs in a worker thread)."""
+        model = self.models.get(request.model).id
+        audio = render(engine, request, fmt, inputs=inputs, model=model)
         if destination is not None:
             store_record(destination, audio.record)
         return audio.data, TrackInfo.from_record(audio.record)
 
 
 def create_endpoint_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
-    """The container's app. The engine loads in a background thread when the app starts
-    (``/ping`` answers 503 until then); pass an engine already `setup` to skip that."""
-    engine = engine or engine_for(settings)
-    state = EndpointState(settings=settings, engine=engine, admission=Admission(settings.max_queue))
+    """The container's app. The default model loads in a background thread when the app
+    starts (``/ping`` answers 503 until then); `engine` gives its engine (already `setup` to
+    skip that; its caller closes it)."""
+    given = {} if engine is None else {next(iter(settings.models)): engine}
+    models = ModelPool(settings, engines=given)
+    state = EndpointState(settings=settings, models=models, admission=Admission(settings.max_queue))
+    models.on_default_failure = state.load_failed
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not engine.ready:
-            engine.load_in_background(state.load_failed)
+        models.start()
         yield
+        models.close()
 
     app = base_app(
         "tunesmith endpoint",
@@ -273,9 +282,9 @@ def create_endpoint_app(settings: Settings, *, engine: Engine | None = None) -> 
     )
     app.state.endpoint = state
 
-    @app.get("/ping", summary="200 once the model is loaded, 503 until then")
+    @app.get("/ping", summary="200 once the default model has loaded, 503 until then")
     async def ping() -> JSONResponse:
-        return health_response(engine, state.admission.in_flight)
+        return health_response(models, state.admission.in_flight)
 
     @app.post("/invocations", summary="Generate one track; the answer is the encoded audio")
     async def invocations(request: Request) -> Response:
@@ -283,15 +292,20 @@ def create_endpoint_app(settings: Settings, *, engine: Engine | None = None) -> 
         destination = _record_destination(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
         parsed, files = await read_generate_request(request, settings)
         fmt = _choose_format(parsed, request.headers.get("accept"))
-        state.check_fits(parsed, fmt)
-        if files:  # decoding takes a while: off the event loop
-            inputs = await anyio.to_thread.run_sync(audio_inputs, parsed, files, engine)
-        else:
-            inputs = audio_inputs(parsed, files, engine)
-        with state.admission.held():
-            audio, info = await anyio.to_thread.run_sync(
-                state.render, parsed, fmt, inputs, destination
-            )
+        with models.lease(parsed.model) as lease:  # never unloaded while it renders
+            engine = lease.ready()  # 503 model_loading while it loads (its load started)
+            state.check_fits(parsed, fmt, engine)
+            name = lease.model.id
+            if files:  # decoding takes a while: off the event loop
+                inputs = await anyio.to_thread.run_sync(
+                    partial(audio_inputs, parsed, files, engine, model=name)
+                )
+            else:
+                inputs = audio_inputs(parsed, files, engine, model=name)
+            with state.admission.held():
+                audio, info = await anyio.to_thread.run_sync(
+                    state.render, engine, parsed, fmt, inputs, destination
+                )
         log.info(
             "rendered %.1f s of %s, seed %d: %d bytes", info.duration, fmt, info.seed, len(audio)
         )
@@ -333,6 +347,6 @@ def serve_endpoint(overrides: Mapping[str, Any], *, port: int | None = None) -> 
         bind_port,
     )
     code = run_until_stopped(config, on_start=stop_on_load_failure)
-    if state.engine.load_error is not None:
-        raise TunesmithError(state.engine.load_error)
+    if state.models.default.load_error is not None:
+        raise TunesmithError(state.models.default.load_error)
     return code

@@ -37,7 +37,8 @@ def serve(args: argparse.Namespace) -> int:
     storage = create_storage(settings)
     storage.check()  # an unusable directory or bucket stops here, before the port opens
     # so does a model this machine has not got and cannot download; a download shows its bar
-    checkpoint_dir(settings.model)
+    for checkpoint in settings.models.values():
+        checkpoint_dir(checkpoint)
     app = create_app(settings, storage=storage)
     _json_access_log()
     config = uvicorn.Config(
@@ -61,7 +62,11 @@ def serve(args: argparse.Namespace) -> int:
         state.on_load_failure = lambda: setattr(server, "should_exit", True)
 
     log.info(
-        "loading %s; http://%s:%d (docs at /docs)", settings.model, settings.host, settings.port
+        "loading %s (serving %s); http://%s:%d (docs at /docs)",
+        settings.default_model,
+        ", ".join(settings.models),
+        settings.host,
+        settings.port,
     )
     # uvicorn stops taking requests; those in flight get TUNESMITH_SHUTDOWN_GRACE to finish
     code = run_until_stopped(
