@@ -34,8 +34,12 @@ def test_bench_long_and_melody_flags_run_end_to_end(tiny_model_dir: Path, tmp_pa
     out, figures = bench("--long", "5,35", "--model", str(tiny_model_dir))
     assert "s per audio second" in out and len(figures["long"]) == 2  # type: ignore[arg-type]
     out, figures = bench("--melody", "tiny", "-d", "2")
-    assert "melody tiny (transformers generate, fp32): 2 s clip" in out
-    assert figures["melody"]["duration"] == 2.0  # type: ignore[index]
+    assert "melody transformers generate, fp32: 103 steps in" in out  # 100 frames + 3
+    assert "melody tunesmith int4 (kernels " in out and "transformers' speed per step" in out
+    melody = figures["melody"]
+    assert melody["duration"] == 2.0  # type: ignore[index]
+    for run in ("transformers", "fp32", "int4"):
+        assert melody[run]["steps"] == 103 and melody[run]["ms_per_step"] > 0  # type: ignore[index]
 
 
 def test_bench_stream_times_first_audio_against_transformers(tiny_model_dir: Path) -> None:

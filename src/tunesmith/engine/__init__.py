@@ -10,7 +10,7 @@ scheduler.py  batching against a small step protocol, on the one compute thread
 streaming.py  chunked audio while the codes are made
 process.py    threads that end with their work; memory given back after loading
 musicgen/     text MusicGen (mono, stereo): loader, parts, windows, the fast decoder (model/)
-melody/       musicgen-melody: chroma, loader, parts, transformers' generation
+melody/       musicgen-melody: chroma, loader, the chroma prefix, parts, the oracle
 kernels/      the compiled kernels, their build, and the torch references
 cuda/         the static batch whose step is one CUDA graph replay
 audio/        EnCodec decoding and file encoding

@@ -3,8 +3,9 @@ input instead of cross-attention.
 
 chroma.py     the chroma features, without torchaudio
 loader.py     the checkpoint and a torchaudio-free processor
-parts.py      the engine's parts at load
-generator.py  transformers' own generation
+prefix.py     the chroma-and-text prefix per window, for the fast decoder (`musicgen.model`)
+parts.py      the engine's parts at load: the fast decoder, without cross-attention
+generator.py  transformers' own generation: the oracle tests and the benchmark compare with
 """
 
 from __future__ import annotations
