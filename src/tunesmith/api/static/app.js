@@ -6,6 +6,7 @@ import { setUpCurl } from "./curl.js";
 import { setUpForm, showGroup } from "./form.js";
 import { loadHistory, renderHistoryActions, setUpHistory } from "./history.js";
 import { resume, setUpJob } from "./job.js";
+import { abilities, loadModels } from "./models.js";
 import { setUpRecorders } from "./recorder.js";
 import { $, state } from "./state.js";
 import { modelName } from "./words.js";
@@ -52,10 +53,23 @@ function applyHealth(body) {
     if (input.value === input.defaultValue) input.value = String(value);
     input.defaultValue = String(value);
   }
-  showGroup("continuation-group", !!body.continues_audio);
-  showGroup("melody-group", !!body.follows_melody);
+  applyAbilities();
+}
+
+// Only the controls the chosen model supports: a melody model takes a melody; a model that
+// continues audio takes an intro.
+function applyAbilities() {
+  const can = abilities();
+  showGroup("continuation-group", !!can.continuation);
+  showGroup("melody-group", !!can.melody);
   renderHistoryActions();
 }
+
+// A model's abilities are its engine's once it has loaded: ask again on each choice.
+$("model").addEventListener("change", () => {
+  applyAbilities();
+  loadModels().then((ok) => { if (ok) applyAbilities(); });
+});
 
 setUpKeyDialog(() => loadHistory(false));
 setUpForm();
@@ -65,6 +79,7 @@ setUpCurl();
 setUpRecorders();
 updateKeyButton();
 loadHealth();
+loadModels().then((ok) => { if (ok) applyAbilities(); });
 loadHistory(false);
 resume();
 window.tunesmithStudio = { state }; // for debugging from the console

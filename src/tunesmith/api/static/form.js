@@ -1,5 +1,6 @@
 // The compose form: its fields, the checks beside each field, and the body it sends.
 
+import { chooseModel } from "./models.js";
 import { $, state } from "./state.js";
 
 export const UPLOADS = ["input_audio", "melody"];
@@ -151,12 +152,14 @@ export function formValues() {
     else if (name === "continuation_end") { if (raw) values.continuation_end = Number(raw); }
     else if (NUMBER_FIELDS.includes(name)) values[name] = raw === "" ? raw : Number(raw);
   }
+  if ($("model").value) values.model = $("model").value;
   if (state.source && uploadsToSend().includes("input_audio")) values.source_track = state.source;
   return values;
 }
 
 export function uploadsToSend() {
-  return UPLOADS.filter((n) => !$(n).disabled && $(n).files.length);
+  // an input in a disabled fieldset reports itself enabled: ask the fieldset
+  return UPLOADS.filter((n) => !$(n).matches(":disabled") && $(n).files.length);
 }
 
 // JSON with the seed as exact digits (a JS number would round it).
@@ -192,6 +195,8 @@ export function fillForm(request, seed) {
   set("normalization", request.normalization);
   set("loudness_lufs", request.loudness_lufs);
   $("seed").value = seed === undefined || seed === null ? "" : String(seed);
+  chooseModel(request.model);
+  $("model").dispatchEvent(new Event("change"));
   syncLoudness();
   for (const name of UPLOADS) setUpload(name, null);
   $("continuation_start").value = String(request.continuation_start ?? 0);

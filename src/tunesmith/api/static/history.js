@@ -3,6 +3,7 @@
 
 import { ApiError, api, apiJson, readJson } from "./api.js";
 import { fillForm, form, setUpload } from "./form.js";
+import { abilities } from "./models.js";
 import { pauseOthers } from "./job.js";
 import { $, CONTEXT_SECONDS, announce, state } from "./state.js";
 import { lazyWaveform } from "./waveform.js";
@@ -11,7 +12,7 @@ import { ago, fmt, modelName, shortId, speedText } from "./words.js";
 // Request fields shown by name below; any other field a record carries is shown as it is.
 const SHOWN = new Set(["prompt", "duration", "seed", "temperature", "top_k", "top_p",
   "guidance_scale", "format", "normalization", "loudness_lufs", "continuation_start",
-  "continuation_end", "source_track"]);
+  "continuation_end", "source_track", "model"]);
 
 export function setUpHistory() {
   $("history-refresh").addEventListener("click", () => loadHistory(false));
@@ -39,7 +40,7 @@ export async function loadHistory(more) {
 }
 
 function continues() {
-  return !!(state.health && state.health.continues_audio);
+  return !!abilities().continuation;
 }
 
 export function renderHistoryActions() {
@@ -148,7 +149,8 @@ function parameters(track) {
     if (SHOWN.has(key) || value === null || value === undefined) continue;
     add(key, key.replace(/_/g, " "), typeof value === "object" ? JSON.stringify(value) : value);
   }
-  add("model", "model", record.model && modelName(record.model));
+  // the id it was asked for by, else the checkpoint's name; the checkpoint on hover
+  add("model", "model", request.model || (record.model && modelName(record.model)));
   if (record.model) list.lastElementChild.title = record.model;
   const engine = record.engine || {};
   add("engine", "engine", [engine.precision, engine.device, engine.tunesmith && `tunesmith ${engine.tunesmith}`].filter(Boolean).join(" · "));

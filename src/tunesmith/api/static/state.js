@@ -7,6 +7,7 @@ export const CONTEXT_SECONDS = 30; // a continuation keeps at most the last 30 s
 
 export const state = {
   health: null,
+  models: [],         // GET /models: the served models, the default first
   maxDuration: 300,
   job: null,          // the latest Job JSON of the job this page follows
   finished: true,
