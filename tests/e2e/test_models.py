@@ -4,8 +4,12 @@ budget that holds only one of them."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
+import signal
+import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -18,8 +22,11 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
+from endpoint_process import EndpointProcess, clean_env
 from live_server import Api, serve_models, stored_files
+from s3server import free_ports
 from tunesmith.api import create_app
+from tunesmith.aws.protocol import CUSTOM_ATTRIBUTES_HEADER, TrackInfo
 from tunesmith.config import load_settings
 from tunesmith.engine.registry import model_id
 from tunesmith.pool import ModelPool, weight_bytes
@@ -240,3 +247,68 @@ def test_a_memory_budget_unloads_the_idle_model_never_a_busy_one(
         assert listed(api)[melody]["state"] == "unloaded"
         health = api.client.get("/healthz").json()
         assert health["status"] == "ok" and health["model"] == str(tiny_model_dir)
+
+
+def invoke_until_loaded(url: str, body: dict[str, Any]) -> httpx.Response:
+    """POST until the model the body names has loaded (503 model_loading until then)."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = httpx.post(url, json=body, timeout=60)
+        if response.status_code != 503:
+            return response
+        assert response.json()["error"] == "model_loading", response.text
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+
+
+def test_tunesmith_serve_takes_a_model_list(
+    tmp_path: Path, tiny_model_dir: Path, tiny_melody_dir: Path, ids: tuple[str, str]
+) -> None:
+    port = free_ports(1)[0]
+    argv = ["serve", "--model", f"{tiny_model_dir},{tiny_melody_dir}", "--model-memory", "3MB"]
+    env = clean_env(TUNESMITH_LOCAL_DIR=str(tmp_path / "t"), TUNESMITH_DEVICE="cpu")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith.cli", *argv, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "server never became healthy"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            time.sleep(0.1)
+        listing = httpx.get(f"{base}/models").json()
+        assert [m["id"] for m in listing["models"]] == list(ids)
+        assert listing["memory_limit"] == 3_000_000
+        made = invoke_until_loaded(f"{base}/generate", {**REQUEST, "model": ids[1]})
+        assert made.status_code == 200 and made.json()["model"] == str(tiny_melody_dir)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in output
+
+
+def test_the_container_serves_the_models_it_is_given(
+    tiny_model_dir: Path, tiny_melody_dir: Path, ids: tuple[str, str]
+) -> None:
+    text, melody = ids
+    with EndpointProcess(f"{tiny_model_dir},{tiny_melody_dir}") as endpoint:
+        ping = httpx.get(f"{endpoint.url}/ping").json()
+        assert ping["model"] == str(tiny_model_dir)  # the default's fields stay on top
+        states = {model["id"]: model["state"] for model in ping["models"]}
+        assert states == {text: "loaded", melody: "unloaded"}
+        unknown = httpx.post(f"{endpoint.url}/invocations", json={**REQUEST, "model": "large"})
+        assert unknown.status_code == 422 and melody in unknown.json()["fields"][0]["message"]
+        made = invoke_until_loaded(f"{endpoint.url}/invocations", {**REQUEST, "model": melody})
+        assert made.status_code == 200, made.text
+        info = TrackInfo.from_attributes(made.headers[CUSTOM_ATTRIBUTES_HEADER])
+        assert info.model == str(tiny_melody_dir)
+        ping = httpx.get(f"{endpoint.url}/ping").json()
+        assert {model["id"]: model["state"] for model in ping["models"]}[melody] == "loaded"

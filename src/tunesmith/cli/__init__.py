@@ -77,7 +77,8 @@ def _endpoint(args: argparse.Namespace) -> int:
     from tunesmith.engine.checkpoint import checkpoint_dir
 
     overrides = {name: getattr(args, name) for name in ENDPOINT_SETTINGS}
-    checkpoint_dir(endpoint_settings(overrides).model)  # as `serve`: before the port opens
+    for checkpoint in endpoint_settings(overrides).models.values():
+        checkpoint_dir(checkpoint)  # as `serve`: each, before the port opens
     return serve_endpoint(overrides, port=args.port)
 
 
