@@ -13,6 +13,7 @@ MODULES = [
     "tunesmith.service",
     "tunesmith.jobs",
     "tunesmith.render",
+    "tunesmith.pool",
     "tunesmith.engine",
     "tunesmith.engine.base",
 ]
