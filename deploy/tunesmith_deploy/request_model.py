@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aws_cdk import aws_apigateway as apigw
 
-from tunesmith.schema import GenerateRequest
+from tunesmith.schema import request_json_schema
 
 __all__ = ["request_schema"]
 
@@ -44,22 +44,9 @@ _DOCUMENTATION_ONLY: Final = frozenset({"examples"})
 
 def request_schema(max_duration: float) -> apigw.JsonSchema:
     """The draft-4 schema of a `GenerateRequest`, with this deployment's duration limit."""
-    schema = GenerateRequest.model_json_schema()
+    schema = request_json_schema()
     schema["properties"]["duration"]["maximum"] = max_duration
-    return _translate(_inline(schema, schema.pop("$defs", {})), top=True)
-
-
-def _inline(node: Any, definitions: dict[str, Any]) -> Any:
-    """`node` with each ``{"$ref": "#/$defs/Name"}`` replaced by the definition: a gateway
-    model can refer only to other models of the API, by URL."""
-    if isinstance(node, list):
-        return [_inline(item, definitions) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        name = str(node["$ref"]).removeprefix("#/$defs/")
-        return _inline(definitions[name], definitions)
-    return {key: _inline(value, definitions) for key, value in node.items()}
+    return _translate(schema, top=True)
 
 
 def _translate(node: dict[str, Any], *, top: bool = False) -> apigw.JsonSchema:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,7 @@ __all__ = [
     "TrackRecord",
     "job_key",
     "parse_generate_request",
+    "request_json_schema",
 ]
 
 MAX_PROMPT_CHARS = 2000
@@ -362,3 +363,21 @@ def parse_generate_request(
         )
     except ValidationError as exc:
         raise InvalidRequest(_field_errors(exc)) from None
+
+
+def request_json_schema() -> dict[str, Any]:
+    """`GenerateRequest`'s JSON schema with its nested definitions (a section) written out
+    where they are used: neither an OpenAPI request body nor an API Gateway model resolves
+    pydantic's ``#/$defs/...`` references."""
+    schema = GenerateRequest.model_json_schema()
+    return cast(dict[str, Any], _inline(schema, schema.pop("$defs", {})))
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _inline(definitions[str(node["$ref"]).removeprefix("#/$defs/")], definitions)
+    return {key: _inline(value, definitions) for key, value in node.items()}

@@ -170,7 +170,7 @@ def test_record_a_melody_to_follow(
     with serve(tmp_path, tiny_melody_engine) as api:
         page = open_mic_page(api.base_url)
         wait_ready(page)
-        expect(page.locator("#input_audio-record")).to_be_hidden()  # it takes no intro
+        expect(page.locator("#input_audio-record")).to_be_visible()  # it continues too
         record_for(page, "melody", 1.5)
         page.fill("#duration", "2")
         page.click("#generate")

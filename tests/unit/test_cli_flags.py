@@ -15,7 +15,14 @@ from tunesmith.cli import ENDPOINT_SETTINGS, SERVE_SETTINGS, _settings, build_pa
 from tunesmith.config import Settings
 
 ENDPOINT_ONLY = {"max_response_bytes"}
-LAMBDA_ONLY = {"endpoint_name", "invoke_mode", "invoke_timeout", "variant", "time_limit"}
+LAMBDA_ONLY = {
+    "endpoint_name",
+    "endpoints",
+    "invoke_mode",
+    "invoke_timeout",
+    "variant",
+    "time_limit",
+}
 
 
 def test_every_setting_has_a_serve_flag_but_the_aws_tiers_own() -> None:

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from tunesmith.config import Settings
 from tunesmith.errors import PayloadTooLarge
-from tunesmith.schema import GenerateRequest, parse_generate_request
+from tunesmith.schema import GenerateRequest, parse_generate_request, request_json_schema
 from tunesmith.uploads import UPLOAD_FIELDS, is_form, parse_generate_form
 
 __all__ = ["GENERATE_BODY", "read_body", "read_generate_request"]
@@ -51,7 +51,7 @@ async def read_generate_request(
 
 
 def _form_schema() -> dict[str, Any]:
-    schema = GenerateRequest.model_json_schema()
+    schema = request_json_schema()
     files = {name: {"type": "string", "format": "binary"} for name in UPLOAD_FIELDS}
     files["input_audio"]["description"] = "Audio to continue (its last 30 s at most)"
     files["melody"]["description"] = "A melody to follow (musicgen-melody models)"
@@ -62,7 +62,7 @@ GENERATE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": GenerateRequest.model_json_schema()},
+            "application/json": {"schema": request_json_schema()},
             "multipart/form-data": {"schema": _form_schema()},
         },
     }

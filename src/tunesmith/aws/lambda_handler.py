@@ -300,9 +300,10 @@ class GenerateFunction:
         )
 
     def close(self) -> None:
-        """Stop the in-process engine's decode thread, if one was started."""
+        """Stop the in-process engines' decode threads, if any were started."""
         with self._service_lock:
             if self._service is not None:
+                self._service.models.close()  # the ones it loaded on request
                 self._service.engine.close()
                 self._service = None
 

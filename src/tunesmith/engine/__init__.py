@@ -19,15 +19,43 @@ A new family is one package here with ``load`` and ``assemble``, and one line in
 `registry.FAMILIES`.
 """
 
-from tunesmith.engine.audio import CONTENT_TYPES, encode_audio, encoded_rate
-from tunesmith.engine.engine import (
-    GenerationParams,
-    MusicGenEngine,
-    ProgressCallback,
-    Track,
-    engine_for,
-)
-from tunesmith.engine.loader import LoadedModel, load_model, save_model
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunesmith.engine.audio import CONTENT_TYPES, encode_audio, encoded_rate
+    from tunesmith.engine.engine import (
+        GenerationParams,
+        MusicGenEngine,
+        ProgressCallback,
+        Track,
+        engine_for,
+    )
+    from tunesmith.engine.loader import LoadedModel, load_model, save_model
+
+# Loaded on first use, so the torch-free tiers (the Lambda, the API) can import
+# `tunesmith.engine.registry` and `.base` without numpy or torch.
+_HOMES = {
+    "CONTENT_TYPES": "audio",
+    "encode_audio": "audio",
+    "encoded_rate": "audio",
+    "GenerationParams": "engine",
+    "MusicGenEngine": "engine",
+    "ProgressCallback": "engine",
+    "Track": "engine",
+    "engine_for": "engine",
+    "LoadedModel": "loader",
+    "load_model": "loader",
+    "save_model": "loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "CONTENT_TYPES",
