@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from tunesmith import defaults
 
-__all__ = ["GenerationParams", "ProgressCallback", "SamplingParams", "Track"]
+__all__ = ["GenerationParams", "ProgressCallback", "SamplingParams", "SectionParams", "Track"]
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``(steps_done, steps_total)`` after each decoder step (from the decode thread)."""
@@ -32,6 +32,14 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class SectionParams:
+    """One part of a sectioned track: the whole text it is conditioned on, and its length."""
+
+    prompt: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     """What one generation needs; the API's request maps onto it (see `tunesmith.service`)."""
 
@@ -43,6 +51,9 @@ class GenerationParams:
     top_p: float = defaults.TOP_P
     guidance_scale: float = defaults.GUIDANCE_SCALE
     greedy: bool = False  # argmax decoding: for parity checks and benchmarks
+    # played in order, each from a window of its own conditioned on its prompt (`prompt` then
+    # unused); their seconds sum to `duration`. Empty: one prompt throughout.
+    sections: tuple[SectionParams, ...] = ()
 
     @property
     def sampling(self) -> SamplingParams:
