@@ -163,7 +163,8 @@ class JobManager:
         where = self.storage.locate(key, base_url=base_url)
         meta = self.storage.locate(record_key(key), base_url=base_url)
         rate, channels, steps = self._shape(request)
-        frames = round(request.duration * rate)
+        # the stream plays the audio as generated: with bpm, longer than the stored track
+        frames = round(request.generation_seconds * rate)
         header = wav_header(frames, channels, rate)
         stamp = _stamp()
         job = Job(
@@ -192,10 +193,11 @@ class JobManager:
         the engine's first progress report says exactly)."""
         model = self.service.models.get(request.model)
         engine = model.engine
+        seconds = request.generation_seconds
         if model.loaded and engine is not None:
-            return engine.sample_rate, engine.channels, engine.steps_for(request.duration)
+            return engine.sample_rate, engine.channels, engine.steps_for(seconds)
         abilities = self.service.models.abilities(model)
-        steps = math.ceil(request.duration * abilities.frame_rate)
+        steps = math.ceil(seconds * abilities.frame_rate)
         return abilities.sample_rate, 2 if abilities.stereo else 1, steps
 
     # -- running ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ caller)."""
 from __future__ import annotations
 
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +22,12 @@ from tunesmith.engine import (
     encode_audio,
     encoded_rate,
 )
+from tunesmith.engine.audio.loops import with_loop_points
 from tunesmith.engine.base import Engine
-from tunesmith.engine.params import ProgressCallback
+from tunesmith.engine.params import ProgressCallback, SectionParams
 from tunesmith.engine.registry import model_id
+from tunesmith.errors import GenerationFailed
+from tunesmith.production.produce import Produced, produce
 from tunesmith.schema import MAX_SEED, AudioFormat, GenerateRequest, InputRecord, TrackRecord
 from tunesmith.tracks import new_record
 from tunesmith.uploads import AudioInput, AudioInputs
@@ -42,12 +46,23 @@ class RenderedAudio:
 
 
 def params_for(request: GenerateRequest, seed: int | None = None) -> GenerationParams:
-    """Engine parameters for a request; a missing seed is drawn at random (and reported)."""
+    """Engine parameters for a request; a missing seed is drawn at random (and reported).
+
+    The prompt names the tempo and key asked for; with bpm the engine makes more audio than
+    the track keeps (`Production.generation_seconds`), each section its share of it."""
     if seed is None:
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    plan = request.production
+    seconds = request.generation_seconds
+    scale = seconds / request.duration
+    sections = tuple(
+        SectionParams(plan.prompt_for(f"{request.prompt}, {section.prompt}"), length * scale)
+        for section, length in zip(request.sections or [], request.section_seconds(), strict=True)
+    )
     return GenerationParams(
-        prompt=request.prompt,
-        duration=request.duration,
+        prompt=plan.prompt_for(request.prompt),
+        duration=seconds,
+        sections=sections,
         seed=seed,
         temperature=request.temperature,
         top_k=request.top_k,
@@ -99,9 +114,13 @@ def render(
             on_audio(chunk)
         chunks.append(chunk)
     track = Track(np.concatenate(chunks), engine.sample_rate)
+    produced = produce_track(track, request)
+    track = Track(produced.samples, track.sample_rate)
     data = encode_audio(
         track.samples, track.sample_rate, fmt, request.normalization, request.loudness_lufs
     )
+    if request.loop and fmt == "wav":  # samplers loop the whole file
+        data = with_loop_points(data, 0, track.samples.shape[0] - 1, track.sample_rate)
     uploads: dict[str, AudioInput | None] = {
         "input_audio": inputs.continuation,
         "melody": inputs.melody,
@@ -122,5 +141,18 @@ def render(
             for name, up in uploads.items()
             if up is not None
         },
+        production=produced.analysis or None,
     )
     return RenderedAudio(data, record)
+
+
+def produce_track(track: Track, request: GenerateRequest) -> Produced:
+    """The generated audio made to the request's producer fields (unchanged without them).
+    `GenerationFailed` when the stretcher fails."""
+    plan = request.production
+    if not plan.asked:
+        return Produced(track.samples)
+    try:
+        return produce(track.samples, track.sample_rate, plan, request.duration)
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        raise GenerationFailed(f"could not make the track to bpm/key/fade_out: {exc}") from exc

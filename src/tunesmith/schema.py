@@ -217,6 +217,14 @@ class GenerateResponse(BaseModel):
     model: str = Field(description="The id of the model that made it (GET /models)")
     seed: int
     metadata_url: str = Field(description="The track's JSON record: everything to reproduce it")
+    production: dict[str, Any] | None = Field(
+        None,
+        description="With bpm, key or sections: what the analysis found (tempo_found, stretch, "
+        "key_found, key_shift, downbeat...) and the section map",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What was done that may be audible (a large stretch)"
+    )
 
 
 class InputRecord(BaseModel):
@@ -248,6 +256,9 @@ class TrackRecord(BaseModel):
     audio_key: str
     generation_seconds: float | None = None
     inputs: dict[str, InputRecord] = Field(default_factory=dict)
+    # bpm/key/sections: the analysis (`tunesmith.production.produce`) and the section map
+    production: dict[str, Any] | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 JOB_PREFIX = "music-jobs/"  # where job records are stored, beside the tracks' folder

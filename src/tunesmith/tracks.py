@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -74,10 +75,16 @@ def new_record(
     channels: int,
     generation_seconds: float | None,
     inputs: dict[str, InputRecord],
+    production: dict[str, Any] | None = None,
 ) -> TrackRecord:
     """A finished track's record, not yet stored (`store_track` fills its id and key): the
     request as it ran, its seed and format filled in. The one place a record is made, by the
-    engine's renderer and by the Lambda tier from what its endpoint reported."""
+    engine's renderer and by the Lambda tier from what its endpoint reported. `production` is
+    what the producer fields' analysis found; the warnings and section map follow from it
+    and the request."""
+    analysis = dict(production or {})
+    if request.sections:
+        analysis["sections"] = request.section_map()
     return TrackRecord(
         id="",
         created=now(),
@@ -93,6 +100,8 @@ def new_record(
         audio_key="",
         generation_seconds=generation_seconds,
         inputs=inputs,
+        production=analysis or None,
+        warnings=request.production.warnings(analysis),
     )
 
 
@@ -147,6 +156,8 @@ def describe_track(
         model=record.model,
         seed=record.seed,
         metadata_url=storage.locate(meta, base_url=base_url).public_url,
+        production=record.production,
+        warnings=record.warnings,
     )
 
 

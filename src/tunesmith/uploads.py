@@ -225,7 +225,12 @@ def check_abilities(
 ) -> None:
     """The request asks only what its model can do: a track no longer than `max_seconds`
     (None: any), audio to continue only if it `continuation`, a melody only if it follows
-    `melody` s. `uploads` names the files it came with; `model` is the model's id."""
+    `melody` s, bpm or key only where Rubber Band is installed. `uploads` names the files it
+    came with; `model` is the model's id."""
+    if request.needs_rubberband is not None:
+        from tunesmith.production import rubberband
+
+        rubberband.require(request.needs_rubberband)
     which = f"model {model!r}" if model else "this server's model"
     if max_seconds is not None and request.duration > max_seconds + 1e-9:
         raise InvalidRequest(

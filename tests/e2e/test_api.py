@@ -37,8 +37,9 @@ def test_seed_request_returns_a_playable_track(api: Api) -> None:
     body = response.json()
     assert set(body) == {
         "id", "s3_url", "public_url", "duration", "sample_rate", "channels", "format", "model",
-        "seed", "metadata_url",
+        "seed", "metadata_url", "production", "warnings",
     }  # fmt: skip
+    assert body["production"] is None and body["warnings"] == []  # no producer fields
     assert body["s3_url"] is None  # local storage
     assert body["public_url"] == f"{api.base_url}/files/music-output/{body['id']}.wav"
     assert (body["duration"], body["sample_rate"], body["format"]) == (2.0, 32000, "wav")

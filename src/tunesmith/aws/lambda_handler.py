@@ -297,6 +297,7 @@ class GenerateFunction:
             channels=info.channels,
             generation_seconds=info.generation_seconds,
             inputs=dict(info.inputs),
+            production=dict(info.production),
         )
 
     def close(self) -> None:

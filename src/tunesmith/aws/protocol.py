@@ -71,6 +71,7 @@ JSON_TYPE: Final = "application/json"
 _WAV_HEADER_BYTES: Final = 44
 _REQUIRED: Final = ("seed", "sample_rate", "channels", "duration", "format", "model")
 _ENGINE: Final = "engine."
+_PRODUCTION: Final = "production."
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _AUDIO_KEY: Final = re.compile(PREFIX_PATTERN.pattern + r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -93,6 +94,8 @@ class TrackInfo:
     engine: Mapping[str, str] = field(default_factory=dict)
     generation_seconds: float | None = None
     inputs: Mapping[str, InputRecord] = field(default_factory=dict)
+    # what bpm/key analysis found (numbers and key names; the section map follows the request)
+    production: Mapping[str, float | int | str] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: TrackRecord) -> TrackInfo:
@@ -107,6 +110,11 @@ class TrackInfo:
             engine=dict(record.engine),
             generation_seconds=record.generation_seconds,
             inputs=dict(record.inputs),
+            production={
+                name: value
+                for name, value in (record.production or {}).items()
+                if isinstance(value, float | int | str) and not isinstance(value, bool)
+            },
         )
 
     def to_attributes(self) -> str:
@@ -127,6 +135,7 @@ class TrackInfo:
              (f"{name}.end", repr(used.end))]
             for name, used in self.inputs.items()
         ]  # fmt: skip
+        optional += [[(_PRODUCTION + key, str(value)) for key, value in self.production.items()]]
         optional += [[(_ENGINE + key, value)] for key, value in self.engine.items()]
         if self.generation_seconds is not None:
             optional.append([("generation_seconds", repr(self.generation_seconds))])
@@ -181,6 +190,11 @@ class TrackInfo:
         if seed < 0 or rate <= 0 or channels <= 0 or not math.isfinite(duration) or duration <= 0:
             raise ValueError(f"the track metadata is out of range: {value[:200]!r}")
         engine = {k.removeprefix(_ENGINE): v for k, v in fields.items() if k.startswith(_ENGINE)}
+        production = {
+            k.removeprefix(_PRODUCTION): _scalar(v)
+            for k, v in fields.items()
+            if k.startswith(_PRODUCTION)
+        }
         return cls(
             seed,
             rate,
@@ -191,7 +205,20 @@ class TrackInfo:
             engine=engine,
             generation_seconds=generation_seconds,
             inputs=inputs,
+            production=production,
         )
+
+
+def _scalar(value: str) -> float | int | str:
+    """A reported analysis value as it was: an integer, a number, or text (a key's name)."""
+    for kind in (int, float):
+        try:
+            number = kind(value)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            return number
+    return value
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,30 @@ class Production:
             named.append(f"in {self.key}")
         return ", ".join(named)
 
+    def warnings(self, analysis: dict[str, Any]) -> list[str]:
+        """What a producer should know about a track made to this plan, from its analysis
+        (`produce`): derived, so the Lambda words them as the engine's host would."""
+        said = []
+        stretch, found = analysis.get("stretch"), analysis.get("tempo_found")
+        if isinstance(stretch, float | int) and abs(stretch - 1) > STRETCH_WARNING:
+            said.append(
+                f"the model played {found} BPM: stretched by {abs(stretch - 1):.0%} to "
+                f"{self.bpm:g} BPM, which can be audible; naming the tempo in the prompt helps"
+            )
+        lands = analysis.get("key")
+        if self.key is not None and lands is not None and lands != self.key:
+            said.append(
+                f"the track reads as {analysis.get('key_found')}; a pitch shift keeps the "
+                f"mode, so it is now {lands}, the relative key of {self.key} (the same notes)"
+            )
+        repeated = analysis.get("repeated_bars")
+        if isinstance(repeated, int) and repeated > 0:
+            said.append(
+                f"the model's audio, stretched to {self.bpm:g} BPM, fell short: its last "
+                f"{repeated} bar(s) repeat earlier ones"
+            )
+        return said
+
     def as_record(self) -> dict[str, Any]:
         return {
             "bpm": self.bpm,

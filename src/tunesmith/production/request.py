@@ -110,6 +110,35 @@ class ProducerFields(BaseModel):
         return self
 
     @property
+    def needs_rubberband(self) -> str | None:
+        """The first field that needs Rubber Band's tool, if any (`rubberband.require`)."""
+        return "bpm" if self.bpm is not None else "key" if self.key is not None else None
+
+    @property
+    def generation_seconds(self) -> float:
+        """How much audio the engine makes: more than `duration` with bpm (`Production`)."""
+        return self.production.generation_seconds(float(getattr(self, "duration", 0.0)))
+
+    def section_seconds(self) -> list[float]:
+        """Each section's length in the finished track (empty without sections)."""
+        beat = 60.0 / self.bpm if self.bpm is not None else 0.0
+        return [
+            s.duration if s.duration is not None else (s.bars or 0) * self.beats_per_bar * beat
+            for s in self.sections or []
+        ]
+
+    def section_map(self) -> list[dict[str, Any]]:
+        """Where each section plays in the finished track: its prompt, start and end (s)."""
+        placed, start = [], 0.0
+        for section, seconds in zip(self.sections or [], self.section_seconds(), strict=True):
+            end = start + seconds
+            placed.append(
+                {"prompt": section.prompt, "start": round(start, 3), "end": round(end, 3)}
+            )
+            start = end
+        return placed
+
+    @property
     def production(self) -> Production:
         return Production(
             bpm=self.bpm,
