@@ -18,6 +18,7 @@ import pytest
 import soundfile
 
 from s3server import SeaweedS3
+from tunesmith.engine.audio.loops import loop_points
 
 TUNESMITH = [sys.executable, "-m", "tunesmith.cli"]
 
@@ -315,3 +316,26 @@ def test_kernels_with_a_model_keeps_its_converted_weights(
     # what a server started with the same setting finds, instead of converting
     monkeypatch.setenv("TUNESMITH_WEIGHT_CACHE", str(store))
     assert WeightStore.for_checkpoint(tiny_model_dir, "int8", LAYOUT).hit
+
+
+def test_generate_a_loop_at_a_tempo_in_a_key_in_sections(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "loop.wav"
+    done = run("generate", "house", "--bpm", "120", "--loop", "--key", "C major",
+               "--section", "intro:1bars", "--section", "groove: 1 bars", "-o", str(out),
+               "--seed", "4", "--model", str(tiny_model_dir))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert soundfile.info(str(out)).frames == 2 * 2 * 32000  # two bars of 2 s
+    assert loop_points(out.read_bytes()) == [(0, 4 * 32000 - 1)]
+    assert done.stdout.startswith(f"wrote {out} (4 s, 32000 Hz, seed 4)\nanalysis: ")
+    assert "tempo_found" in done.stdout and "key_found" in done.stdout
+
+
+def test_generate_refuses_a_malformed_section_or_bars_without_a_tempo(
+    tiny_model_dir: Path,
+) -> None:
+    done = run("generate", "x", "--section", "intro", "--model", str(tiny_model_dir))
+    assert done.returncode == 2 and "PROMPT:SECONDS" in done.stderr
+    done = run("generate", "x", "--bars", "4", "--model", str(tiny_model_dir))
+    assert done.returncode != 0 and "bars" in done.stderr and "Traceback" not in done.stderr

@@ -27,7 +27,9 @@ log = logging.getLogger("tunesmith")
 def add_generate(commands: Any) -> None:
     gen = commands.add_parser("generate", help="generate one track to a file")
     gen.add_argument("prompt", help="what the music should sound like")
-    gen.add_argument("-d", "--duration", type=float, default=10.0, help="seconds (default 10)")
+    gen.add_argument(
+        "-d", "--duration", type=float, help="seconds (default 10, or what --bars give)"
+    )
     gen.add_argument(
         "-o",
         "--output",
@@ -65,6 +67,7 @@ def add_generate(commands: Any) -> None:
         "--continuation-end", dest="continuation_end", type=float, help="default: FILE's end"
     )
     gen.add_argument("--melody", metavar="FILE", help="a melody to follow (musicgen-melody)")
+    _add_producer_flags(gen)
     add_setting_flags(gen, GENERATE_SETTINGS)
     gen.set_defaults(run=generate)
 
@@ -77,16 +80,16 @@ def generate(args: argparse.Namespace) -> int:
     fmt = output_format(args.output, args.format)
     # drawn here rather than by the engine, so the default file name is known (and checked)
     seed = args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    body: dict[str, Any] = {
-        "prompt": args.prompt,
-        "duration": args.duration,
-        "format": fmt,
-        "seed": seed,
-    }
-    names = ("temperature", "top_k", "top_p", "guidance_scale", "normalization")
-    for name in (*names, "loudness_lufs", "continuation_start", "continuation_end"):
+    body: dict[str, Any] = {"prompt": args.prompt, "format": fmt, "seed": seed}
+    names = (
+        *("duration", "temperature", "top_k", "top_p", "guidance_scale", "normalization"),
+        *("loudness_lufs", "continuation_start", "continuation_end", *_PRODUCER),
+    )
+    for name in names:
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
+    if args.sections:
+        body["sections"] = args.sections
     request = parse_generate_request(body, max_duration=settings.max_duration)
     output = Path(args.output).expanduser() if args.output else Path(f"tunesmith-{seed}.{fmt}")
     check_destination(output, args.force)
@@ -100,7 +103,7 @@ def generate(args: argparse.Namespace) -> int:
     from tunesmith.uploads import audio_inputs
 
     checkpoint_dir(settings.default_model)  # offline: said now; downloading: its bar first
-    with _logs_above_bars(), AudioBar(request.duration) as bar:
+    with _logs_above_bars(), AudioBar(request.generation_seconds) as bar:
         engine = engine_for(settings)
         engine.setup()
         if args.verbose:
@@ -117,7 +120,54 @@ def generate(args: argparse.Namespace) -> int:
     write_atomically(output, audio.data, args.force)
     record = audio.record
     print(f"wrote {output} ({record.duration:g} s, {record.sample_rate} Hz, seed {record.seed})")
+    found = {k: v for k, v in (record.production or {}).items() if k != "sections"}
+    if found:
+        print("analysis: " + ", ".join(f"{name} {value}" for name, value in found.items()))
+    for warning in record.warnings:
+        log.warning("%s", warning)
     return 0
+
+
+_PRODUCER = ("bpm", "bars", "beats_per_bar", "loop", "key", "fade_out")
+
+
+def _add_producer_flags(gen: argparse.ArgumentParser) -> None:
+    """The producers' fields (`tunesmith.production.request`); bpm and key need rubberband."""
+    group = gen.add_argument_group("producer controls")
+    group.add_argument("--bpm", type=float, help="the exact tempo (40-240): the audio is stretched")
+    group.add_argument("--bars", type=int, help="with --bpm: exactly this many bars long")
+    group.add_argument("--beats-per-bar", dest="beats_per_bar", type=int, help="default 4")
+    group.add_argument(
+        "--loop",
+        action="store_true",
+        default=None,
+        help="with --bpm: a seamless loop (WAV files carry loop points)",
+    )
+    group.add_argument("--key", help="e.g. 'A minor', 'F# major': shifted to it")
+    group.add_argument("--fade-out", dest="fade_out", type=float, help="seconds of fade at the end")
+    group.add_argument(
+        "--section",
+        dest="sections",
+        action="append",
+        type=_section,
+        metavar="PROMPT:LENGTH",
+        help="a part of the track, in order (repeat): LENGTH in seconds, or bars as '4bars'",
+    )
+
+
+def _section(value: str) -> dict[str, Any]:
+    prompt, sep, length = value.rpartition(":")
+    length = length.strip().lower()
+    try:
+        if sep and prompt.strip() and length.endswith("bars"):
+            return {"prompt": prompt.strip(), "bars": int(length.removesuffix("bars"))}
+        if sep and prompt.strip():
+            return {"prompt": prompt.strip(), "duration": float(length)}
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: give PROMPT:SECONDS or PROMPT:Nbars, e.g. 'intro:8' or 'drop:4bars'"
+    )
 
 
 def _logs_above_bars() -> Any:
