@@ -1,4 +1,4 @@
-"""The sliding-window plan of long tracks and continuations."""
+"""The sliding-window plan of long tracks, continuations and sectioned tracks."""
 
 import pytest
 
@@ -28,9 +28,42 @@ def test_steps_count_each_window_delay() -> None:
     assert window_steps(plan_windows(3750, 0, 1500, 900), 3) == 3750 + 4 * 3
 
 
+def test_a_section_boundary_starts_a_new_window() -> None:
+    # 4 s then 6 s at 50 frames/s: the second section's first window continues the first's
+    assert plan_windows(500, 0, 1500, 900, [200]) == [Window(0, 200), Window(200, 300)]
+    # a long first section slides as usual, then stops at the boundary
+    windows = plan_windows(2000, 0, 1500, 900, [1700])
+    assert windows == [Window(0, 1500), Window(600, 200), Window(600, 300)]
+    assert plan_windows(500, 0, 1500, 900, []) == plan_windows(500, 0, 1500, 900)
+
+
+def test_no_window_spans_a_boundary_and_every_frame_is_made_once() -> None:
+    boundaries = [150, 1400, 1600, 2900]
+    windows = plan_windows(3750, 0, 1500, 900, boundaries)
+    ends, known = [], 0
+    for w in windows:
+        assert w.context + w.new <= 1500 and w.context == min(known, 600)
+        assert not any(known < b < known + w.new for b in boundaries)
+        known += w.new
+        ends.append(known)
+    assert known == 3750 and set(boundaries) <= set(ends)
+    assert window_steps(windows, 3) == 3750 + 3 * len(windows)
+
+
+def test_boundaries_within_a_continuations_prompt_are_already_made() -> None:
+    assert plan_windows(500, 250, 1500, 900, [100, 300]) == [Window(250, 50), Window(300, 200)]
+
+
+@pytest.mark.parametrize("boundary", [0, 500, 600, -1])
+def test_a_boundary_outside_the_track_is_refused(boundary: int) -> None:
+    with pytest.raises(ValueError, match="boundaries"):
+        plan_windows(500, 0, 1500, 900, [boundary])
+
+
 @pytest.mark.parametrize(
     ("total", "prompt", "stride"), [(100, 100, 900), (100, 0, 0), (5, 0, 1500)]
 )
 def test_impossible_plans_are_refused(total: int, prompt: int, stride: int) -> None:
     with pytest.raises(ValueError):
         plan_windows(total, prompt, 1500, stride)
+

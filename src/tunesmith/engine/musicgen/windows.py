@@ -16,7 +16,7 @@ decode thread a chunk at a time so the other requests keep stepping.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -42,22 +42,28 @@ class Window:
     new: int
 
 
-def plan_windows(total: int, prompt: int, window: int, stride: int) -> list[Window]:
+def plan_windows(
+    total: int, prompt: int, window: int, stride: int, boundaries: Sequence[int] = ()
+) -> list[Window]:
     """The windows that make `total` frames from `prompt` known frames (0: none).
 
     Each window starts from the last ``min(known, window - stride)`` frames and fills the rest of
-    the window, the last one only as far as `total`."""
+    the window, the last one only as far as `total`. No window spans a boundary (a frame index,
+    within the track): a new one starts at each after the known frames."""
     if not 0 < stride < window:
         raise ValueError(f"the stride ({stride} frames) must be within the window ({window})")
     if not 0 <= prompt < total:
         raise ValueError(f"{prompt} known frames leave none of {total} to generate")
+    if any(not 0 < b < total for b in boundaries):
+        raise ValueError(f"section boundaries {list(boundaries)} must lie within {total} frames")
     windows = []
     known = prompt
-    while known < total:
-        context = min(known, window - stride)
-        new = min(window - context, total - known)
-        windows.append(Window(context, new))
-        known += new
+    for end in [*sorted(b for b in set(boundaries) if b > prompt), total]:
+        while known < end:
+            context = min(known, window - stride)
+            new = min(window - context, end - known)
+            windows.append(Window(context, new))
+            known += new
     return windows
 
 
