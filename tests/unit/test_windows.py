@@ -3,6 +3,9 @@
 import pytest
 
 from tunesmith.engine.musicgen.windows import Window, plan_windows, window_steps
+from tunesmith.engine.params import SectionParams
+from tunesmith.engine.sections import section_starts
+from tunesmith.errors import InvalidRequest
 
 
 def test_one_window_when_the_track_fits() -> None:
@@ -67,3 +70,19 @@ def test_impossible_plans_are_refused(total: int, prompt: int, stride: int) -> N
     with pytest.raises(ValueError):
         plan_windows(total, prompt, 1500, stride)
 
+
+def test_sections_start_where_their_seconds_add_up_to() -> None:
+    sections = [SectionParams("a", 0.1), SectionParams("b", 0.2), SectionParams("c", 0.7)]
+    assert section_starts(sections, 1.0, 50) == [0, 5, 15]
+    assert section_starts([], 1.0, 50) == section_starts(sections[:1], 0.1, 50) == [0]
+    # rounding: the last section takes what is left
+    assert section_starts([SectionParams("a", 2.01), SectionParams("b", 2.0)], 4.0, 50) == [0, 101]
+
+
+@pytest.mark.parametrize(
+    "seconds", [(2.0, 3.0), (2.0, 0.0), (4.0, -1.0, 1.0), (4.99, 0.005, 0.005)]
+)
+def test_sections_that_do_not_fill_the_track_are_refused(seconds: tuple[float, ...]) -> None:
+    sections = [SectionParams(str(i), s) for i, s in enumerate(seconds)]
+    with pytest.raises(InvalidRequest, match="sections"):
+        section_starts(sections, 4.0 if len(seconds) == 2 else 5.0, 50)

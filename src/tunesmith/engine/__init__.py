@@ -8,6 +8,7 @@ loader.py     every checkpoint through its family's loader, on its device
 parts.py      what `setup` assembles, through the checkpoint's family
 scheduler.py  batching against a small step protocol, on the one compute thread
 streaming.py  chunked audio while the codes are made
+sections.py   sectioned tracks: where each part starts, its text per window
 process.py    threads that end with their work; memory given back after loading
 musicgen/     text MusicGen (mono, stereo): loader, parts, windows, the fast decoder (model/)
 melody/       musicgen-melody: chroma, loader, the chroma prefix, parts, the oracle

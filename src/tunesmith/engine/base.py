@@ -10,13 +10,13 @@ loading failed); `check_ready` raises the same without reading anything.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from tunesmith.engine.params import GenerationParams, ProgressCallback
+from tunesmith.engine.params import GenerationParams, ProgressCallback, SectionParams
 
 __all__ = ["Engine", "KernelInfo"]
 
@@ -67,7 +67,9 @@ class Engine(Protocol):
     def batch_sizes(self) -> dict[int, int]: ...
 
     # generation
-    def steps_for(self, duration: float, prompt_frames: int = 0) -> int: ...
+    def steps_for(  # the decode steps `stream` reports, each section's windows counted
+        self, duration: float, prompt_frames: int = 0, sections: Sequence[SectionParams] = ()
+    ) -> int: ...
     def stream(
         self,
         params: GenerationParams,

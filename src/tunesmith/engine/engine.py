@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -28,8 +28,9 @@ import numpy.typing as npt
 from tunesmith.config import WINDOW_SECONDS
 from tunesmith.engine.loader import LoadedModel
 from tunesmith.engine.musicgen.windows import Window, plan_windows, run_windows, window_steps
-from tunesmith.engine.params import GenerationParams, ProgressCallback, Track
+from tunesmith.engine.params import GenerationParams, ProgressCallback, SectionParams, Track
 from tunesmith.engine.process import in_passing_thread
+from tunesmith.engine.sections import TrackText, section_starts, track_conditioning
 from tunesmith.engine.streaming import CodeSink, Producer, stream_audio
 from tunesmith.errors import GenerationFailed, ModelNotReady, ModelUnavailable, TunesmithError
 
@@ -230,16 +231,23 @@ class MusicGenEngine:
 
         return window_frames(self.loaded, self.decoder.max_delay)
 
-    def windows_for(self, duration: float, prompt_frames: int = 0) -> list[Window]:
-        """The windows a `duration` s track takes after `prompt_frames` known frames."""
-        stride = min(round(self.extend_stride * self.loaded.frame_rate), self.window_frames - 1)
+    def windows_for(
+        self, duration: float, prompt_frames: int = 0, sections: Sequence[SectionParams] = ()
+    ) -> list[Window]:
+        """The windows a `duration` s track takes after `prompt_frames` known frames, one
+        starting at each of its `sections` (`tunesmith.engine.sections`)."""
+        rate = self.loaded.frame_rate
+        stride = min(round(self.extend_stride * rate), self.window_frames - 1)
         total = self.frames_for(duration)
-        return plan_windows(total, prompt_frames, self.window_frames, stride)
+        starts = section_starts(sections, duration, rate)
+        return plan_windows(total, prompt_frames, self.window_frames, stride, starts[1:])
 
-    def steps_for(self, duration: float, prompt_frames: int = 0) -> int:
+    def steps_for(
+        self, duration: float, prompt_frames: int = 0, sections: Sequence[SectionParams] = ()
+    ) -> int:
         """Decoder steps for a `duration` s track: every window's new frames, plus the
         codebook delay pattern at each window's end."""
-        windows = self.windows_for(duration, prompt_frames)
+        windows = self.windows_for(duration, prompt_frames, sections)
         return window_steps(windows, self.decoder.max_delay)
 
     # generation ------------------------------------------------------------------------
@@ -294,12 +302,12 @@ class MusicGenEngine:
         decoder, call = self.decoder, self.scheduler.call
         known = prompt if prompt is not None else torch.empty(decoder.num_codebooks, 0)
         known = known.to(device=decoder.device, dtype=torch.long)
-        windows = self.windows_for(params.duration, known.shape[1])
-        inputs = self.loaded.processor(text=[params.prompt], padding=True, return_tensors="pt")
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        track = partial(self.conditioner.track, ids, mask, melody, self.sample_rate)
+        windows = self.windows_for(params.duration, known.shape[1], params.sections)
+        text = TrackText.of(params, self.loaded.frame_rate)
+        tokens = text.tokens(self.loaded.processor)
+        track = partial(track_conditioning, self.conditioner, text, tokens, melody)
         try:
-            condition = call(partial(track, len(windows) > 1))
+            condition = call(partial(track, self.sample_rate, len(windows) > 1))
             generator = torch.Generator(device=decoder.device)
             generator.manual_seed(params.seed)
             return run_windows(

@@ -52,7 +52,8 @@ class GenerationParams:
     guidance_scale: float = defaults.GUIDANCE_SCALE
     greedy: bool = False  # argmax decoding: for parity checks and benchmarks
     # played in order, each from a window of its own conditioned on its prompt (`prompt` then
-    # unused); their seconds sum to `duration`. Empty: one prompt throughout.
+    # unused); their seconds sum to `duration`, a continuation's given audio included
+    # (`tunesmith.engine.sections`). Empty: one prompt throughout.
     sections: tuple[SectionParams, ...] = ()
 
     @property

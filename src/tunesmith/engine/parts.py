@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Conditioner", "EngineParts", "WindowConditioning", "assemble", "window_frames"]
 
-# a track's conditioning for its window that starts at a given frame of the track
+# one text's conditioning of the window that starts at a given frame of the track (a sectioned
+# track picks each window's text: `tunesmith.engine.sections`)
 WindowConditioning = Callable[[int], "Conditioning"]
 
 

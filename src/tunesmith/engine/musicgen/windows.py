@@ -4,9 +4,11 @@ MusicGen attends over at most one window (30 s). A longer track slides it: each 
 the first starts from the last ``window - stride`` seconds of the codes so far, run through the
 decoder as a known prompt (`FastDecoder.prefill`), and adds `stride` seconds of new frames
 (audiocraft's ``extend_stride``, 18 s by default). A continuation is the same loop begun from
-the codes of the given audio. The text conditioning is computed once (a melody model's prefix
-per window: each follows its own stretch of the melody) and the seeded generator carries
-through every window, so a long track is one seamless, reproducible set of codes.
+the codes of the given audio. Each text is encoded once (a melody model's prefix per window:
+each follows its own stretch of the melody) and the seeded generator carries through every
+window, so a long track is one seamless, reproducible set of codes. A sectioned track
+(`tunesmith.engine.sections`) starts a window at each section's first frame, conditioned on
+that section's text and continuing the codes before it.
 
 Each window is an ordinary job: it joins the batch with whatever else is in flight, in any
 precision. Between windows the request leaves the batch for its prefill, which runs on the
@@ -26,8 +28,8 @@ if TYPE_CHECKING:
 
     from tunesmith.engine.musicgen.model import DecodeJob, FastDecoder
     from tunesmith.engine.musicgen.model.sampling import SamplingParams
-    from tunesmith.engine.parts import WindowConditioning
     from tunesmith.engine.scheduler import BatchScheduler
+    from tunesmith.engine.sections import TrackConditioning
 
 __all__ = ["PREFILL_CHUNK", "Window", "plan_windows", "run_windows", "window_steps"]
 
@@ -76,7 +78,7 @@ def window_steps(windows: list[Window], delay: int) -> int:
 def run_windows(
     decoder: FastDecoder,
     scheduler: BatchScheduler,
-    condition: WindowConditioning,
+    condition: TrackConditioning,
     windows: list[Window],
     sampling: SamplingParams,
     generator: torch.Generator,
@@ -87,7 +89,8 @@ def run_windows(
 ) -> torch.Tensor:
     """Generate `windows` after the known codes `prompt` ``(K, F)``: the whole track's codes
     ``(K, F + new frames)``, the prompt's included. Blocking; batched with other callers.
-    `condition` gives the conditioning of a window from the track frame it starts at.
+    `condition` gives a window's conditioning from the track frames it starts at and its new
+    frames start at.
 
     `progress` gets ``(steps_done, steps_total)`` over every window together; `sink` gets the
     track's codes in order, ``(K, n)`` frames at a time as they become final (the prompt's
@@ -107,7 +110,7 @@ def run_windows(
         start = codes.shape[1] - window.context
         context = codes[:, start:]
         frames = window.context + window.new
-        conditioning = scheduler.call(partial(condition, start))
+        conditioning = scheduler.call(partial(condition, start, codes.shape[1]))
         job = scheduler.call(
             partial(decoder.open, conditioning, frames, sampling, generator, context)
         )
