@@ -42,6 +42,7 @@ from tunesmith.errors import (
     StorageError,
     TunesmithError,
 )
+from tunesmith.render import params_for
 from tunesmith.schema import (
     JOB_PREFIX,
     MAX_SEED,
@@ -195,7 +196,9 @@ class JobManager:
         engine = model.engine
         seconds = request.generation_seconds
         if model.loaded and engine is not None:
-            return engine.sample_rate, engine.channels, engine.steps_for(seconds)
+            params = params_for(request)  # the sections it plays add windows
+            steps = engine.steps_for(params.duration, 0, params.sections)
+            return engine.sample_rate, engine.channels, steps
         abilities = self.service.models.abilities(model)
         steps = math.ceil(seconds * abilities.frame_rate)
         return abilities.sample_rate, 2 if abilities.stereo else 1, steps

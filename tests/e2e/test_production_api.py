@@ -86,7 +86,7 @@ def test_sections_make_one_track_with_its_section_map(api: Api) -> None:
 
 def test_sections_in_bars_at_a_tempo(api: Api) -> None:
     sections = [{"prompt": "intro", "bars": 1}, {"prompt": "verse", "bars": 2}]
-    answer, data, record = made(api, {"prompt": "funk", "bpm": 120, "sections": sections})
+    _, data, record = made(api, {"prompt": "funk", "bpm": 120, "sections": sections})
     samples, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     assert samples.shape[0] == round(3 * 2.0 * RATE)  # three bars of 2 s
     assert [s["end"] for s in record["production"]["sections"]] == [2.0, 6.0]
@@ -147,10 +147,24 @@ def test_sections_are_refused_in_a_form(api: Api) -> None:
 def test_a_tempo_without_rubber_band_is_refused_saying_how_to_get_it(
     api: Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    assert api.client.get("/healthz").json()["rubberband"] is True
     monkeypatch.setenv("PATH", str(tmp_path))  # no rubberband on it
+    assert api.client.get("/healthz").json()["rubberband"] is False  # the page reads it
     for field, body in (("bpm", {"bpm": 120}), ("key", {"key": "C major"})):
         response = api.generate({"prompt": "a", "duration": 2, **body})
         assert response.status_code == 422
         (entry,) = response.json()["fields"]
         assert entry["field"] == field and "rubberband-cli" in entry["message"]
     assert stored_files(api.root) == []
+
+
+def test_a_sectioned_job_counts_every_window_from_the_start(api: Api) -> None:
+    sections = [{"prompt": "intro", "duration": 1}, {"prompt": "outro", "duration": 1.5}]
+    job = api.client.post("/jobs", json={"prompt": "jazz", "sections": sections}).json()
+    total = job["progress"]["steps_total"]
+    for _ in range(600):
+        job = api.client.get(f"/jobs/{job['id']}").json()
+        if job["status"] not in ("queued", "running"):
+            break
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["steps_done"] == job["progress"]["steps_total"] == total

@@ -17,6 +17,7 @@ from tunesmith.api.health import health_response
 from tunesmith.api.state import AppState
 from tunesmith.engine import CONTENT_TYPES
 from tunesmith.errors import NotFound
+from tunesmith.production import rubberband
 from tunesmith.schema import GenerateResponse
 from tunesmith.storage import LocalStorage
 from tunesmith.tracks import RECORD_TYPE, delete_track
@@ -121,6 +122,7 @@ async def healthz(state: State) -> JSONResponse:
         "jobs": state.jobs.running,
         "waiting": state.service.admission.waiting,
         "defaults": defaults.SAMPLING,  # the page's sampling fields start from these
+        "rubberband": rubberband.available(),  # bpm and key need it (the page says so)
     }
     return health_response(state.service.models, state.service.in_flight, limits)
 
