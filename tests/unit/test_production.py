@@ -72,6 +72,17 @@ def test_a_big_stretch_still_lands_with_a_warning() -> None:
     assert any("audible" in warning for warning in made.warnings)
 
 
+def test_a_model_far_slower_than_asked_still_fills_the_bars_saying_so() -> None:
+    plan = Production(bpm=124, bars=4)
+    # 88 BPM read nearest 124 is 88 itself: 10 s stretched to 71 % are 7.1 s, short of the
+    # four bars' 7.74 s, so whole bars from the first downbeat repeat
+    made = produce(song(88, 10.0), RATE, plan, duration=0)
+    assert made.samples.shape[0] == round(4 * 4 * 60 / 124 * RATE)
+    assert made.analysis["repeated_bars"] >= 1
+    assert any("repeat" in warning for warning in made.warnings)
+    assert find_beats(made.samples, RATE, 124).bpm == pytest.approx(124, abs=0.5)
+
+
 def test_a_loop_plays_around_without_a_click_or_a_jump() -> None:
     plan = Production(bpm=120, bars=4, loop=True)
     audio = song(120, plan.generation_seconds(0), chord=())  # drums alone: bars alike
