@@ -97,6 +97,22 @@ def test_opus_with_loudness_travels_through_the_endpoint_and_is_stored_as_opus(
     assert (info.samplerate, info.frames) == (48000, 96000)
 
 
+def test_a_loop_at_a_tempo_is_made_by_the_endpoint_and_its_analysis_recorded(
+    lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str,
+    sagemaker: SageMakerStandIn,
+) -> None:  # fmt: skip
+    request = {"prompt": "house", "bpm": 120, "bars": 1, "loop": True, "key": "G major"}
+    status, _, body = call(proxy_event(request))
+    assert status == 200, body
+    meta = record(s3_env, s3_bucket, body["id"])
+    # the container's analysis reached the function through the custom attributes
+    assert body["production"] == meta["production"] and meta["production"]["bars"] == 1
+    assert {"tempo_found", "stretch", "key_found", "key_shift"} <= set(meta["production"])
+    assert body["warnings"] == meta["warnings"] and meta["request"]["loop"] is True
+    audio = httpx.get(body["public_url"]).content
+    assert soundfile.info(io.BytesIO(audio)).frames == 2 * 32000  # one bar at 120 BPM
+
+
 def test_base64_body_presigned_url_flac_and_a_fixed_seed(
     lambda_env: pytest.MonkeyPatch, s3_env: SeaweedS3, s3_bucket: str
 ) -> None:

@@ -48,20 +48,25 @@ def full_info(model: str = "facebook/musicgen-melody") -> TrackInfo:
         name: InputRecord(sha256=digit * 64, start=1.5, end=31.5)
         for name, digit in (("input_audio", "a"), ("melody", "b"))
     }
-    return TrackInfo(5, 32000, 2, 300.0, "flac", model, engine, 412.25, uploads)
+    found = {"tempo_found": 118.62, "stretch": 0.9566, "key_found": "F# minor", "key_shift": -4,
+             "key": "D minor", "downbeat": 0.412, "bars": 8, "key_clarity": 0.731}  # fmt: skip
+    return TrackInfo(5, 32000, 2, 300.0, "flac", model, engine, 412.25, uploads, found)
 
 
-def test_the_engine_and_the_uploads_travel_with_the_track() -> None:
+def test_the_engine_the_uploads_and_the_analysis_travel_with_the_track() -> None:
     info = full_info()
     value = info.to_attributes()
     assert len(value) <= MAX_ATTRIBUTES_CHARS and value.isascii()
-    assert TrackInfo.from_attributes(value) == info
+    parsed = TrackInfo.from_attributes(value)
+    assert parsed == info
+    assert isinstance(parsed.production["bars"], int) and parsed.production["key"] == "D minor"
 
 
 def test_a_long_model_name_gives_way_before_the_record_fields() -> None:
     info = full_info("/opt/ml/model/" + "x" * 2000)
     parsed = TrackInfo.from_attributes(info.to_attributes())
     assert parsed.inputs == info.inputs and parsed.engine == info.engine
+    assert parsed.production == info.production
     assert parsed.model.startswith("...x") and len(info.to_attributes()) <= MAX_ATTRIBUTES_CHARS
 
 
