@@ -227,7 +227,7 @@ class EndpointState:
     def check_fits(self, request: GenerateRequest, fmt: AudioFormat, engine: Engine) -> None:
         """Refuse (413) a track whose encoding could exceed the payload limit, before generating."""
         rate, channels = engine.sample_rate, engine.channels
-        frames = round(request.duration * rate)
+        frames = round(request.track_seconds * rate)  # bpm: whole bars, maybe past duration
         limit = self.settings.max_response_bytes
         if audio_size_bound(fmt, frames, channels, rate) <= limit:
             return

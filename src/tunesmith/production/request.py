@@ -115,6 +115,11 @@ class ProducerFields(BaseModel):
         return "bpm" if self.bpm is not None else "key" if self.key is not None else None
 
     @property
+    def track_seconds(self) -> float:
+        """The finished file's length: `duration`, or with bpm its nearest whole bars."""
+        return self.production.track_seconds(float(getattr(self, "duration", 0.0)))
+
+    @property
     def generation_seconds(self) -> float:
         """How much audio the engine makes: more than `duration` with bpm (`Production`)."""
         return self.production.generation_seconds(float(getattr(self, "duration", 0.0)))
