@@ -51,7 +51,14 @@ export function showFile(name) {
   const from = name === "input_audio" && state.source ? ` · from track ${state.source.slice(0, 8)}` : "";
   $(name + "-info").textContent = file ? `${file.name} · ${(file.size / 1024).toFixed(0)} KB${from}` : "";
   $(name + "-clear").hidden = !file;
+  if (name === "input_audio") syncRange();
   setFieldError(name, "");
+}
+
+// From/To pick a part of the audio to continue: shown with a file, or once set.
+function syncRange() {
+  const set = Number($("continuation_start").value) > 0 || $("continuation_end").value.trim() !== "";
+  $("continuation-range").hidden = !$("input_audio").files.length && !set;
 }
 
 // Put `file` (or nothing) in an upload field; `source` is the history track it came from.
@@ -78,6 +85,7 @@ export function setFieldError(name, message) {
     else control.removeAttribute("aria-invalid");
   }
   if (message && control && control.closest("details")) control.closest("details").open = true;
+  if (message && control && control.closest("#continuation-range")) $("continuation-range").hidden = false;
   return true;
 }
 
@@ -201,4 +209,5 @@ export function fillForm(request, seed) {
   for (const name of UPLOADS) setUpload(name, null);
   $("continuation_start").value = String(request.continuation_start ?? 0);
   $("continuation_end").value = request.continuation_end == null ? "" : String(request.continuation_end);
+  syncRange();
 }
