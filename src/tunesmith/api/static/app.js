@@ -7,6 +7,7 @@ import { setUpForm, showGroup } from "./form.js";
 import { loadHistory, renderHistoryActions, setUpHistory } from "./history.js";
 import { resume, setUpJob } from "./job.js";
 import { abilities, loadModels } from "./models.js";
+import { applyServer } from "./producer.js";
 import { setUpRecorders } from "./recorder.js";
 import { $, state } from "./state.js";
 import { modelName } from "./words.js";
@@ -53,6 +54,7 @@ function applyHealth(body) {
     if (input.value === input.defaultValue) input.value = String(value);
     input.defaultValue = String(value);
   }
+  applyServer(body);
   applyAbilities();
 }
 

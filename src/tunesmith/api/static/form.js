@@ -1,6 +1,10 @@
 // The compose form: its fields, the checks beside each field, and the body it sends.
 
 import { chooseModel } from "./models.js";
+import {
+  durationSetBy, fillProducer, producerProblems, producerValues, setUpProducer, showSectionsError,
+  sync as syncProducer,
+} from "./producer.js";
 import { $, state } from "./state.js";
 
 export const UPLOADS = ["input_audio", "melody"];
@@ -9,6 +13,8 @@ const NUMBER_FIELDS = ["duration", "temperature", "top_p", "guidance_scale", "lo
   "continuation_start", "continuation_end"];
 const FIELDS = ["prompt", "duration", "format", "seed", "temperature", "top_k", "top_p",
   "guidance_scale", "normalization", "loudness_lufs", "continuation_start", "continuation_end"];
+// Fields the server names whose control has another id ("key-error" is the API key dialog's).
+const CONTROL_IDS = { key: "musical_key" };
 
 export const form = $("form");
 
@@ -40,6 +46,7 @@ export function setUpForm() {
     if (event.target.name) setFieldError(event.target.name, "");
   });
   syncLoudness();
+  setUpProducer({ filesAttached: () => uploadsToSend().length > 0 });
 }
 
 export function syncLoudness() {
@@ -53,6 +60,7 @@ export function showFile(name) {
   $(name + "-clear").hidden = !file;
   if (name === "input_audio") syncRange();
   setFieldError(name, "");
+  syncProducer(); // sections cannot go with a file
 }
 
 // From/To pick a part of the audio to continue: shown with a file, or once set.
@@ -101,7 +109,14 @@ export function showError(error) {
   let first = null;
   const rest = [];
   for (const field of error.fields || []) {
-    const name = String(field.field || "").split(".").pop();
+    const path = String(field.field || "");
+    let name = path.startsWith("sections.") ? "sections" : path.split(".").pop();
+    if (name === "duration" && durationSetBy()) name = durationSetBy(); // bars or sections set it
+    if (name === "sections") {
+      first = first || showSectionsError(field.message, null, path);
+      continue;
+    }
+    name = CONTROL_IDS[name] || name;
     if (setFieldError(name, field.message)) first = first || $(name);
     else rest.push(`${field.field}: ${field.message}`);
   }
@@ -141,6 +156,14 @@ export function validate() {
       first = first || control;
     }
   }
+  if (!first) {
+    for (const problem of producerProblems()) {
+      const target = problem.field === "sections"
+        ? showSectionsError(problem.message, problem.control)
+        : (setFieldError(problem.field, problem.message), $(problem.field));
+      first = first || target;
+    }
+  }
   if (first) {
     $("form-error").textContent = "Please fix the highlighted fields.";
     first.focus();
@@ -154,12 +177,14 @@ export function formValues() {
     const control = $(name);
     const raw = control.value.trim();
     if (control.closest("fieldset") && control.closest("fieldset").disabled) continue;
+    if (name === "duration" && control.disabled) continue; // bars or sections set it
     if (name === "prompt" || name === "format" || name === "normalization") values[name] = control.value;
     else if (name === "seed") { if (raw) values.seed = raw; }
     else if (name === "top_k") values.top_k = raw === "" ? raw : Number.parseInt(raw, 10);
     else if (name === "continuation_end") { if (raw) values.continuation_end = Number(raw); }
     else if (NUMBER_FIELDS.includes(name)) values[name] = raw === "" ? raw : Number(raw);
   }
+  Object.assign(values, producerValues());
   if ($("model").value) values.model = $("model").value;
   if (state.source && uploadsToSend().includes("input_audio")) values.source_track = state.source;
   return values;
@@ -210,4 +235,5 @@ export function fillForm(request, seed) {
   $("continuation_start").value = String(request.continuation_start ?? 0);
   $("continuation_end").value = request.continuation_end == null ? "" : String(request.continuation_end);
   syncRange();
+  fillProducer(request);
 }

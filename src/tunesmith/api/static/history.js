@@ -7,12 +7,13 @@ import { abilities } from "./models.js";
 import { pauseOthers } from "./job.js";
 import { $, CONTEXT_SECONDS, announce, state } from "./state.js";
 import { lazyWaveform } from "./waveform.js";
-import { ago, fmt, modelName, shortId, speedText } from "./words.js";
+import { ago, fmt, modelName, productionText, shortId, speedText } from "./words.js";
 
 // Request fields shown by name below; any other field a record carries is shown as it is.
 const SHOWN = new Set(["prompt", "duration", "seed", "temperature", "top_k", "top_p",
   "guidance_scale", "format", "normalization", "loudness_lufs", "continuation_start",
-  "continuation_end", "source_track", "model"]);
+  "continuation_end", "source_track", "model", "bpm", "bars", "beats_per_bar", "loop", "key",
+  "fade_out", "sections"]);
 
 export function setUpHistory() {
   $("history-refresh").addEventListener("click", () => loadHistory(false));
@@ -145,6 +146,18 @@ function parameters(track) {
     add("continuation", "continues", `${fmt(used.start)}–${fmt(used.end)} s of its input audio`);
   }
   if (inputs.melody) add("melody", "melody", `${fmt(inputs.melody.start)}–${fmt(inputs.melody.end)} s of an upload`);
+  // the producer's fields, where they were asked for
+  const beats = request.beats_per_bar ?? 4;
+  if (request.bpm != null) add("bpm", "tempo", `${request.bpm} BPM${beats !== 4 ? `, ${beats} beats a bar` : ""}`);
+  if (request.bars != null) add("bars", "bars", request.bars);
+  if (request.loop) add("loop", "loop", "yes");
+  add("key", "key", request.key);
+  if (request.fade_out > 0) add("fade_out", "fade out", `${fmt(request.fade_out)} s`);
+  if (Array.isArray(request.sections) && request.sections.length) {
+    add("sections", "sections", request.sections.map((s) => `${s.prompt} (${s.bars != null ? `${s.bars} bars` : `${fmt(s.duration)} s`})`).join(" → "));
+  }
+  add("production", "found", productionText(record.production));
+  if (Array.isArray(record.warnings) && record.warnings.length) add("warnings", "warnings", record.warnings.join("; "));
   for (const [key, value] of Object.entries(request)) {
     if (SHOWN.has(key) || value === null || value === undefined) continue;
     add(key, key.replace(/_/g, " "), typeof value === "object" ? JSON.stringify(value) : value);
@@ -283,7 +296,8 @@ async function continueTrack(track, trigger) {
     const blob = await response.blob();
     const format = record.format || request.format || "wav";
     const file = new File([blob], `${track.id}.${format}`, { type: blob.type || `audio/${format}` });
-    fillForm({ ...request, continuation_start: 0, continuation_end: null }, null);
+    // its length is the duration field's: bars and sections would set it
+    fillForm({ ...request, continuation_start: 0, continuation_end: null, bars: null, sections: null }, null);
     setUpload("input_audio", file, track.id);
     $("duration").value = fmt(Math.min(state.maxDuration, context + Math.max(10, Math.min(30, context))));
     announce(`Ready to continue that track: it starts with its ${context < length ? "last " : ""}${fmt(context)} s. Adjust the prompt or duration and press Generate.`);

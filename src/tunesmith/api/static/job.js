@@ -6,7 +6,7 @@ import { clearErrors, form, formValues, requestBody, showError, validate } from 
 import { loadHistory } from "./history.js";
 import { $, FINISHED, announce, state } from "./state.js";
 import { drawPeaks, peaksFrom, seekOnClick } from "./waveform.js";
-import { fmt, speedText } from "./words.js";
+import { fmt, productionText, speedText } from "./words.js";
 
 const JOB_STORE = "tunesmith.job";
 const PLAY_MARGIN = 2.0; // seconds of audio beyond the no-stall minimum before playing
@@ -94,6 +94,9 @@ function resetJobView() {
   $("progress-wrap").hidden = true;
   $("result").hidden = true;
   $("waveform-wrap").hidden = true;
+  $("production").hidden = true;
+  $("warnings").hidden = true;
+  player.loop = false;
 }
 
 function stopPlayer() {
@@ -285,17 +288,42 @@ function showResult(job, url) {
   $("download").download = `tunesmith-${job.id}.${format}`;
   $("download").textContent = `Download ${format.toUpperCase()}`;
   $("metadata").href = result.metadata_url || job.metadata_url;
-  $("result-meta").textContent = `seed ${result.seed ?? job.request.seed}`;
+  // a loop plays on from the stored file (the stream, a one-off, ends first)
+  const loop = !!job.request.loop;
+  $("result-meta").textContent = `seed ${result.seed ?? job.request.seed}${loop ? " · loops" : ""}`;
   $("result").hidden = false;
+  showProduction({ production: result.production ?? job.production, warnings: result.warnings ?? job.warnings });
   if (!player.getAttribute("src")) {
     player.src = url;
     player.hidden = false;
+    player.loop = loop;
   } else if (player.paused || player.ended) {
+    const replay = loop && player.ended;
     switchToFile(url);
+    player.loop = loop;
+    if (replay) player.play().catch(() => {});
   } else {
-    player.addEventListener("ended", () => switchToFile(url), { once: true });
+    player.addEventListener("ended", () => {
+      switchToFile(url);
+      player.loop = loop;
+      if (loop) player.play().catch(() => {});
+    }, { once: true });
   }
   drawWaveform(url);
+}
+
+// What the producer's analysis found, and any warning (absent: nothing shown).
+function showProduction(result) {
+  const text = productionText(result.production);
+  $("production").textContent = text ? `Producer: ${text}.` : "";
+  $("production").hidden = !text;
+  const warnings = Array.isArray(result.warnings) ? result.warnings.filter(Boolean) : [];
+  $("warnings").replaceChildren(...warnings.map((warning) => {
+    const item = document.createElement("li");
+    item.textContent = String(warning);
+    return item;
+  }));
+  $("warnings").hidden = !warnings.length;
 }
 
 // The finished file replaces the stream once it is not playing: it can be seeked, and it is

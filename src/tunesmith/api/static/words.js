@@ -33,3 +33,31 @@ export function shortId(id) {
 export function modelName(model) {
   return String(model || "").split("/").filter(Boolean).pop() || "model";
 }
+
+// What the producer's analysis found, in a line: "found 118.6 BPM, stretched x1.05; key found
+// E minor, shifted −7 to A minor". Empty for none (or a server that sends none).
+export function productionText(found) {
+  if (!found || typeof found !== "object") return "";
+  const number = (value) => typeof value === "number" && Number.isFinite(value);
+  const parts = [];
+  if (number(found.tempo_found)) {
+    let tempo = `found ${found.tempo_found.toFixed(1)} BPM`;
+    if (number(found.stretch)) {
+      tempo += Math.abs(found.stretch - 1) < 0.005 ? ", no stretch needed" : `, stretched x${found.stretch.toFixed(2)}`;
+    }
+    parts.push(tempo);
+  }
+  if (found.key_found) {
+    let key = `key found ${found.key_found}`;
+    if (number(found.key_shift) && found.key_shift !== 0) {
+      key += `, shifted ${found.key_shift > 0 ? "+" : "−"}${Math.abs(found.key_shift)}`;
+    }
+    if (found.key && found.key !== found.key_found) key += ` to ${found.key}`;
+    parts.push(key);
+  }
+  if (number(found.bars)) {
+    const from = number(found.downbeat) ? ` from the downbeat at ${found.downbeat.toFixed(2)} s` : "";
+    parts.push(`${found.bars} bar${found.bars === 1 ? "" : "s"}${from}`);
+  }
+  return parts.join("; ");
+}
