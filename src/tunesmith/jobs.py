@@ -174,7 +174,7 @@ class JobManager:
             created=stamp,
             updated=stamp,
             request=request,
-            progress=JobProgress(steps_total=steps),
+            progress=JobProgress(steps_total=steps, audio_total=round(frames / rate, 3)),
             s3_url=where.s3_url,
             public_url=where.public_url,
             metadata_url=meta.public_url,
@@ -219,8 +219,8 @@ class JobManager:
                 started = True
                 changes["status"] = "running"
             seconds = round(samples_done / rate, 3)
-            changes["progress"] = JobProgress(
-                steps_done=done, steps_total=total, audio_seconds=seconds
+            changes["progress"] = live.job.progress.model_copy(
+                update={"steps_done": done, "steps_total": total, "audio_seconds": seconds}
             )
             live.update(**changes)
 

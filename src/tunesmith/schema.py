@@ -275,6 +275,8 @@ class JobProgress(BaseModel):
     steps_done: int = 0
     steps_total: int = 0
     audio_seconds: float = 0.0
+    # what the audio stream will hold: with bpm, the take before it is cut to the bars
+    audio_total: float = 0.0
 
 
 class JobError(BaseModel):

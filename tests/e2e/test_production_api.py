@@ -98,6 +98,7 @@ def test_the_job_stream_plays_what_is_generated_and_the_file_is_made_exact(api: 
     streamed = api.client.get(job["audio_url"]).content
     raw, rate = soundfile.read(io.BytesIO(streamed), dtype="int16")
     assert rate == RATE and raw.shape[0] > 2 * RATE  # the unprocessed audio, longer
+    assert job["progress"]["audio_total"] == pytest.approx(raw.shape[0] / RATE, abs=1e-3)
     for _ in range(600):
         job = api.client.get(f"/jobs/{job['id']}").json()
         if job["status"] != "queued" and job["status"] != "running":

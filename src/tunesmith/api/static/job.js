@@ -5,8 +5,9 @@ import { ApiError, api, apiJson, parseJson, readJson } from "./api.js";
 import { clearErrors, form, formValues, requestBody, showError, validate } from "./form.js";
 import { loadHistory } from "./history.js";
 import { $, FINISHED, announce, state } from "./state.js";
-import { drawPeaks, peaksFrom, seekOnClick } from "./waveform.js";
-import { fmt, productionText, speedText } from "./words.js";
+import { drawWaveform, renderWaveform, seekOnClick } from "./waveform.js";
+import { showProduction } from "./producer.js";
+import { fmt, speedText } from "./words.js";
 
 const JOB_STORE = "tunesmith.job";
 const PLAY_MARGIN = 2.0; // seconds of audio beyond the no-stall minimum before playing
@@ -121,10 +122,15 @@ function startFollowing(job, fresh) {
   followEvents(job);
 }
 
+// The stream's length: with a tempo the server makes more than the track keeps, then cuts it.
+function streamSeconds(job) {
+  return (job.progress && job.progress.audio_total) || job.request.duration;
+}
+
 function producedSeconds(job) {
   const p = job.progress || {};
   if (p.audio_seconds > 0) return p.audio_seconds;
-  return p.steps_total ? (p.steps_done / p.steps_total) * job.request.duration : 0;
+  return p.steps_total ? (p.steps_done / p.steps_total) * streamSeconds(job) : 0;
 }
 
 function measureRate(produced) {
@@ -141,7 +147,7 @@ function measureRate(produced) {
 function updateJob(job) {
   state.job = job;
   $("job").dataset.status = job.status;
-  const duration = job.request.duration;
+  const duration = streamSeconds(job);
   const produced = Math.min(producedSeconds(job), duration);
   if (job.status === "running") measureRate(producedSeconds(job));
   const p = job.progress || {};
@@ -312,20 +318,6 @@ function showResult(job, url) {
   drawWaveform(url);
 }
 
-// What the producer's analysis found, and any warning (absent: nothing shown).
-function showProduction(result) {
-  const text = productionText(result.production);
-  $("production").textContent = text ? `Producer: ${text}.` : "";
-  $("production").hidden = !text;
-  const warnings = Array.isArray(result.warnings) ? result.warnings.filter(Boolean) : [];
-  $("warnings").replaceChildren(...warnings.map((warning) => {
-    const item = document.createElement("li");
-    item.textContent = String(warning);
-    return item;
-  }));
-  $("warnings").hidden = !warnings.length;
-}
-
 // The finished file replaces the stream once it is not playing: it can be seeked, and it is
 // the normalized audio that was stored.
 function switchToFile(url) {
@@ -369,7 +361,7 @@ function bufferedAhead() {
 // runs dry when b >= (D - t) * (1 - r): start only then (plus a margin), or at once if r >= 1.
 function readyToPlay() {
   const job = state.job;
-  const remaining = Math.max(0, job.request.duration - player.currentTime);
+  const remaining = Math.max(0, streamSeconds(job) - player.currentTime);
   const ahead = bufferedAhead();
   if (state.finished || ahead >= remaining - 0.05) return true;
   if (state.rate === null) return false;
@@ -383,7 +375,7 @@ function maybePlay() {
   if (state.finished && state.job.status !== "succeeded") return;
   if (!readyToPlay()) {
     if (state.job.status === "running" && state.rate !== null && state.rate < 1) {
-      const need = (state.job.request.duration - player.currentTime) * (1 - state.rate) + PLAY_MARGIN;
+      const need = (streamSeconds(state.job) - player.currentTime) * (1 - state.rate) + PLAY_MARGIN;
       setProgressLine(null, `buffering ${fmt(bufferedAhead())} of ${fmt(need)} s before playing`);
     }
     return;
@@ -391,30 +383,6 @@ function maybePlay() {
   player.play().catch(() => {
     if (!state.finished) announce("Generating… press play to listen as it is made.");
   });
-}
-
-// ---------------------------------------------------------------- the finished track's waveform
-async function drawWaveform(url) {
-  state.peaks = null;
-  state.waveUrl = url;
-  $("waveform-wrap").hidden = true;
-  try {
-    const { peaks, duration } = await peaksFrom(url, 800);
-    if (state.waveUrl !== url) return;
-    state.peaks = peaks;
-    state.peakDuration = duration;
-    $("waveform-wrap").hidden = false;
-    renderWaveform();
-  } catch {
-    $("waveform-wrap").hidden = true; // e.g. a bucket without CORS: no waveform, no fuss
-  }
-}
-
-function renderWaveform() {
-  if (!state.peaks || $("waveform-wrap").hidden) return;
-  const duration = player.duration || state.peakDuration || 1;
-  const played = Number.isFinite(duration) && duration > 0 ? player.currentTime / duration : 0;
-  drawPeaks($("waveform"), state.peaks, played);
 }
 
 // ---------------------------------------------------------------- a job from before a reload

@@ -3,7 +3,7 @@
 // last word, shown beside the field it names.
 
 import { $, state } from "./state.js";
-import { fmt } from "./words.js";
+import { fmt, productionText } from "./words.js";
 
 const TONICS = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
 const FLATS = { "C#": "D♭", "D#": "E♭", "F#": "G♭", "G#": "A♭", "A#": "B♭" };
@@ -335,4 +335,18 @@ export function fillProducer(request) {
   ownDuration = null;
   sync();
   if (request.bpm != null || request.key || request.fade_out || (request.sections || []).length) $("producer").open = true;
+}
+
+// What the producer's analysis found, and any warning (absent: nothing shown).
+export function showProduction(result) {
+  const text = productionText(result.production);
+  $("production").textContent = text ? `Producer: ${text}.` : "";
+  $("production").hidden = !text;
+  const warnings = Array.isArray(result.warnings) ? result.warnings.filter(Boolean) : [];
+  $("warnings").replaceChildren(...warnings.map((warning) => {
+    const item = document.createElement("li");
+    item.textContent = String(warning);
+    return item;
+  }));
+  $("warnings").hidden = !warnings.length;
 }

@@ -1,6 +1,8 @@
 // Waveforms drawn from the audio itself (decoded with Web Audio): the big one under the player,
 // and a small one in each history entry, decoded only once it scrolls into view.
 
+import { $, state } from "./state.js";
+
 // Decoding at a low rate keeps a long track's samples small; the shape survives.
 const THUMB_RATE = 8000;
 
@@ -130,3 +132,27 @@ async function drain() {
   decoding = false;
 }
 
+// The finished track's waveform under the player.
+export async function drawWaveform(url) {
+  state.peaks = null;
+  state.waveUrl = url;
+  $("waveform-wrap").hidden = true;
+  try {
+    const { peaks, duration } = await peaksFrom(url, 800);
+    if (state.waveUrl !== url) return;
+    state.peaks = peaks;
+    state.peakDuration = duration;
+    $("waveform-wrap").hidden = false;
+    renderWaveform();
+  } catch {
+    $("waveform-wrap").hidden = true; // e.g. a bucket without CORS: no waveform, no fuss
+  }
+}
+
+export function renderWaveform() {
+  const player = $("player");
+  if (!state.peaks || $("waveform-wrap").hidden) return;
+  const duration = player.duration || state.peakDuration || 1;
+  const played = Number.isFinite(duration) && duration > 0 ? player.currentTime / duration : 0;
+  drawPeaks($("waveform"), state.peaks, played);
+}
