@@ -4,6 +4,7 @@ loops with loop points, keys, sections, fades, and their refusals."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,16 @@ def made(api: Api, body: dict[str, Any]) -> tuple[dict[str, Any], bytes, dict[st
     answer = response.json()
     record = api.client.get(answer["metadata_url"]).json()
     return answer, httpx.get(answer["public_url"]).content, record
+
+
+def finished(api: Api, job_id: str) -> dict[str, Any]:
+    """The job once it has ended (within two minutes)."""
+    for _ in range(1200):
+        job: dict[str, Any] = api.client.get(f"/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['status']}")
 
 
 def test_an_eight_bar_loop_at_a_tempo_in_a_key(api: Api) -> None:
@@ -99,10 +110,7 @@ def test_the_job_stream_plays_what_is_generated_and_the_file_is_made_exact(api: 
     raw, rate = soundfile.read(io.BytesIO(streamed), dtype="int16")
     assert rate == RATE and raw.shape[0] > 2 * RATE  # the unprocessed audio, longer
     assert job["progress"]["audio_total"] == pytest.approx(raw.shape[0] / RATE, abs=1e-3)
-    for _ in range(600):
-        job = api.client.get(f"/jobs/{job['id']}").json()
-        if job["status"] != "queued" and job["status"] != "running":
-            break
+    job = finished(api, job["id"])
     assert job["status"] == "succeeded", job
     assert job["result"]["production"]["bars"] == 1
     stored = httpx.get(job["result"]["public_url"]).content
@@ -163,9 +171,6 @@ def test_a_sectioned_job_counts_every_window_from_the_start(api: Api) -> None:
     sections = [{"prompt": "intro", "duration": 1}, {"prompt": "outro", "duration": 1.5}]
     job = api.client.post("/jobs", json={"prompt": "jazz", "sections": sections}).json()
     total = job["progress"]["steps_total"]
-    for _ in range(600):
-        job = api.client.get(f"/jobs/{job['id']}").json()
-        if job["status"] not in ("queued", "running"):
-            break
+    job = finished(api, job["id"])
     assert job["status"] == "succeeded", job
     assert job["progress"]["steps_done"] == job["progress"]["steps_total"] == total
