@@ -102,6 +102,7 @@ def test_a_job_is_queued_then_succeeds_with_its_result_and_track_record(
         "id": job_id, "s3_url": job["s3_url"], "public_url": job["public_url"],
         "duration": 2.0, "sample_rate": 32000, "channels": 1, "format": "flac",
         "model": str(tiny_model_dir), "seed": seed, "metadata_url": job["metadata_url"],
+        "production": None, "warnings": [],
     }  # fmt: skip
     assert done["progress"]["audio_seconds"] == 2.0 and done["updated"] >= job["updated"]
     track = httpx.get(result["public_url"])
