@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from studio_page import wait_ready
 
 from live_server import Api, serve
 from tunesmith.engine import MusicGenEngine
@@ -28,10 +29,6 @@ MIC_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
-
-
-def wait_ready(page: Page) -> None:
-    expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
 
 
 def finished_record(page: Page, api: Api) -> dict[str, Any]:

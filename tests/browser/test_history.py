@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
+from studio_page import wait_ready
 
 from live_server import Api, stored_files, track_files
 
@@ -24,10 +25,6 @@ INKED = """c => {
   for (let i = 3; i < data.length; i += 4) if (data[i] > 0) inked++;
   return inked;
 }"""
-
-
-def wait_ready(page: Page) -> None:
-    expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
 
 
 def entry(page: Page, track: str) -> Locator:

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, Route, expect
+from studio_page import overflow, wait_ready
 
 from live_server import Api
 
 OpenPage = Callable[..., Page]
-
-
-def wait_ready(page: Page) -> None:
-    expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
 
 
 def open_producer(page: Page) -> None:
@@ -265,15 +262,7 @@ def test_producer_fits_a_phone(studio: Api, open_page: OpenPage, artifacts: Path
     page.fill("#bpm", "100")
     add_section(page, "a long description of the first part of the song", "4", "bars")
     add_section(page, "the second", "2", "bars")
-    widths = page.evaluate(
-        """() => {
-        const wide = [...document.querySelectorAll("body *")].filter((el) => {
-            const box = el.getBoundingClientRect();
-            return box.width > 0 && box.right > window.innerWidth + 0.5;
-        }).map((el) => el.id || el.className || el.tagName);
-        return { scroll: document.documentElement.scrollWidth, inner: window.innerWidth, wide };
-    }"""
-    )
+    widths = overflow(page)
     assert widths["scroll"] <= widths["inner"] == 375, widths
     assert not widths["wide"], widths
     expect(page.locator("#sections-total")).to_have_text("2 sections, 14.4 s in all")

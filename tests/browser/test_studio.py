@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import Page, expect
+from studio_page import overflow, wait_ready
 
 from live_server import Api, serve
 from tunesmith.engine import MusicGenEngine
@@ -27,10 +28,6 @@ PLAYING = """() => {
   const { job, finished } = window.tunesmithStudio.state;
   return { status: job.status, finished, time: player.currentTime, src: player.src };
 }"""
-
-
-def wait_ready(page: Page) -> None:
-    expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
 
 
 def job_id(page: Page) -> str:
@@ -184,15 +181,7 @@ def test_phone_width_has_no_horizontal_scroll(
     wait_ready(page)
     page.locator("#advanced > summary").click()
     page.wait_for_timeout(100)
-    widths = page.evaluate(
-        """() => {
-        const wide = [...document.querySelectorAll("body *")].filter((el) => {
-            const box = el.getBoundingClientRect();
-            return box.width > 0 && box.right > window.innerWidth + 0.5;
-        }).map((el) => el.id || el.className || el.tagName);
-        return { scroll: document.documentElement.scrollWidth, inner: window.innerWidth, wide };
-    }"""
-    )
+    widths = overflow(page)
     assert widths["scroll"] <= widths["inner"] == 375, widths
     assert not widths["wide"], widths
     page.screenshot(path=str(artifacts / "studio-phone.png"), full_page=True)
