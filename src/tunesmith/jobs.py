@@ -194,13 +194,12 @@ class JobManager:
         the engine's first progress report says exactly)."""
         model = self.service.models.get(request.model)
         engine = model.engine
-        seconds = request.generation_seconds
         if model.loaded and engine is not None:
             params = params_for(request)  # the sections it plays add windows
             steps = engine.steps_for(params.duration, 0, params.sections)
             return engine.sample_rate, engine.channels, steps
         abilities = self.service.models.abilities(model)
-        steps = math.ceil(seconds * abilities.frame_rate)
+        steps = math.ceil(request.generation_seconds * abilities.frame_rate)
         return abilities.sample_rate, 2 if abilities.stereo else 1, steps
 
     # -- running ---------------------------------------------------------------------------------
